@@ -1,0 +1,408 @@
+//! [`ServiceShared`]: everything known about one service, shared between its
+//! supervisor (which writes it), its workers (which count messages and report
+//! successes), its callers (which check the circuit) and the admin endpoint
+//! (which reads snapshots). Locks are held for a few field updates at most, so
+//! reading a snapshot never waits on an actor.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::circuit::{Admission, Circuit, CircuitState};
+use crate::intensity::{Intensity, RestartWindow};
+use crate::policy::SupervisionPolicy;
+use crate::service::SupervisorMsg;
+use crate::snapshot::{ActorNode, CircuitView, FailureRecord, NodeKind};
+
+/// How many failures a service remembers for `/admin/actors/{name}`.
+const RECENT_FAILURES: usize = 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceStatus {
+    /// Every worker is up.
+    Running,
+    /// Some workers are down and a restart is scheduled.
+    Restarting,
+    /// Not started yet, or shut down.
+    Stopped,
+    /// The circuit is open: workers are down until it half-opens.
+    Failed,
+}
+
+/// Per-worker counters that survive the worker's restarts.
+#[derive(Debug)]
+pub struct WorkerStats {
+    pub name: String,
+    handled: AtomicU64,
+    /// Sent, not yet taken from the mailbox.
+    depth: AtomicI64,
+    /// Sent, not yet handled: what load balancing looks at, since a worker busy
+    /// with a slow message has an empty mailbox.
+    in_flight: AtomicI64,
+    restarts: AtomicU64,
+    book: Mutex<WorkerBook>,
+}
+
+#[derive(Debug, Default)]
+struct WorkerBook {
+    running_since: Option<Instant>,
+    last_failure: Option<FailureRecord>,
+}
+
+impl WorkerStats {
+    fn new(name: String) -> Self {
+        Self {
+            name,
+            handled: AtomicU64::new(0),
+            depth: AtomicI64::new(0),
+            in_flight: AtomicI64::new(0),
+            restarts: AtomicU64::new(0),
+            book: Mutex::new(WorkerBook::default()),
+        }
+    }
+
+    /// Messages sent and not yet received (never negative: a stale decrement
+    /// after a restart's reset is clamped).
+    pub fn depth(&self) -> u64 {
+        self.depth.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    pub(crate) fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn message_sent(&self) {
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The send failed: the message never reached a mailbox.
+    pub(crate) fn message_unsent(&self) {
+        self.depth.fetch_sub(1, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn message_received(&self) {
+        self.depth.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn message_handled(&self) {
+        self.handled.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn is_running(&self) -> bool {
+        lock(&self.book).running_since.is_some()
+    }
+}
+
+#[derive(Debug)]
+struct ServiceBook {
+    status: ServiceStatus,
+    circuit: Circuit,
+    window: RestartWindow,
+    restarts: u64,
+    failures: VecDeque<FailureRecord>,
+    running_since: Option<Instant>,
+}
+
+/// The shared record of one service. See the module docs.
+#[derive(Debug)]
+pub struct ServiceShared {
+    name: String,
+    policy: SupervisionPolicy,
+    workers: Vec<WorkerStats>,
+    /// The circuit state as a number, readable without the lock (hot path).
+    circuit_fast: AtomicU8,
+    book: Mutex<ServiceBook>,
+    supervisor: Mutex<Option<ActorRef<SupervisorMsg>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain counters behind,
+    // never a broken invariant, so the data is still good to read.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+const FAST_CLOSED: u8 = 0;
+const FAST_HALF_OPEN: u8 = 1;
+const FAST_OPEN: u8 = 2;
+
+fn fast(state: CircuitState) -> u8 {
+    match state {
+        CircuitState::Closed => FAST_CLOSED,
+        CircuitState::HalfOpen => FAST_HALF_OPEN,
+        CircuitState::Open => FAST_OPEN,
+    }
+}
+
+impl ServiceShared {
+    pub fn new(name: impl Into<String>, policy: SupervisionPolicy, workers: usize) -> Arc<Self> {
+        let name = name.into();
+        let workers = (0..workers.max(1))
+            .map(|i| WorkerStats::new(format!("{name}-worker-{i}")))
+            .collect();
+        let book = ServiceBook {
+            status: ServiceStatus::Stopped,
+            circuit: Circuit::new(policy.open_for, policy.open_for_max),
+            window: RestartWindow::new(policy.max_restarts, policy.within),
+            restarts: 0,
+            failures: VecDeque::new(),
+            running_since: None,
+        };
+        let shared = Arc::new(Self {
+            name,
+            policy,
+            workers,
+            circuit_fast: AtomicU8::new(FAST_CLOSED),
+            book: Mutex::new(book),
+            supervisor: Mutex::new(None),
+        });
+        shared.publish_circuit(CircuitState::Closed);
+        shared
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn policy(&self) -> &SupervisionPolicy {
+        &self.policy
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    pub fn worker(&self, index: usize) -> &WorkerStats {
+        &self.workers[index]
+    }
+
+    /// The index of a worker by its name (`orders-worker-0`).
+    pub fn worker_index(&self, name: &str) -> Option<usize> {
+        self.workers.iter().position(|w| w.name == name)
+    }
+
+    pub fn status(&self) -> ServiceStatus {
+        lock(&self.book).status
+    }
+
+    pub fn circuit_state(&self) -> CircuitState {
+        lock(&self.book).circuit.state()
+    }
+
+    /// Whether a call may go through now. Lock-free while the circuit is closed.
+    pub fn admit(&self) -> Admission {
+        if self.circuit_fast.load(Ordering::Acquire) == FAST_CLOSED {
+            return Admission::Admit;
+        }
+        lock(&self.book).circuit.admit(Instant::now())
+    }
+
+    /// A worker handled a message without failing: closes a half-open circuit.
+    pub fn record_success(&self) {
+        if self.circuit_fast.load(Ordering::Acquire) != FAST_HALF_OPEN {
+            return;
+        }
+        let closed = lock(&self.book).circuit.record_success();
+        if closed {
+            tracing::info!(service = %self.name, "circuit closed: the service answered successfully");
+            self.publish_circuit(CircuitState::Closed);
+        }
+    }
+
+    // ---- written by the supervisor -------------------------------------------------
+
+    pub(crate) fn set_supervisor(&self, supervisor: Option<ActorRef<SupervisorMsg>>) {
+        *lock(&self.supervisor) = supervisor;
+    }
+
+    pub(crate) fn supervisor(&self) -> Option<ActorRef<SupervisorMsg>> {
+        lock(&self.supervisor).clone()
+    }
+
+    pub(crate) fn set_status(&self, status: ServiceStatus) {
+        let mut book = lock(&self.book);
+        if status == ServiceStatus::Running && book.status != ServiceStatus::Running {
+            book.running_since = Some(Instant::now());
+        } else if status != ServiceStatus::Running {
+            book.running_since = None;
+        }
+        book.status = status;
+    }
+
+    /// Notes a failure and counts it against the intensity window.
+    pub(crate) fn record_failure(&self, worker: Option<usize>, reason: &str) -> Intensity {
+        let record = FailureRecord {
+            at: OffsetDateTime::now_utc(),
+            reason: reason.to_owned(),
+            worker: worker.map(|i| self.workers[i].name.clone()),
+        };
+        metrics::counter!("actor_failures_total", "actor" => self.name.clone()).increment(1);
+        if let Some(i) = worker {
+            let mut wb = lock(&self.workers[i].book);
+            wb.last_failure = Some(record.clone());
+            wb.running_since = None;
+        }
+        let mut book = lock(&self.book);
+        if book.failures.len() == RECENT_FAILURES {
+            book.failures.pop_front();
+        }
+        book.failures.push_back(record);
+        if book.circuit.state() == CircuitState::HalfOpen {
+            // A failure while half-open re-opens the circuit whatever the window says.
+            return Intensity::Exceeded;
+        }
+        book.window.record(Instant::now())
+    }
+
+    pub(crate) fn record_restart(&self, workers: &[usize]) {
+        lock(&self.book).restarts += 1;
+        for &i in workers {
+            self.workers[i].restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        metrics::counter!("actor_restarts_total", "actor" => self.name.clone()).increment(1);
+    }
+
+    pub(crate) fn worker_up(&self, index: usize) {
+        let worker = &self.workers[index];
+        // Messages counted against the previous incarnation died with its mailbox.
+        worker.depth.store(0, Ordering::Relaxed);
+        worker.in_flight.store(0, Ordering::Relaxed);
+        lock(&worker.book).running_since = Some(Instant::now());
+    }
+
+    pub(crate) fn worker_down(&self, index: usize) {
+        lock(&self.workers[index].book).running_since = None;
+    }
+
+    pub(crate) fn all_workers_up(&self) -> bool {
+        self.workers.iter().all(WorkerStats::is_running)
+    }
+
+    /// Opens the circuit; returns how long it stays open.
+    pub(crate) fn trip(&self) -> Duration {
+        let open_for = {
+            let mut book = lock(&self.book);
+            book.status = ServiceStatus::Failed;
+            book.running_since = None;
+            book.circuit.trip(Instant::now())
+        };
+        metrics::counter!("circuit_trips_total", "service" => self.name.clone()).increment(1);
+        self.publish_circuit(CircuitState::Open);
+        open_for
+    }
+
+    /// Open → half-open, with a clean intensity window. False if the circuit
+    /// was not open on a timer (closed or forced meanwhile).
+    pub(crate) fn half_open(&self) -> bool {
+        let moved = {
+            let mut book = lock(&self.book);
+            let moved = book.circuit.half_open();
+            if moved {
+                book.window.clear();
+            }
+            moved
+        };
+        if moved {
+            self.publish_circuit(CircuitState::HalfOpen);
+        }
+        moved
+    }
+
+    pub(crate) fn force_open(&self) {
+        lock(&self.book).circuit.force_open();
+        self.publish_circuit(CircuitState::Open);
+    }
+
+    pub(crate) fn force_close(&self) {
+        {
+            let mut book = lock(&self.book);
+            book.circuit.close();
+            book.window.clear();
+        }
+        self.publish_circuit(CircuitState::Closed);
+    }
+
+    fn publish_circuit(&self, state: CircuitState) {
+        self.circuit_fast.store(fast(state), Ordering::Release);
+        metrics::gauge!("circuit_state", "service" => self.name.clone()).set(state.gauge());
+    }
+
+    // ---- read by the admin endpoint ------------------------------------------------
+
+    /// Sets the gauges that are sampled rather than counted (mailbox depth).
+    pub fn publish_gauges(&self) {
+        let depth: u64 = self.workers.iter().map(WorkerStats::depth).sum();
+        metrics::gauge!("actor_mailbox_depth", "actor" => self.name.clone()).set(depth as f64);
+        metrics::gauge!("circuit_state", "service" => self.name.clone())
+            .set(self.circuit_state().gauge());
+    }
+
+    /// The service's node with its workers as children. `detail` adds the
+    /// recent failures (the single-actor view).
+    pub fn snapshot(&self, detail: bool) -> ActorNode {
+        let now = Instant::now();
+        let book = lock(&self.book);
+        let circuit = CircuitView {
+            state: book.circuit.state(),
+            opened_at: book.circuit.opened_at(),
+            retry_at: book.circuit.retry_at(),
+            trips: book.circuit.trips(),
+            forced: book.circuit.is_forced(),
+        };
+        let children: Vec<ActorNode> = (0..self.workers.len())
+            .map(|i| self.worker_node(i, detail, now))
+            .collect();
+        ActorNode {
+            name: self.name.clone(),
+            kind: NodeKind::Service,
+            status: book.status,
+            circuit: Some(circuit),
+            strategy: Some(self.policy.strategy),
+            restarts: book.restarts,
+            restarts_in_window: Some(book.window.count(now)),
+            messages_handled: children.iter().map(|c| c.messages_handled).sum(),
+            mailbox_depth: children.iter().map(|c| c.mailbox_depth).sum(),
+            last_failure: book.failures.back().cloned(),
+            recent_failures: detail.then(|| book.failures.iter().rev().cloned().collect()),
+            uptime_seconds: book
+                .running_since
+                .map(|t| now.duration_since(t).as_secs_f64()),
+            children,
+        }
+    }
+
+    /// One worker's node.
+    pub fn worker_node(&self, index: usize, detail: bool, now: Instant) -> ActorNode {
+        let worker = &self.workers[index];
+        let book = lock(&worker.book);
+        ActorNode {
+            name: worker.name.clone(),
+            kind: NodeKind::Worker,
+            status: if book.running_since.is_some() {
+                ServiceStatus::Running
+            } else {
+                ServiceStatus::Stopped
+            },
+            circuit: None,
+            strategy: None,
+            restarts: worker.restarts.load(Ordering::Relaxed),
+            restarts_in_window: None,
+            messages_handled: worker.handled.load(Ordering::Relaxed),
+            mailbox_depth: worker.depth(),
+            last_failure: book.last_failure.clone(),
+            recent_failures: detail.then(|| book.last_failure.iter().cloned().collect()),
+            uptime_seconds: book
+                .running_since
+                .map(|t| now.duration_since(t).as_secs_f64()),
+            children: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The inspection snapshot: what `/admin/actors` shows, as serde types.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::circuit::CircuitState;
+use crate::strategy::Strategy;
+
+/// One failure, as the supervisor saw it.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailureRecord {
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    pub reason: String,
+    /// The worker that failed, if it was one worker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct CircuitView {
+    pub state: CircuitState,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub opened_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub retry_at: Option<OffsetDateTime>,
+    /// Times the circuit has opened over the service's life.
+    pub trips: u64,
+    /// Opened by an operator: stays open until closed by one.
+    pub forced: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeKind {
+    Root,
+    Service,
+    Worker,
+}
+
+/// One node of the supervision tree.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActorNode {
+    pub name: String,
+    pub kind: NodeKind,
+    pub status: crate::ServiceStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub circuit: Option<CircuitView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Strategy>,
+    pub restarts: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restarts_in_window: Option<u32>,
+    pub messages_handled: u64,
+    pub mailbox_depth: u64,
+    pub last_failure: Option<FailureRecord>,
+    /// Only in the single-actor view (`/admin/actors/{name}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recent_failures: Option<Vec<FailureRecord>>,
+    /// Seconds since the node last (re)started; null while it is down.
+    pub uptime_seconds: Option<f64>,
+    pub children: Vec<ActorNode>,
+}
+
+impl ActorNode {
+    /// Finds a node by name in this subtree.
+    pub fn find(&self, name: &str) -> Option<&ActorNode> {
+        if self.name == name {
+            return Some(self);
+        }
+        self.children.iter().find_map(|child| child.find(name))
+    }
+}
+
+impl CircuitState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+}

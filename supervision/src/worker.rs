@@ -1,0 +1,114 @@
+//! [`Worker`]: the ractor actor that runs a service's [`WorkerHandler`] under a
+//! service supervisor, counting what it handles and carrying each caller's
+//! tracing span into the handler.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument;
+
+use crate::shared::ServiceShared;
+use crate::BoxError;
+
+/// What a service implements: how a worker starts and how it handles one message.
+///
+/// Returning `Err` from [`WorkerHandler::handle`] (or panicking) is a failure:
+/// the worker is restarted per the service's strategy and the failure counts
+/// against its restart intensity. Business outcomes (not found, invalid input)
+/// are replies, not errors.
+pub trait WorkerHandler: Send + Sync + 'static {
+    /// The service's messages (its API).
+    type Msg: Send + 'static;
+    /// What one worker keeps between messages.
+    type State: Send + 'static;
+    /// What every worker of the service starts from (a store handle, settings).
+    type Args: Clone + Send + Sync + 'static;
+
+    /// Builds a worker's state; an error (or panic) is a failed start.
+    fn init(
+        args: &Self::Args,
+        index: usize,
+    ) -> impl Future<Output = Result<Self::State, BoxError>> + Send;
+
+    fn handle(
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// A message on its way to a worker, with the caller's span so that every log
+/// line the handler writes carries the request id.
+pub struct Envelope<M> {
+    pub(crate) msg: M,
+    pub(crate) span: tracing::Span,
+    /// Set when the worker takes the message: if the reply never comes, the
+    /// caller can tell "it crashed while handling mine" from "it never got to it".
+    pub(crate) started: Arc<AtomicBool>,
+}
+
+/// The ractor actor behind each worker of a service.
+pub struct Worker<H>(PhantomData<fn() -> H>);
+
+impl<H> Default for Worker<H> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+pub struct WorkerArgs<H: WorkerHandler> {
+    pub(crate) index: usize,
+    pub(crate) args: H::Args,
+    pub(crate) shared: Arc<ServiceShared>,
+}
+
+pub struct WorkerState<H: WorkerHandler> {
+    index: usize,
+    state: H::State,
+    shared: Arc<ServiceShared>,
+}
+
+impl<H: WorkerHandler> Actor for Worker<H> {
+    type Msg = Envelope<H::Msg>;
+    type State = WorkerState<H>;
+    type Arguments = WorkerArgs<H>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let state = H::init(&args.args, args.index).await?;
+        Ok(WorkerState {
+            index: args.index,
+            state,
+            shared: args.shared,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        envelope: Self::Msg,
+        st: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let stats = st.shared.worker(st.index);
+        stats.message_received();
+        envelope.started.store(true, Ordering::Release);
+        let started_at = Instant::now();
+        let result = H::handle(envelope.msg, &mut st.state)
+            .instrument(envelope.span)
+            .await;
+        let actor = st.shared.name().to_owned();
+        metrics::histogram!("actor_message_duration_seconds", "actor" => actor.clone())
+            .record(started_at.elapsed().as_secs_f64());
+        metrics::counter!("actor_messages_total", "actor" => actor).increment(1);
+        stats.message_handled();
+        result?;
+        st.shared.record_success();
+        Ok(())
+    }
+}
