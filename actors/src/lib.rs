@@ -1,1 +1,33 @@
+//! The Stageworks services: one module folder per service, plus what they share.
+//!
+//! A service folder holds its messages (`messages.rs`, the service's API), its
+//! worker actor (`actor.rs`), its store and migrations (`store.rs`,
+//! `migrations/`), its typed input values (`model.rs`) and the mapping from
+//! HTTP routes to its messages (`routes.rs`). It exposes one
+//! [`ServiceDefinition`] named `SERVICE`.
+//!
+//! Adding a service: create its folder, then add its name to the
+//! [`services!`] line below. Nothing else changes: the binary wires every
+//! registered service into the supervision tree, the router, the probes and
+//! the configuration (`[services.<name>]`).
 
+pub mod api;
+pub mod error;
+pub mod fault;
+pub mod idempotency;
+pub mod service;
+pub mod storage;
+
+pub use error::{FieldError, ServiceError};
+pub use service::{ServiceContext, ServiceDefinition, StartedService};
+
+/// Declares the service modules and lists their definitions in start order.
+macro_rules! services {
+    ($($name:ident),* $(,)?) => {
+        $(pub mod $name;)*
+        /// Every registered service, in start order (stopped in reverse).
+        pub const SERVICES: &[ServiceDefinition] = &[$($name::SERVICE),*];
+    };
+}
+
+services![orders];

@@ -1,0 +1,256 @@
+//! What a service's routes see of an HTTP request and give back, free of hyper:
+//! the front-end builds an [`ApiRequest`] after routing, size limits and
+//! authentication, and turns the [`ApiResponse`] (or [`ServiceError`]) into HTTP.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use serde::Serialize;
+use supervision::ServiceShared;
+use uuid::Uuid;
+
+use crate::fault::Fault;
+use crate::{FieldError, ServiceError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+/// Who is calling, as the front-end established it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Owner-or-admin rule: may this caller see a resource owned by `owner`?
+    pub fn may_access(&self, owner: Uuid) -> bool {
+        self.is_admin() || self.user_id == owner
+    }
+}
+
+/// What travels with every service message: the request id (for the logs) and
+/// the fault to inject, if any.
+#[derive(Clone, Debug)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub fault: Option<Fault>,
+}
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    /// An authenticated user (any role).
+    User,
+}
+
+pub struct ApiRequest {
+    pub ctx: RequestContext,
+    /// Set by the front-end on [`Access::User`] routes.
+    pub caller: Option<Caller>,
+    pub params: Vec<(String, String)>,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl ApiRequest {
+    pub fn caller(&self) -> Result<&Caller, ServiceError> {
+        self.caller
+            .as_ref()
+            .ok_or_else(|| ServiceError::Unauthenticated("authentication required".into()))
+    }
+
+    /// A path parameter (`{id}`) parsed as a UUID; a malformed one names no
+    /// existing resource, so it is a 404.
+    pub fn uuid_param(&self, name: &str, what: &str) -> Result<Uuid, ServiceError> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| Uuid::parse_str(v).ok())
+            .ok_or_else(|| ServiceError::NotFound(format!("{what} not found")))
+    }
+
+    /// The body as a JSON object: 400 for a wrong content type or malformed
+    /// JSON, 422 for JSON that is not an object.
+    pub fn json_object(&self) -> Result<serde_json::Map<String, serde_json::Value>, ServiceError> {
+        let content_type = self
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/json") {
+            return Err(ServiceError::BadRequest(
+                "content-type must be application/json".into(),
+            ));
+        }
+        match serde_json::from_slice(&self.body) {
+            Ok(serde_json::Value::Object(map)) => Ok(map),
+            Ok(_) => Err(ServiceError::validation("body", "must be a JSON object")),
+            Err(err) => Err(ServiceError::BadRequest(format!(
+                "body is not valid JSON: {err}"
+            ))),
+        }
+    }
+
+    /// Query parameters, decoded.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        self.query
+            .as_deref()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default()
+    }
+
+    /// `?page=&limit=`: page ≥ 1 (default 1), limit 1..=100 (default 20).
+    pub fn page_request(&self) -> Result<PageRequest, ServiceError> {
+        let mut page = PageRequest::default();
+        let mut errors = Vec::new();
+        for (key, value) in self.query_pairs() {
+            match key.as_str() {
+                "page" => match value.parse::<u32>() {
+                    Ok(p) if p >= 1 => page.page = p,
+                    _ => errors.push(FieldError::new("page", "must be an integer of at least 1")),
+                },
+                "limit" => match value.parse::<u32>() {
+                    Ok(l) if (1..=100).contains(&l) => page.limit = l,
+                    _ => errors.push(FieldError::new("limit", "must be an integer from 1 to 100")),
+                },
+                _ => {}
+            }
+        }
+        if errors.is_empty() {
+            Ok(page)
+        } else {
+            Err(ServiceError::Validation(errors))
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: u32,
+    pub limit: u32,
+}
+
+impl Default for PageRequest {
+    fn default() -> Self {
+        Self { page: 1, limit: 20 }
+    }
+}
+
+impl PageRequest {
+    pub fn offset(&self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.limit)
+    }
+}
+
+/// A page of a list, in the list shape of API.md.
+#[derive(Clone, Debug, Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub pagination: Pagination,
+}
+
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Pagination {
+    pub page: u32,
+    pub limit: u32,
+    pub total: u64,
+    pub pages: u64,
+}
+
+impl<T> Page<T> {
+    pub fn new(data: Vec<T>, request: PageRequest, total: u64) -> Self {
+        Self {
+            data,
+            pagination: Pagination {
+                page: request.page,
+                limit: request.limit,
+                total,
+                pages: total.div_ceil(u64::from(request.limit)),
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ApiResponse {
+    pub status: StatusCode,
+    /// JSON, or empty for 204.
+    pub body: Bytes,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ApiResponse {
+    pub fn json(status: StatusCode, value: &impl Serialize) -> Result<Self, ServiceError> {
+        let body = serde_json::to_vec(value).map_err(ServiceError::internal)?;
+        Ok(Self::raw(status, Bytes::from(body)))
+    }
+
+    pub fn raw(status: StatusCode, body: Bytes) -> Self {
+        Self {
+            status,
+            body,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+type Handler =
+    dyn Fn(ApiRequest) -> BoxFuture<'static, Result<ApiResponse, ServiceError>> + Send + Sync;
+
+/// One route of a service: method, path pattern (matchit syntax, `{id}`), who
+/// may call it, and the function that turns the request into messages.
+#[derive(Clone)]
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    /// The service behind the route, whose circuit the front-end checks first.
+    pub service: Arc<ServiceShared>,
+    handler: Arc<Handler>,
+}
+
+impl Route {
+    pub fn new<F, Fut>(
+        method: Method,
+        path: &'static str,
+        access: Access,
+        service: Arc<ServiceShared>,
+        handler: F,
+    ) -> Self
+    where
+        F: Fn(ApiRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<ApiResponse, ServiceError>> + Send + 'static,
+    {
+        Self {
+            method,
+            path,
+            access,
+            service,
+            handler: Arc::new(move |req| Box::pin(handler(req))),
+        }
+    }
+
+    pub fn call(&self, req: ApiRequest) -> BoxFuture<'static, Result<ApiResponse, ServiceError>> {
+        (self.handler)(req)
+    }
+}

@@ -1,0 +1,49 @@
+//! Fault injection for tests: an `x-fault` header makes a handler panic, fail
+//! or stall at its fault point. Only builds with the `fault-injection` feature
+//! parse the header; release builds leave it out and [`Fault::from_headers`]
+//! always answers `None`.
+
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// `x-fault: panic`: the handler panics.
+    Panic,
+    /// `x-fault: error`: the handler returns an internal error (a failure).
+    Error,
+    /// `x-fault: delay=250`: the handler sleeps this many milliseconds.
+    Delay(Duration),
+}
+
+impl Fault {
+    #[cfg(feature = "fault-injection")]
+    pub fn from_headers(headers: &http::HeaderMap) -> Option<Fault> {
+        let value = headers.get("x-fault")?.to_str().ok()?;
+        match value {
+            "panic" => Some(Fault::Panic),
+            "error" => Some(Fault::Error),
+            other => other
+                .strip_prefix("delay=")
+                .and_then(|ms| ms.parse().ok())
+                .map(|ms| Fault::Delay(Duration::from_millis(ms))),
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    pub fn from_headers(_headers: &http::HeaderMap) -> Option<Fault> {
+        None
+    }
+
+    /// Acts the fault out. `Err` for [`Fault::Error`].
+    pub async fn strike(fault: Option<Fault>) -> Result<(), crate::ServiceError> {
+        match fault {
+            None => Ok(()),
+            Some(Fault::Panic) => panic!("injected fault: panic"),
+            Some(Fault::Error) => Err(crate::ServiceError::internal("injected fault: error")),
+            Some(Fault::Delay(d)) => {
+                tokio::time::sleep(d).await;
+                Ok(())
+            }
+        }
+    }
+}

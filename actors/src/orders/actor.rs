@@ -1,0 +1,157 @@
+//! The orders worker: handles one [`OrdersMsg`] at a time against the store.
+//! The service runs `workers` of them under its supervisor, so a slow query
+//! holds up one worker, not the service.
+
+use supervision::{BoxError, WorkerHandler};
+
+use super::messages::{Created, OrdersMsg, Reply};
+use super::model::NewOrder;
+use super::store::{CancelOutcome, OrdersStore};
+use crate::api::{Caller, Page, RequestContext};
+use crate::fault::Fault;
+use crate::idempotency::{Claim, IdempotencyKey};
+use crate::storage::StoreError;
+use crate::ServiceError;
+
+pub struct OrdersWorker;
+
+impl WorkerHandler for OrdersWorker {
+    type Msg = OrdersMsg;
+    type State = OrdersStore;
+    type Args = OrdersStore;
+
+    async fn init(store: &OrdersStore, _index: usize) -> Result<OrdersStore, BoxError> {
+        Ok(store.clone())
+    }
+
+    async fn handle(msg: OrdersMsg, store: &mut OrdersStore) -> Result<(), BoxError> {
+        match msg {
+            OrdersMsg::Create {
+                ctx,
+                caller,
+                order,
+                idempotency,
+                reply,
+            } => respond(reply, create(store, &ctx, &caller, &order, idempotency).await),
+            OrdersMsg::Get {
+                ctx,
+                caller,
+                id,
+                reply,
+            } => {
+                let result = async {
+                    Fault::strike(ctx.fault).await?;
+                    let order = store.get(id).await.map_err(internal)?;
+                    order
+                        .filter(|o| caller.may_access(o.user_id))
+                        .ok_or_else(|| ServiceError::NotFound("order not found".into()))
+                }
+                .await;
+                respond(reply, result)
+            }
+            OrdersMsg::List {
+                ctx,
+                caller,
+                user_id,
+                page,
+                reply,
+            } => {
+                let result = async {
+                    Fault::strike(ctx.fault).await?;
+                    let filter = OrdersMsg::list_filter(&caller, user_id);
+                    let (orders, total) = store.list(filter, page).await.map_err(internal)?;
+                    Ok(Page::new(orders, page, total))
+                }
+                .await;
+                respond(reply, result)
+            }
+            OrdersMsg::Cancel {
+                ctx,
+                caller,
+                id,
+                reply,
+            } => respond(reply, cancel(store, &ctx, &caller, id).await),
+        }
+    }
+}
+
+/// Sends the reply; an internal error is also this worker's failure, so that a
+/// broken dependency trips the circuit instead of failing request by request.
+fn respond<T>(reply: Reply<T>, result: Result<T, ServiceError>) -> Result<(), BoxError> {
+    let failure = match &result {
+        Err(ServiceError::Internal(detail)) => Some(detail.clone()),
+        _ => None,
+    };
+    // The caller may have timed out and gone: nothing left to tell it.
+    let _ = reply.send(result);
+    match failure {
+        Some(detail) => Err(detail.into()),
+        None => Ok(()),
+    }
+}
+
+fn internal(err: StoreError) -> ServiceError {
+    tracing::error!(error = %err, "orders store failed");
+    ServiceError::internal(err)
+}
+
+async fn create(
+    store: &OrdersStore,
+    ctx: &RequestContext,
+    caller: &Caller,
+    order: &NewOrder,
+    key: Option<IdempotencyKey>,
+) -> Result<Created, ServiceError> {
+    if let Some(key) = &key {
+        match store.claim(key).await.map_err(internal)? {
+            Claim::Claimed => {}
+            Claim::Replay { status, body } => return Ok(Created::Replayed { status, body }),
+            other => return Err(other.conflict_error().unwrap_or_else(|| ServiceError::internal("claim"))),
+        }
+    }
+    let result = async {
+        Fault::strike(ctx.fault).await?;
+        store.insert(caller.user_id, order, key.as_ref()).await.map_err(internal)
+    }
+    .await;
+    match result {
+        Ok(order) => {
+            tracing::info!(order_id = %order.id, user_id = %caller.user_id, amount = order.amount, "order created");
+            Ok(Created::New(order))
+        }
+        Err(err) => {
+            if let Some(key) = &key {
+                if let Err(release) = store.release(key).await {
+                    tracing::warn!(error = %release, "could not release the idempotency key");
+                }
+            }
+            Err(err)
+        }
+    }
+}
+
+async fn cancel(
+    store: &OrdersStore,
+    ctx: &RequestContext,
+    caller: &Caller,
+    id: uuid::Uuid,
+) -> Result<super::model::Order, ServiceError> {
+    Fault::strike(ctx.fault).await?;
+    let not_found = || ServiceError::NotFound("order not found".into());
+    // Check ownership before changing anything: another user's order is "not found".
+    let existing = store.get(id).await.map_err(internal)?.ok_or_else(not_found)?;
+    if !caller.may_access(existing.user_id) {
+        return Err(not_found());
+    }
+    match store.cancel(id).await.map_err(internal)? {
+        CancelOutcome::Cancelled(order) => {
+            tracing::info!(order_id = %order.id, user_id = %caller.user_id, "order cancelled");
+            Ok(order)
+        }
+        CancelOutcome::NotCancellable(order) => Err(ServiceError::Conflict(format!(
+            "order is {} and can no longer be cancelled",
+            order.status.as_str()
+        ))),
+        CancelOutcome::NotFound => Err(not_found()),
+    }
+}

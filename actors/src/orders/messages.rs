@@ -1,0 +1,61 @@
+//! The orders service's API: the messages its workers handle.
+
+use ractor::RpcReplyPort;
+use uuid::Uuid;
+
+use super::model::{NewOrder, Order, OrderFilter};
+use crate::api::{Caller, Page, PageRequest, RequestContext};
+use crate::idempotency::IdempotencyKey;
+use crate::ServiceError;
+
+pub type Reply<T> = RpcReplyPort<Result<T, ServiceError>>;
+
+/// The outcome of a create: a new order, or the stored answer to an
+/// idempotency key seen before.
+#[derive(Debug)]
+pub enum Created {
+    New(Order),
+    Replayed { status: u16, body: Vec<u8> },
+}
+
+pub enum OrdersMsg {
+    Create {
+        ctx: RequestContext,
+        caller: Caller,
+        order: NewOrder,
+        idempotency: Option<IdempotencyKey>,
+        reply: Reply<Created>,
+    },
+    Get {
+        ctx: RequestContext,
+        caller: Caller,
+        id: Uuid,
+        reply: Reply<Order>,
+    },
+    List {
+        ctx: RequestContext,
+        caller: Caller,
+        /// Admins may ask for one user's orders; `None` means "the caller's own"
+        /// for users and "everyone's" for admins.
+        user_id: Option<Uuid>,
+        page: PageRequest,
+        reply: Reply<Page<Order>>,
+    },
+    Cancel {
+        ctx: RequestContext,
+        caller: Caller,
+        id: Uuid,
+        reply: Reply<Order>,
+    },
+}
+
+impl OrdersMsg {
+    /// The filter a list request resolves to, given who asks.
+    pub fn list_filter(caller: &Caller, user_id: Option<Uuid>) -> OrderFilter {
+        match (caller.is_admin(), user_id) {
+            (true, Some(user)) => OrderFilter::User(user),
+            (true, None) => OrderFilter::All,
+            (false, _) => OrderFilter::User(caller.user_id),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+-- The orders service's own tables: orders and the idempotency keys of its POST routes.
+CREATE TABLE orders (
+    id          TEXT PRIMARY KEY NOT NULL,      -- UUIDv7, hyphenated
+    user_id     TEXT NOT NULL,
+    amount      INTEGER NOT NULL CHECK (amount > 0),
+    currency    TEXT NOT NULL CHECK (length(currency) = 3),
+    description TEXT,
+    status      TEXT NOT NULL CHECK (status IN ('created', 'cancelled', 'paid')),
+    created_at  TEXT NOT NULL,                  -- RFC 3339, UTC
+    updated_at  TEXT NOT NULL
+);
+
+CREATE INDEX orders_by_user ON orders (user_id, created_at DESC);
+CREATE INDEX orders_by_created ON orders (created_at DESC);
+
+CREATE TABLE idempotency_keys (
+    scope        TEXT NOT NULL,                 -- caller and route
+    key          TEXT NOT NULL,
+    request_hash TEXT NOT NULL,                 -- SHA-256 of the body, hex
+    status       INTEGER,                       -- NULL while the request is in flight
+    response     BLOB,
+    locked_until INTEGER NOT NULL,              -- unix ms: an unfinished claim is abandoned after it
+    created_at   INTEGER NOT NULL,              -- unix ms
+    PRIMARY KEY (scope, key)
+);
+
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);

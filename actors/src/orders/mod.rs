@@ -1,0 +1,75 @@
+//! The orders service: users create, read, list and cancel orders.
+//!
+//! * `messages.rs` — [`OrdersMsg`], the service's API
+//! * `actor.rs` — the worker that handles them
+//! * `store.rs` + `migrations/` — its own database
+//! * `model.rs` — typed input values and the order
+//! * `routes.rs` — `/api/v1/orders`
+
+pub mod actor;
+pub mod messages;
+pub mod model;
+pub mod routes;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use supervision::ServiceSupervisor;
+
+pub use messages::OrdersMsg;
+
+use crate::service::{ServiceContext, ServiceDefinition, StartError, StartedService};
+use crate::storage::StoreError;
+use actor::OrdersWorker;
+use model::Currency;
+use store::OrdersStore;
+
+pub const SERVICE: ServiceDefinition = ServiceDefinition {
+    name: "orders",
+    start: |ctx| Box::pin(start(ctx)),
+};
+
+/// How often completed idempotency keys past their retention are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
+    let store_error = |source: StoreError| StartError::Store {
+        service: "orders",
+        source,
+    };
+    let default_currency = Currency::parse(&ctx.default_currency)
+        .map_err(|m| store_error(StoreError::Corrupt(format!("default currency {m}"))))?;
+    // An unfinished idempotency claim outlives its request by the call timeout at most.
+    let claim_lease = ctx.call_timeout * 2;
+    let store = OrdersStore::open(&ctx.data_dir, &ctx.storage, claim_lease)
+        .await
+        .map_err(store_error)?;
+    spawn_key_purge(store.clone());
+    let (handle, starter) = ServiceSupervisor::<OrdersWorker>::build(
+        ctx.name,
+        ctx.policy.clone(),
+        ctx.workers,
+        ctx.call_timeout,
+        store.clone(),
+    );
+    Ok(StartedService {
+        starter,
+        routes: routes::routes(handle, default_currency),
+        dependencies: vec![Arc::new(store.db().clone())],
+    })
+}
+
+fn spawn_key_purge(store: OrdersStore) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PURGE_EVERY);
+        loop {
+            every.tick().await;
+            match store.purge_expired_keys().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "purged expired idempotency keys"),
+                Err(err) => tracing::warn!(error = %err, "could not purge idempotency keys"),
+            }
+        }
+    });
+}

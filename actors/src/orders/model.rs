@@ -1,0 +1,219 @@
+//! The orders service's values, parsed at the edge: an order request is turned
+//! into typed values (an [`Amount`], a [`Currency`]) or a list of field errors.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::FieldError;
+
+/// A positive amount of minor units (5000 is 50.00).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Amount(i64);
+
+/// The largest amount accepted: far above any real order, far below overflow.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
+
+impl Amount {
+    pub fn parse(value: &Value) -> Result<Self, &'static str> {
+        let n = value
+            .as_i64()
+            .ok_or("must be an integer number of minor units")?;
+        if n <= 0 {
+            return Err("must be greater than 0");
+        }
+        if n > MAX_AMOUNT {
+            return Err("must be at most 1000000000000000");
+        }
+        Ok(Self(n))
+    }
+
+    pub fn minor_units(self) -> i64 {
+        self.0
+    }
+}
+
+/// An ISO 4217 alphabetic code: three capital letters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Currency(String);
+
+impl Currency {
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        if value.len() == 3 && value.bytes().all(|b| b.is_ascii_uppercase()) {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err("must be a three-letter ISO 4217 code in capitals, such as USD")
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// At most [`Description::MAX_CHARS`] characters.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Description(String);
+
+impl Description {
+    pub const MAX_CHARS: usize = 500;
+
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        if value.chars().count() > Self::MAX_CHARS {
+            return Err("must be at most 500 characters");
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A valid request to create an order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewOrder {
+    pub amount: Amount,
+    pub currency: Currency,
+    pub description: Option<Description>,
+}
+
+impl NewOrder {
+    /// Parses `{amount, currency?, description?}`, naming every field at fault.
+    pub fn parse(body: &Map<String, Value>, default_currency: &Currency) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        for field in body.keys() {
+            if !matches!(field.as_str(), "amount" | "currency" | "description") {
+                errors.push(FieldError::new(field, "is not a known field"));
+            }
+        }
+        let amount = match body.get("amount") {
+            None | Some(Value::Null) => Err("is required"),
+            Some(v) => Amount::parse(v),
+        }
+        .map_err(|m| errors.push(FieldError::new("amount", m)))
+        .ok();
+        let currency = match body.get("currency") {
+            None | Some(Value::Null) => Ok(default_currency.clone()),
+            Some(Value::String(s)) => Currency::parse(s),
+            Some(_) => Err("must be a string"),
+        }
+        .map_err(|m| errors.push(FieldError::new("currency", m)))
+        .ok();
+        let description = match body.get("description") {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Description::parse(s).map(Some),
+            Some(_) => Err("must be a string"),
+        }
+        .map_err(|m| errors.push(FieldError::new("description", m)))
+        .ok();
+        match (amount, currency, description) {
+            (Some(amount), Some(currency), Some(description)) if errors.is_empty() => Ok(Self {
+                amount,
+                currency,
+                description,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    Created,
+    Cancelled,
+    Paid,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Created => "created",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Paid => "paid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "created" => Some(OrderStatus::Created),
+            "cancelled" => Some(OrderStatus::Cancelled),
+            "paid" => Some(OrderStatus::Paid),
+            _ => None,
+        }
+    }
+}
+
+/// An order as stored and as returned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Order {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub amount: i64,
+    pub currency: String,
+    pub description: Option<String>,
+    pub status: OrderStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// Which orders a list shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OrderFilter {
+    /// Everyone's (admin).
+    All,
+    /// One user's.
+    User(Uuid),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn usd() -> Currency {
+        Currency::parse("USD").unwrap()
+    }
+
+    fn parse(v: Value) -> Result<NewOrder, Vec<FieldError>> {
+        NewOrder::parse(v.as_object().unwrap(), &usd())
+    }
+
+    #[test]
+    fn a_minimal_order_takes_the_default_currency() {
+        let order = parse(json!({"amount": 5000})).unwrap();
+        assert_eq!(order.amount.minor_units(), 5000);
+        assert_eq!(order.currency.as_str(), "USD");
+        assert_eq!(order.description, None);
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let errors = parse(json!({"amount": "5", "currency": "usd", "description": 3, "colour": "red"}))
+            .unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["colour", "amount", "currency", "description"]);
+    }
+
+    #[test]
+    fn amounts_must_be_positive_integers_in_range() {
+        assert!(Amount::parse(&json!(0)).is_err());
+        assert!(Amount::parse(&json!(-1)).is_err());
+        assert!(Amount::parse(&json!(1.5)).is_err());
+        assert!(Amount::parse(&json!(MAX_AMOUNT + 1)).is_err());
+        assert_eq!(Amount::parse(&json!(1)).unwrap().minor_units(), 1);
+    }
+
+    #[test]
+    fn missing_amount_is_required() {
+        let errors = parse(json!({})).unwrap_err();
+        assert_eq!(errors, vec![FieldError::new("amount", "is required")]);
+    }
+}

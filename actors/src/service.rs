@@ -1,0 +1,53 @@
+//! How a service plugs into the process: a [`ServiceDefinition`] (its name and
+//! start function) listed in [`crate::SERVICES`], started with a
+//! [`ServiceContext`] into a [`StartedService`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use supervision::{ServiceStarter, SupervisionPolicy};
+
+use crate::api::Route;
+use crate::storage::{Dependency, StorageSettings, StoreError};
+
+/// Everything a service needs from the configuration to start.
+#[derive(Clone, Debug)]
+pub struct ServiceContext {
+    pub name: &'static str,
+    pub policy: SupervisionPolicy,
+    pub workers: usize,
+    pub call_timeout: Duration,
+    pub data_dir: PathBuf,
+    pub storage: StorageSettings,
+    /// ISO 4217 code used when a request names none.
+    pub default_currency: String,
+}
+
+/// A started service: the supervisor for the root to run, its routes, and the
+/// dependencies its health depends on.
+pub struct StartedService {
+    pub starter: Arc<dyn ServiceStarter>,
+    pub routes: Vec<Route>,
+    pub dependencies: Vec<Arc<dyn Dependency>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("service {service}: {source}")]
+    Store {
+        service: &'static str,
+        #[source]
+        source: StoreError,
+    },
+}
+
+pub type StartFn = fn(ServiceContext) -> BoxFuture<'static, Result<StartedService, StartError>>;
+
+/// A registered service.
+#[derive(Clone, Copy)]
+pub struct ServiceDefinition {
+    pub name: &'static str,
+    pub start: StartFn,
+}

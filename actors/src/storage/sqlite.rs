@@ -1,0 +1,93 @@
+//! A service's SQLite database: one file per service under the data dir, WAL
+//! mode with `synchronous = NORMAL` and a busy timeout, every write through a
+//! single writer connection (SQLite allows one writer at a time; queueing in
+//! the pool is cheaper than lock retries) and reads through a reader pool.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::{Dependency, StorageSettings, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct SqliteDb {
+    name: String,
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteDb {
+    /// Opens (creating if needed) `<data_dir>/<service>.db` and runs the
+    /// service's migrations before any reader connects.
+    pub async fn open(
+        data_dir: &Path,
+        service: &str,
+        settings: &StorageSettings,
+        migrator: &Migrator,
+    ) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let path = data_dir.join(format!("{service}.db"));
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(settings.busy_timeout)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options.clone())
+            .await?;
+        migrator.run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(settings.read_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self {
+            name: format!("sqlite:{service}"),
+            writer,
+            reader,
+        })
+    }
+
+    pub fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    pub fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+impl Dependency for SqliteDb {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<Duration, String>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            sqlx::query("SELECT 1")
+                .execute(&self.reader)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(started.elapsed())
+        })
+    }
+}

@@ -1,0 +1,225 @@
+//! Boot and shutdown. [`App::start`] opens every enabled service (database,
+//! migrations), starts the supervision tree, binds the public and admin
+//! listeners and serves. Shutdown (signal or [`App::shutdown`]): `/ready`
+//! turns 503, the public listener stops accepting and drains in-flight
+//! requests (bounded by `server.shutdown_timeout`), the services stop in
+//! reverse start order, then the admin listener closes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ractor::Actor;
+use supervision::{RootSupervisor, Tree};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use actors::service::{ServiceContext, StartError};
+use actors::storage::{Dependency, StorageSettings};
+
+use crate::config::Config;
+use crate::http::admin::Admin;
+use crate::http::frontend::Frontend;
+use crate::http::probes::Probes;
+use crate::http::router::{Endpoint, RouteError, Router};
+use crate::http::server::{self, ServeSettings};
+use crate::telemetry::metrics::{self, MetricsError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Service(#[from] StartError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    #[error("cannot start the supervision tree: {0}")]
+    Supervision(String),
+}
+
+/// A running Stageworks.
+pub struct App {
+    public_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    done: JoinHandle<()>,
+}
+
+impl App {
+    pub async fn start(config: Config) -> Result<App, AppError> {
+        let metrics_handle = metrics::install()?;
+        let storage = StorageSettings {
+            busy_timeout: config.database.busy_timeout,
+            read_connections: config.database.read_connections,
+            acquire_timeout: config.database.acquire_timeout,
+        };
+
+        let mut router = Router::new();
+        router.add(http::Method::GET, "/live", Endpoint::Live)?;
+        router.add(http::Method::GET, "/ready", Endpoint::Ready)?;
+        router.add(http::Method::GET, "/health", Endpoint::Health)?;
+        let mut starters = Vec::new();
+        let mut dependencies: Vec<Arc<dyn Dependency>> = Vec::new();
+        for definition in actors::SERVICES {
+            let settings = config.service(definition.name);
+            if !settings.enabled {
+                tracing::info!(
+                    service = definition.name,
+                    "service disabled by configuration"
+                );
+                continue;
+            }
+            let ctx = ServiceContext {
+                name: definition.name,
+                policy: settings.policy(config.server.shutdown_timeout),
+                workers: settings.workers,
+                call_timeout: settings.call_timeout,
+                data_dir: config.data_dir.clone(),
+                storage: storage.clone(),
+                default_currency: config.currency.clone(),
+            };
+            let started = (definition.start)(ctx).await?;
+            for route in started.routes {
+                router.add(route.method.clone(), route.path, Endpoint::Api(route))?;
+            }
+            dependencies.extend(started.dependencies);
+            starters.push(started.starter);
+        }
+        let tree = Tree::new(starters.iter().map(|s| s.shared().clone()).collect());
+        let (root, _) = Actor::spawn(Some("root".into()), RootSupervisor, starters)
+            .await
+            .map_err(|e| AppError::Supervision(e.to_string()))?;
+
+        let public = bind("public listener", config.server.listen).await?;
+        let admin = bind("admin listener", config.admin.listen).await?;
+        let public_addr = local_addr(&public, "public listener")?;
+        let admin_addr = local_addr(&admin, "admin listener")?;
+
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        let probes = Probes::new(tree.clone(), dependencies, shutting_down.clone());
+        let frontend = Arc::new(Frontend::new(
+            router,
+            probes,
+            config.server.max_body_bytes,
+            config.server.request_timeout,
+        ));
+        let admin_handler = Arc::new(Admin::new(tree, metrics_handle, config.admin.token.clone()));
+        let settings = ServeSettings {
+            header_read_timeout: config.server.header_read_timeout,
+            shutdown_timeout: config.server.shutdown_timeout,
+        };
+
+        let (shutdown, stop_public) = watch::channel(false);
+        let (stop_admin_tx, stop_admin) = watch::channel(false);
+        let public_task = tokio::spawn(server::serve(
+            public,
+            frontend,
+            settings,
+            stop_public.clone(),
+        ));
+        let admin_task = tokio::spawn(server::serve(admin, admin_handler, settings, stop_admin));
+        tracing::info!(%public_addr, %admin_addr, version = env!("CARGO_PKG_VERSION"), "stageworks is serving");
+
+        let mut stop_requested = stop_public;
+        let done = tokio::spawn(async move {
+            {
+                let _ = stop_requested.wait_for(|stop| *stop).await;
+            }
+            shutting_down.store(true, Ordering::Release);
+            tracing::info!("shutting down: draining in-flight requests");
+            let drained = public_task.await.unwrap_or(false);
+            if !drained {
+                tracing::warn!("some requests did not finish within the shutdown timeout");
+            }
+            tracing::info!("stopping services in reverse start order");
+            if let Err(err) = root.stop_and_wait(Some("shutdown".into()), None).await {
+                tracing::warn!(error = %err, "root supervisor did not stop cleanly");
+            }
+            let _ = stop_admin_tx.send(true);
+            let _ = admin_task.await;
+            tracing::info!("stopped");
+        });
+
+        Ok(App {
+            public_addr,
+            admin_addr,
+            shutdown,
+            done,
+        })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Starts a graceful shutdown (what SIGTERM and SIGINT do).
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until the shutdown has completed.
+    pub async fn stopped(self) {
+        let _ = self.done.await;
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        wait_for_signal().await;
+        tracing::info!("signal received");
+        self.shutdown();
+        self.stopped().await;
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { what, addr, source })
+}
+
+fn local_addr(listener: &TcpListener, what: &'static str) -> Result<SocketAddr, AppError> {
+    listener.local_addr().map_err(|source| AppError::Bind {
+        what,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

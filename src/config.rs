@@ -1,0 +1,406 @@
+//! Configuration: embedded defaults, then `config.toml` (or `--config`), then
+//! environment variables `STAGEWORKS__SECTION__KEY` (figment layers them). The
+//! result is checked as a whole: every problem is reported with its key, and
+//! the process does not start on a bad configuration (exit code 2).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use supervision::{Backoff, Strategy, SupervisionPolicy};
+
+/// The environment variable prefix; `__` separates the levels of a key.
+pub const ENV_PREFIX: &str = "STAGEWORKS__";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `development` or `production` (production refuses unsafe defaults).
+    pub env: Environment,
+    /// Where the embedded databases live (one SQLite file per service).
+    pub data_dir: PathBuf,
+    /// ISO 4217 code for amounts that name no currency.
+    pub currency: String,
+    pub server: ServerConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub database: DatabaseConfig,
+    /// Per service, by name (`[services.orders]`).
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: u64,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    /// Bearer token for the admin listener; required off loopback.
+    pub token: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `stageworks=debug,sqlx=warn`); `RUST_LOG` wins if set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    #[serde(with = "humantime_serde")]
+    pub busy_timeout: Duration,
+    pub read_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    pub enabled: bool,
+    /// Size of the worker pool.
+    pub workers: usize,
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    pub strategy: Strategy,
+    pub max_restarts: u32,
+    #[serde(with = "humantime_serde")]
+    pub within: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub open_for: Duration,
+    /// The cap for `open_for` as it doubles on consecutive trips.
+    #[serde(with = "humantime_serde")]
+    pub open_for_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            env: Environment::Development,
+            data_dir: PathBuf::from("./data"),
+            currency: "USD".into(),
+            server: ServerConfig::default(),
+            admin: AdminConfig::default(),
+            log: LogConfig::default(),
+            database: DatabaseConfig::default(),
+            services: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token: None,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            busy_timeout: Duration::from_secs(5),
+            read_connections: 4,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        let policy = SupervisionPolicy::default();
+        Self {
+            enabled: true,
+            workers: 4,
+            call_timeout: Duration::from_secs(5),
+            strategy: policy.strategy,
+            max_restarts: policy.max_restarts,
+            within: policy.within,
+            backoff_min: policy.backoff.min,
+            backoff_max: policy.backoff.max,
+            open_for: policy.open_for,
+            open_for_max: policy.open_for_max,
+        }
+    }
+}
+
+impl ServiceConfig {
+    pub fn policy(&self, shutdown_timeout: Duration) -> SupervisionPolicy {
+        SupervisionPolicy {
+            strategy: self.strategy,
+            max_restarts: self.max_restarts,
+            within: self.within,
+            backoff: Backoff {
+                min: self.backoff_min,
+                max: self.backoff_max,
+            },
+            open_for: self.open_for,
+            open_for_max: self.open_for_max,
+            shutdown_timeout,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with every reason found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<String>),
+    #[error("configuration file {0} does not exist")]
+    Missing(PathBuf),
+}
+
+impl Config {
+    /// Loads defaults ← file ← environment. A missing file is an error only if
+    /// it was asked for explicitly.
+    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+        if explicit && !path.exists() {
+            return Err(ConfigError::Missing(path.to_owned()));
+        }
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::file_exact(path))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(|err| {
+                ConfigError::Parse(
+                    err.into_iter()
+                        .map(|e| e.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            })?;
+        config.validate(actors::SERVICES.iter().map(|s| s.name))?;
+        Ok(config)
+    }
+
+    /// The settings of a service: its section, or the defaults.
+    pub fn service(&self, name: &str) -> ServiceConfig {
+        self.services.get(name).cloned().unwrap_or_default()
+    }
+
+    /// Checks what types alone cannot: zero durations, empty pools, unknown
+    /// services, an exposed admin listener without a token.
+    pub fn validate<'a>(
+        &self,
+        known_services: impl Iterator<Item = &'a str>,
+    ) -> Result<(), ConfigError> {
+        let known: Vec<&str> = known_services.collect();
+        let mut problems = Vec::new();
+        let mut positive = |key: String, d: Duration| {
+            if d.is_zero() {
+                problems.push(format!("{key}: must be greater than zero"));
+            }
+        };
+        positive("server.request_timeout".into(), self.server.request_timeout);
+        positive(
+            "server.shutdown_timeout".into(),
+            self.server.shutdown_timeout,
+        );
+        positive(
+            "server.header_read_timeout".into(),
+            self.server.header_read_timeout,
+        );
+        positive("database.busy_timeout".into(), self.database.busy_timeout);
+        positive(
+            "database.acquire_timeout".into(),
+            self.database.acquire_timeout,
+        );
+        for (name, s) in &self.services {
+            positive(format!("services.{name}.call_timeout"), s.call_timeout);
+            positive(format!("services.{name}.within"), s.within);
+            positive(format!("services.{name}.backoff_min"), s.backoff_min);
+            positive(format!("services.{name}.open_for"), s.open_for);
+        }
+        if self.server.max_body_bytes == 0 {
+            problems.push("server.max_body_bytes: must be greater than zero".into());
+        }
+        if self.database.read_connections == 0 {
+            problems.push("database.read_connections: must be at least 1".into());
+        }
+        if self.server.listen.port() != 0 && self.server.listen == self.admin.listen {
+            problems.push("admin.listen: must differ from server.listen".into());
+        }
+        let token = self.admin.token.as_deref().unwrap_or("");
+        if !self.admin.listen.ip().is_loopback() && token.is_empty() {
+            problems.push(format!(
+                "admin.listen: {} is not a loopback address, so admin.token must be set",
+                self.admin.listen
+            ));
+        }
+        if !token.is_empty() && token.len() < 16 {
+            problems.push("admin.token: must be at least 16 characters".into());
+        }
+        if !(self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase())) {
+            problems.push(format!(
+                "currency: `{}` is not a three-letter ISO 4217 code in capitals",
+                self.currency
+            ));
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            problems.push(format!(
+                "log.level: `{}` is not a valid filter: {err}",
+                self.log.level
+            ));
+        }
+        for (name, s) in &self.services {
+            if !known.contains(&name.as_str()) {
+                problems.push(format!(
+                    "services.{name}: no such service (known: {})",
+                    known.join(", ")
+                ));
+            }
+            if !(1..=1024).contains(&s.workers) {
+                problems.push(format!("services.{name}.workers: must be from 1 to 1024"));
+            }
+            if s.backoff_max < s.backoff_min {
+                problems.push(format!(
+                    "services.{name}.backoff_max: must not be below backoff_min"
+                ));
+            }
+            if s.open_for_max < s.open_for {
+                problems.push(format!(
+                    "services.{name}.open_for_max: must not be below open_for"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// The effective configuration as TOML, with secrets masked.
+    pub fn to_masked_toml(&self) -> Result<String, toml::ser::Error> {
+        let mut shown = self.clone();
+        if shown.admin.token.is_some() {
+            shown.admin.token = Some("********".into());
+        }
+        for name in actors::SERVICES.iter().map(|s| s.name) {
+            shown.services.entry(name.to_owned()).or_default();
+        }
+        toml::to_string_pretty(&shown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(config: &Config) -> Vec<String> {
+        match config.validate(["orders"].into_iter()) {
+            Err(ConfigError::Invalid(p)) => p,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate(["orders"].into_iter()).unwrap();
+    }
+
+    #[test]
+    fn zero_timeouts_and_unknown_services_are_named() {
+        let mut config = Config::default();
+        config.server.request_timeout = Duration::ZERO;
+        let orders = ServiceConfig {
+            call_timeout: Duration::ZERO,
+            ..Default::default()
+        };
+        config.services.insert("orders".into(), orders);
+        config
+            .services
+            .insert("ordres".into(), ServiceConfig::default());
+        let problems = invalid(&config).join("\n");
+        assert!(
+            problems.contains("server.request_timeout: must be greater than zero"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("services.orders.call_timeout"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("services.ordres: no such service"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn an_exposed_admin_listener_needs_a_token() {
+        let mut config = Config::default();
+        config.admin.listen = "0.0.0.0:9090".parse().unwrap();
+        assert!(invalid(&config)[0].starts_with("admin.listen"));
+        config.admin.token = Some("a-long-enough-admin-token".into());
+        config.validate(["orders"].into_iter()).unwrap();
+    }
+
+    #[test]
+    fn masked_output_hides_the_token() {
+        let mut config = Config::default();
+        config.admin.token = Some("super-secret-admin-token".into());
+        let shown = config.to_masked_toml().unwrap();
+        assert!(!shown.contains("super-secret"), "{shown}");
+        assert!(shown.contains("[services.orders]"), "{shown}");
+    }
+}

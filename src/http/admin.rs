@@ -1,0 +1,144 @@
+//! The admin listener (loopback by default): Prometheus metrics and the live
+//! supervision tree, with operator actions (restart an actor, force a circuit).
+//! A bearer token guards it when `admin.token` is set.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use http::{Method, StatusCode};
+use hyper::body::Incoming;
+use metrics_exporter_prometheus::PrometheusHandle;
+use subtle::ConstantTimeEq;
+use supervision::{ControlError, Tree};
+
+use actors::ServiceError;
+
+use super::request_id;
+use super::response;
+use super::server::Handler;
+use super::Response;
+use crate::telemetry::metrics;
+
+pub struct Admin {
+    tree: Tree,
+    metrics: PrometheusHandle,
+    token: Option<String>,
+}
+
+impl Admin {
+    pub fn new(tree: Tree, metrics: PrometheusHandle, token: Option<String>) -> Self {
+        Self {
+            tree,
+            metrics,
+            token: token.filter(|t| !t.is_empty()),
+        }
+    }
+
+    fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        presented.as_bytes().ct_eq(token.as_bytes()).into()
+    }
+
+    async fn route(&self, method: &Method, path: &str) -> Result<Response, ServiceError> {
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        match (method, segments.as_slice()) {
+            (&Method::GET, ["metrics"]) => {
+                self.tree.publish_gauges();
+                let mut response = response::json(StatusCode::OK, metrics::render(&self.metrics));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                Ok(response)
+            }
+            (&Method::GET, ["admin", "actors"]) => {
+                #[derive(serde::Serialize)]
+                struct Tree {
+                    root: supervision::ActorNode,
+                }
+                node(
+                    StatusCode::OK,
+                    &Tree {
+                        root: self.tree.snapshot(),
+                    },
+                )
+            }
+            (&Method::GET, ["admin", "actors", name]) => {
+                let found = self.tree.node(name).ok_or_else(|| not_found(name))?;
+                node(StatusCode::OK, &found)
+            }
+            (&Method::POST, ["admin", "actors", name, "restart"]) => {
+                let restarted = self.tree.restart(name).await.map_err(control_error)?;
+                node(StatusCode::ACCEPTED, &restarted)
+            }
+            (&Method::POST, ["admin", "circuits", service, action @ ("open" | "close")]) => {
+                let forced = self
+                    .tree
+                    .force_circuit(service, *action == "open")
+                    .await
+                    .map_err(control_error)?;
+                node(StatusCode::OK, &forced)
+            }
+            (_, ["metrics"] | ["admin", "actors"] | ["admin", "actors", _]) => {
+                Err(ServiceError::MethodNotAllowed {
+                    allow: vec![Method::GET],
+                })
+            }
+            (_, ["admin", "actors", _, "restart"] | ["admin", "circuits", _, "open" | "close"]) => {
+                Err(ServiceError::MethodNotAllowed {
+                    allow: vec![Method::POST],
+                })
+            }
+            _ => Err(ServiceError::NotFound(format!("no admin route for {path}"))),
+        }
+    }
+}
+
+fn node(status: StatusCode, value: &impl serde::Serialize) -> Result<Response, ServiceError> {
+    let body = serde_json::to_vec(value).map_err(ServiceError::internal)?;
+    Ok(response::json(status, body))
+}
+
+fn not_found(name: &str) -> ServiceError {
+    ServiceError::NotFound(format!("no actor named `{name}`"))
+}
+
+fn control_error(err: ControlError) -> ServiceError {
+    match err {
+        ControlError::NotFound(name) => not_found(&name),
+        ControlError::NotRunning(_) => ServiceError::Unavailable {
+            message: err.to_string(),
+            retry_after: std::time::Duration::from_secs(1),
+        },
+    }
+}
+
+impl Handler for Admin {
+    async fn handle(self: Arc<Self>, req: http::Request<Incoming>, _peer: SocketAddr) -> Response {
+        let request_id = request_id::from_headers(req.headers());
+        let mut response = if self.authorized(req.headers()) {
+            self.route(req.method(), req.uri().path())
+                .await
+                .unwrap_or_else(|err| response::error(&err))
+        } else {
+            let mut r = response::error(&ServiceError::Unauthenticated(
+                "a valid admin bearer token is required".into(),
+            ));
+            r.headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Bearer"));
+            r
+        };
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(request_id::HEADER, value);
+        }
+        response
+    }
+}

@@ -1,0 +1,13 @@
+//! HTTP plumbing: the public front-end (routing, request ids, limits, error
+//! mapping, probes) and the admin listener, both served by [`server`].
+
+pub mod admin;
+pub mod frontend;
+pub mod probes;
+pub mod request_id;
+pub mod response;
+pub mod router;
+pub mod server;
+
+pub type Body = http_body_util::Full<bytes::Bytes>;
+pub type Response = http::Response<Body>;

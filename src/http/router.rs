@@ -1,0 +1,103 @@
+//! The route table: path patterns (matchit) to the endpoints behind them, with
+//! the 404 / 405 decisions made before anything else (routing comes before
+//! authentication).
+
+use http::Method;
+
+use actors::api::Route;
+
+/// What a path and method lead to.
+#[derive(Clone)]
+pub enum Endpoint {
+    Live,
+    Ready,
+    Health,
+    Api(Route),
+}
+
+struct Entry {
+    pattern: &'static str,
+    methods: Vec<(Method, Endpoint)>,
+}
+
+pub enum Resolved<'a> {
+    Found {
+        endpoint: &'a Endpoint,
+        /// The route pattern, for metrics labels (never the raw path).
+        pattern: &'static str,
+        params: Vec<(String, String)>,
+    },
+    MethodNotAllowed {
+        pattern: &'static str,
+        allow: Vec<Method>,
+    },
+    NotFound,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("route {pattern}: {source}")]
+pub struct RouteError {
+    pattern: &'static str,
+    #[source]
+    source: matchit::InsertError,
+}
+
+#[derive(Default)]
+pub struct Router {
+    paths: matchit::Router<usize>,
+    entries: Vec<Entry>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(
+        &mut self,
+        method: Method,
+        pattern: &'static str,
+        endpoint: Endpoint,
+    ) -> Result<(), RouteError> {
+        if let Some(entry) = self.entries.iter_mut().find(|e| e.pattern == pattern) {
+            entry.methods.push((method, endpoint));
+            return Ok(());
+        }
+        self.paths
+            .insert(pattern, self.entries.len())
+            .map_err(|source| RouteError { pattern, source })?;
+        self.entries.push(Entry {
+            pattern,
+            methods: vec![(method, endpoint)],
+        });
+        Ok(())
+    }
+
+    pub fn resolve(&self, method: &Method, path: &str) -> Resolved<'_> {
+        let Ok(matched) = self.paths.at(path) else {
+            return Resolved::NotFound;
+        };
+        let entry = &self.entries[*matched.value];
+        // HEAD is answered like GET (hyper drops the body).
+        let wanted = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        match entry.methods.iter().find(|(m, _)| m == wanted) {
+            Some((_, endpoint)) => Resolved::Found {
+                endpoint,
+                pattern: entry.pattern,
+                params: matched
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            },
+            None => Resolved::MethodNotAllowed {
+                pattern: entry.pattern,
+                allow: entry.methods.iter().map(|(m, _)| m.clone()).collect(),
+            },
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Stageworks: a microservice platform as supervised actors in one process.
+//!
+//! * [`config`] — layered configuration and its validation
+//! * [`app`] — boot: wires services, supervision tree, listeners; shutdown
+//! * [`http`] — the hyper front-end, probes and the admin listener
+//! * [`telemetry`] — logs, metrics, process figures
+//!
+//! The services themselves live in the `actors` crate, the supervision rules
+//! in the `supervision` crate.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod telemetry;

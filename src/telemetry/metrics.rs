@@ -1,0 +1,111 @@
+//! Metrics: the `metrics` facade, rendered by metrics-exporter-prometheus on
+//! the admin listener.
+//!
+//! Two traps of the exporter are handled here: histograms are exported as real
+//! histograms with explicit buckets (its default is a summary, which cannot be
+//! aggregated across replicas), and its upkeep runs on a timer (without it,
+//! histogram data accumulates between scrapes and memory grows under load).
+//! The recorder is process-global, so it is installed once.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::process;
+
+/// Latency buckets in seconds: 1 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("cannot build the Prometheus recorder: {0}")]
+    Build(#[from] metrics_exporter_prometheus::BuildError),
+    #[error("another metrics recorder is already installed")]
+    AlreadyInstalled,
+}
+
+/// Installs the recorder (once per process) and starts its upkeep task.
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
+    let handle = HANDLE.get_or_init(|| handle).clone();
+    describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// Samples the process figures and renders the text exposition format.
+pub fn render(handle: &PrometheusHandle) -> String {
+    if let Some(rss) = process::rss_bytes() {
+        metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
+    }
+    if let Some(fds) = process::open_fds() {
+        metrics::gauge!("process_open_fds").set(fds as f64);
+    }
+    handle.render()
+}
+
+fn describe() {
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by method, route pattern and status"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time to answer an HTTP request, by method, route pattern and status"
+    );
+    describe_counter!(
+        "actor_messages_total",
+        "Messages handled by a service's workers"
+    );
+    describe_histogram!(
+        "actor_message_duration_seconds",
+        Unit::Seconds,
+        "Time a worker spent handling one message"
+    );
+    describe_gauge!(
+        "actor_mailbox_depth",
+        "Messages waiting in a service's worker mailboxes"
+    );
+    describe_counter!(
+        "actor_restarts_total",
+        "Restarts of a service's workers by its supervisor"
+    );
+    describe_counter!(
+        "actor_failures_total",
+        "Failures (panics, errors, failed starts, timeouts) of a service's workers"
+    );
+    describe_gauge!(
+        "circuit_state",
+        "A service's circuit: 0 closed, 1 half-open, 2 open"
+    );
+    describe_counter!("circuit_trips_total", "Times a service's circuit opened");
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident set size of the process"
+    );
+    describe_gauge!("process_open_fds", "Open file descriptors of the process");
+}
