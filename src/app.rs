@@ -94,7 +94,7 @@ impl App {
             starters.push(started.starter);
         }
         let tree = Tree::new(starters.iter().map(|s| s.shared().clone()).collect());
-        let (root, _) = Actor::spawn(Some("root".into()), RootSupervisor, starters)
+        let (root, _) = Actor::spawn(None, RootSupervisor, starters)
             .await
             .map_err(|e| AppError::Supervision(e.to_string()))?;
 

@@ -7,7 +7,7 @@
 //! histogram data accumulates between scrapes and memory grows under load).
 //! The recorder is process-global, so it is installed once.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -22,7 +22,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -30,11 +30,15 @@ pub enum MetricsError {
     Build(#[from] metrics_exporter_prometheus::BuildError),
     #[error("another metrics recorder is already installed")]
     AlreadyInstalled,
+    #[error("cannot start the metrics upkeep thread: {0}")]
+    Upkeep(std::io::Error),
 }
 
-/// Installs the recorder (once per process) and starts its upkeep task.
+/// Installs the recorder (once per process) and starts its upkeep thread
+/// (a thread, not a task: it must outlive whichever runtime installed it).
 pub fn install() -> Result<PrometheusHandle, MetricsError> {
-    if let Some(handle) = HANDLE.get() {
+    let mut installed = HANDLE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(handle) = installed.as_ref() {
         return Ok(handle.clone());
     }
     let recorder = PrometheusBuilder::new()
@@ -42,16 +46,16 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
         .build_recorder();
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
-    let handle = HANDLE.get_or_init(|| handle).clone();
     describe();
     let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(UPKEEP_EVERY);
-        loop {
-            every.tick().await;
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
             upkeep.run_upkeep();
-        }
-    });
+        })
+        .map_err(MetricsError::Upkeep)?;
+    *installed = Some(handle.clone());
     Ok(handle)
 }
 

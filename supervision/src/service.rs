@@ -106,8 +106,11 @@ impl<H: WorkerHandler> ServiceStarter for ServiceArgs<H> {
     ) -> futures::future::BoxFuture<'static, Result<ActorCell, ractor::SpawnErr>> {
         let args = self.clone();
         Box::pin(async move {
+            // Unnamed: ractor's registry is global, and a restarted supervisor
+            // could race its predecessor's unregistration. Our names live in
+            // ServiceShared.
             let (actor, _) = Actor::spawn_linked(
-                Some(format!("{}-supervisor", args.shared.name())),
+                None,
                 ServiceSupervisor::<H>::default(),
                 args,
                 root,

@@ -1,0 +1,178 @@
+//! Test support: start the real app on port 0 with a temporary data dir and
+//! talk to it over real HTTP.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use stageworks::app::App;
+use stageworks::config::{Config, ServiceConfig};
+use tempfile::TempDir;
+
+pub const ALICE: &str = "0190d5e4-0000-7000-8000-00000000a11c";
+pub const BOB: &str = "0190d5e4-0000-7000-8000-000000000b0b";
+
+pub struct TestApp {
+    pub app: Option<App>,
+    pub base: String,
+    pub admin: String,
+    pub client: reqwest::Client,
+    pub admin_token: Option<String>,
+    pub data: TempDir,
+}
+
+/// Settings that make supervision observable in a test's time frame.
+pub fn test_config(data: &TempDir) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config.data_dir = data.path().to_owned();
+    config.server.shutdown_timeout = Duration::from_secs(5);
+    let orders = ServiceConfig {
+        workers: 2,
+        call_timeout: Duration::from_secs(2),
+        backoff_min: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+        open_for: Duration::from_secs(1),
+        ..Default::default()
+    };
+    config.services.insert("orders".into(), orders);
+    config
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut config = test_config(&data);
+    adjust(&mut config);
+    spawn_app_in(config, data).await
+}
+
+pub async fn spawn_app_in(config: Config, data: TempDir) -> TestApp {
+    config
+        .validate(actors::SERVICES.iter().map(|s| s.name))
+        .expect("test config is valid");
+    let admin_token = config.admin.token.clone();
+    let app = App::start(config).await.expect("app starts");
+    let test_app = TestApp {
+        base: format!("http://{}", app.public_addr()),
+        admin: format!("http://{}", app.admin_addr()),
+        app: Some(app),
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client"),
+        admin_token,
+        data,
+    };
+    test_app.wait_for_status("orders", "running").await;
+    test_app
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin)
+    }
+
+    pub fn as_user(&self, method: reqwest::Method, path: &str, user: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).header("x-user-id", user)
+    }
+
+    pub async fn create_order(&self, user: &str, body: Value) -> reqwest::Response {
+        self.as_user(reqwest::Method::POST, "/api/v1/orders", user)
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// A GET on the admin listener, with the token if one is configured.
+    pub fn admin_get(&self, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.get(self.admin_url(path));
+        match &self.admin_token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        }
+    }
+
+    pub async fn admin_node(&self, name: &str) -> Value {
+        self.admin_get(&format!("/admin/actors/{name}"))
+            .send()
+            .await
+            .expect("admin answers")
+            .json()
+            .await
+            .expect("admin JSON")
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.admin_get("/metrics")
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Polls the admin endpoint until the service has this status.
+    pub async fn wait_for_status(&self, service: &str, status: &str) {
+        self.wait_for(&format!("{service} {status}"), |node| node["status"] == status, service)
+            .await;
+    }
+
+    pub async fn wait_for_circuit(&self, service: &str, state: &str) {
+        self.wait_for(
+            &format!("{service} circuit {state}"),
+            |node| node["circuit"]["state"] == state,
+            service,
+        )
+        .await;
+    }
+
+    async fn wait_for(&self, what: &str, condition: impl Fn(&Value) -> bool, service: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let node = self.admin_node(service).await;
+            if condition(&node) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}: {node}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Shuts the app down gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown();
+            app.stopped().await;
+        }
+    }
+}
+
+/// Asserts the error shape of API.md and returns the body.
+pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    assert_eq!(
+        response.headers()["content-type"], "application/json",
+        "errors are JSON"
+    );
+    let body: Value = response.json().await.expect("error body is JSON");
+    assert_eq!(body["status"], "error", "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "the error says what was wrong: {body}"
+    );
+    body
+}
