@@ -12,7 +12,10 @@ use std::time::Duration;
 async fn create_read_list_and_cancel_an_order() {
     let app = spawn_app().await;
     let created = app
-        .create_order(ALICE, json!({"amount": 5000, "currency": "EUR", "description": "two tickets"}))
+        .create_order(
+            ALICE,
+            json!({"amount": 5000, "currency": "EUR", "description": "two tickets"}),
+        )
         .await;
     assert_eq!(created.status(), 201);
     let order: Value = created.json().await.unwrap();
@@ -60,7 +63,12 @@ async fn create_read_list_and_cancel_an_order() {
 #[tokio::test]
 async fn currency_defaults_from_configuration() {
     let app = spawn_app_with(|c| c.currency = "GBP".into()).await;
-    let order: Value = app.create_order(ALICE, json!({"amount": 1})).await.json().await.unwrap();
+    let order: Value = app
+        .create_order(ALICE, json!({"amount": 1}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(order["currency"], "GBP");
 }
 
@@ -69,7 +77,12 @@ async fn lists_are_paginated_newest_first_and_show_only_the_callers_orders() {
     let app = spawn_app().await;
     let mut ids = Vec::new();
     for amount in 1..=5 {
-        let order: Value = app.create_order(ALICE, json!({"amount": amount})).await.json().await.unwrap();
+        let order: Value = app
+            .create_order(ALICE, json!({"amount": amount}))
+            .await
+            .json()
+            .await
+            .unwrap();
         ids.push(order["id"].as_str().unwrap().to_owned());
     }
     app.create_order(BOB, json!({"amount": 99})).await;
@@ -82,8 +95,16 @@ async fn lists_are_paginated_newest_first_and_show_only_the_callers_orders() {
         .json()
         .await
         .unwrap();
-    assert_eq!(page["pagination"], json!({"page": 2, "limit": 2, "total": 5, "pages": 3}));
-    let listed: Vec<&str> = page["data"].as_array().unwrap().iter().map(|o| o["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        page["pagination"],
+        json!({"page": 2, "limit": 2, "total": 5, "pages": 3})
+    );
+    let listed: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap())
+        .collect();
     assert_eq!(listed, vec![ids[2].as_str(), ids[1].as_str()]);
 
     let bobs: Value = app
@@ -101,23 +122,40 @@ async fn lists_are_paginated_newest_first_and_show_only_the_callers_orders() {
 #[tokio::test]
 async fn list_parameters_out_of_range_are_422_naming_the_field() {
     let app = spawn_app().await;
-    for (query, field) in [("limit=0", "limit"), ("limit=101", "limit"), ("page=0", "page"), ("page=x", "page")] {
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("page=0", "page"),
+        ("page=x", "page"),
+    ] {
         let response = app
             .as_user(Method::GET, &format!("/api/v1/orders?{query}"), ALICE)
             .send()
             .await
             .unwrap();
         let body = expect_error(response, 422, "VALIDATION_ERROR").await;
-        assert_eq!(body["error"]["errors"][0]["field"], field, "{query}: {body}");
+        assert_eq!(
+            body["error"]["errors"][0]["field"], field,
+            "{query}: {body}"
+        );
     }
 }
 
 #[tokio::test]
 async fn another_users_order_is_not_found() {
     let app = spawn_app().await;
-    let order: Value = app.create_order(ALICE, json!({"amount": 10})).await.json().await.unwrap();
+    let order: Value = app
+        .create_order(ALICE, json!({"amount": 10}))
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = order["id"].as_str().unwrap();
-    let read = app.as_user(Method::GET, &format!("/api/v1/orders/{id}"), BOB).send().await.unwrap();
+    let read = app
+        .as_user(Method::GET, &format!("/api/v1/orders/{id}"), BOB)
+        .send()
+        .await
+        .unwrap();
     expect_error(read, 404, "NOT_FOUND").await;
     let cancel = app
         .as_user(Method::POST, &format!("/api/v1/orders/{id}/cancel"), BOB)
@@ -141,7 +179,11 @@ async fn another_users_order_is_not_found() {
 async fn unknown_and_malformed_ids_are_not_found() {
     let app = spawn_app().await;
     for id in ["0190d5e4-0000-7000-8000-000000000000", "not-a-uuid"] {
-        let response = app.as_user(Method::GET, &format!("/api/v1/orders/{id}"), ALICE).send().await.unwrap();
+        let response = app
+            .as_user(Method::GET, &format!("/api/v1/orders/{id}"), ALICE)
+            .send()
+            .await
+            .unwrap();
         expect_error(response, 404, "NOT_FOUND").await;
     }
 }
@@ -180,7 +222,10 @@ async fn bodies_that_are_not_json_are_400() {
         .await
         .unwrap();
     let body = expect_error(text, 400, "BAD_REQUEST").await;
-    assert!(body["error"]["message"].as_str().unwrap().contains("content-type"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("content-type"));
 }
 
 #[tokio::test]
@@ -194,7 +239,10 @@ async fn invalid_fields_are_422_naming_each_field_and_nothing_is_written() {
         (json!({}), "amount"),
         (json!({"amount": 5, "currency": "usd"}), "currency"),
         (json!({"amount": 5, "currency": 840}), "currency"),
-        (json!({"amount": 5, "description": "x".repeat(501)}), "description"),
+        (
+            json!({"amount": 5, "description": "x".repeat(501)}),
+            "description",
+        ),
         (json!({"amount": 5, "price": 5}), "price"),
         (json!([1, 2]), "body"),
     ];
@@ -207,10 +255,23 @@ async fn invalid_fields_are_422_naming_each_field_and_nothing_is_written() {
             .iter()
             .map(|e| e["field"].as_str().unwrap())
             .collect();
-        assert!(fields.contains(&field), "{body} should name {field}: {error}");
+        assert!(
+            fields.contains(&field),
+            "{body} should name {field}: {error}"
+        );
     }
-    let list: Value = app.as_user(Method::GET, "/api/v1/orders", ALICE).send().await.unwrap().json().await.unwrap();
-    assert_eq!(list["pagination"]["total"], 0, "a rejected request wrote nothing");
+    let list: Value = app
+        .as_user(Method::GET, "/api/v1/orders", ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["pagination"]["total"], 0,
+        "a rejected request wrote nothing"
+    );
 }
 
 #[tokio::test]
@@ -248,7 +309,14 @@ async fn an_idempotency_key_replays_the_first_response_and_creates_one_order() {
     assert_eq!(bobs.status(), 201);
     assert!(bobs.headers().get("idempotent-replayed").is_none());
 
-    let list: Value = app.as_user(Method::GET, "/api/v1/orders", ALICE).send().await.unwrap().json().await.unwrap();
+    let list: Value = app
+        .as_user(Method::GET, "/api/v1/orders", ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["pagination"]["total"], 1);
 }
 

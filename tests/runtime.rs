@@ -15,9 +15,19 @@ use serde_json::{json, Value};
 async fn unknown_paths_are_404_and_wrong_methods_405_with_allow() {
     let app = spawn_app().await;
     // Routing comes before authentication: no x-user-id needed for a 404.
-    let missing = app.client.get(app.url("/api/v1/nothing-here")).send().await.unwrap();
+    let missing = app
+        .client
+        .get(app.url("/api/v1/nothing-here"))
+        .send()
+        .await
+        .unwrap();
     expect_error(missing, 404, "NOT_FOUND").await;
-    let wrong = app.client.delete(app.url("/api/v1/orders")).send().await.unwrap();
+    let wrong = app
+        .client
+        .delete(app.url("/api/v1/orders"))
+        .send()
+        .await
+        .unwrap();
     let allow = wrong.headers()["allow"].to_str().unwrap().to_owned();
     expect_error(wrong, 405, "METHOD_NOT_ALLOWED").await;
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
@@ -30,7 +40,8 @@ async fn bodies_over_the_limit_are_413() {
     let response = app.create_order(ALICE, big).await;
     expect_error(response, 413, "PAYLOAD_TOO_LARGE").await;
     // Chunked, with no content-length to trust.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(vec![b' '; 800]), Ok(vec![b' '; 800])];
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        vec![Ok(vec![b' '; 800]), Ok(vec![b' '; 800])];
     let streamed = app
         .as_user(Method::POST, "/api/v1/orders", ALICE)
         .header("content-type", "application/json")
@@ -44,14 +55,32 @@ async fn bodies_over_the_limit_are_413() {
 #[tokio::test]
 async fn request_ids_are_echoed_or_made() {
     let app = spawn_app().await;
-    let echoed = app.client.get(app.url("/live")).header("x-request-id", "trace-me-123").send().await.unwrap();
+    let echoed = app
+        .client
+        .get(app.url("/live"))
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(echoed.headers()["x-request-id"], "trace-me-123");
     let made = app.client.get(app.url("/live")).send().await.unwrap();
     let id = made.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
-    let error = app.client.get(app.url("/nope")).header("x-request-id", "err-1").send().await.unwrap();
+    let error = app
+        .client
+        .get(app.url("/nope"))
+        .header("x-request-id", "err-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error.headers()["x-request-id"], "err-1");
-    let admin = app.client.get(app.admin_url("/admin/actors")).header("x-request-id", "adm-1").send().await.unwrap();
+    let admin = app
+        .client
+        .get(app.admin_url("/admin/actors"))
+        .header("x-request-id", "adm-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(admin.headers()["x-request-id"], "adm-1");
 }
 
@@ -63,7 +92,15 @@ async fn probes_report_live_ready_and_health() {
     assert_eq!(live.json::<Value>().await.unwrap(), json!({"status": "ok"}));
     let ready = app.client.get(app.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    let health: Value = app.client.get(app.url("/health")).send().await.unwrap().json().await.unwrap();
+    let health: Value = app
+        .client
+        .get(app.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["version"], env!("CARGO_PKG_VERSION"));
     assert!(health["uptime_seconds"].as_f64().unwrap() >= 0.0);
@@ -90,7 +127,10 @@ async fn a_panicking_handler_is_a_500_and_the_worker_comes_back() {
         .await
         .unwrap();
     let body = expect_error(crash, 500, "INTERNAL").await;
-    assert!(!body.to_string().contains("injected"), "internals stay in the logs: {body}");
+    assert!(
+        !body.to_string().contains("injected"),
+        "internals stay in the logs: {body}"
+    );
 
     app.wait_for_status("orders", "running").await;
     let next = app.create_order(ALICE, json!({"amount": 2})).await;
@@ -99,7 +139,13 @@ async fn a_panicking_handler_is_a_500_and_the_worker_comes_back() {
     let node = app.admin_node("orders").await;
     assert_eq!(node["restarts"], 1);
     assert_eq!(node["circuit"]["state"], "closed");
-    assert!(node["last_failure"]["reason"].as_str().unwrap().contains("injected fault"), "{node}");
+    assert!(
+        node["last_failure"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("injected fault"),
+        "{node}"
+    );
     assert!(node["recent_failures"].as_array().unwrap().len() == 1);
     let worker = app.admin_node("orders-worker-0").await;
     assert_eq!(worker["restarts"], 1);
@@ -128,26 +174,52 @@ async fn repeated_failures_open_the_circuit_then_it_closes_by_itself() {
 
     let refused_at = Instant::now();
     let refused = app.create_order(ALICE, json!({"amount": 1})).await;
-    let retry_after: u64 = refused.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=1).contains(&retry_after), "retry-after {retry_after}");
     expect_error(refused, 503, "SERVICE_UNAVAILABLE").await;
-    assert!(refused_at.elapsed() < Duration::from_millis(200), "an open circuit answers at once");
+    assert!(
+        refused_at.elapsed() < Duration::from_millis(200),
+        "an open circuit answers at once"
+    );
 
     // The rest of the process keeps serving.
-    assert_eq!(app.client.get(app.url("/live")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.client
+            .get(app.url("/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let ready = app.client.get(app.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let health = app.client.get(app.url("/health")).send().await.unwrap();
     assert_eq!(health.status(), 503, "the only service is down");
 
-    let tree: Value = app.client.get(app.admin_url("/admin/actors")).send().await.unwrap().json().await.unwrap();
+    let tree: Value = app
+        .client
+        .get(app.admin_url("/admin/actors"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let orders = &tree["root"]["children"][0];
     assert_eq!(orders["name"], "orders");
     assert_eq!(orders["status"], "failed");
     assert_eq!(orders["circuit"]["trips"], 1);
     assert!(orders["circuit"]["retry_at"].is_string());
     let metrics = app.metrics().await;
-    assert!(metrics.contains("circuit_state{service=\"orders\"} 2"), "{metrics}");
+    assert!(
+        metrics.contains("circuit_state{service=\"orders\"} 2"),
+        "{metrics}"
+    );
 
     // After open_for the service is restarted half-open; the first success closes it.
     app.wait_for_circuit("orders", "half_open").await;
@@ -155,14 +227,25 @@ async fn repeated_failures_open_the_circuit_then_it_closes_by_itself() {
     let created = app.create_order(ALICE, json!({"amount": 3})).await;
     assert_eq!(created.status(), 201);
     app.wait_for_circuit("orders", "closed").await;
-    assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.client
+            .get(app.url("/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let metrics = app.metrics().await;
     assert!(metrics.contains("circuit_state{service=\"orders\"} 0"));
 }
 
 #[tokio::test]
 async fn a_reply_slower_than_the_call_timeout_is_504_and_a_failure() {
-    let app = spawn_app_with(|c| c.services.get_mut("orders").unwrap().call_timeout = Duration::from_millis(300)).await;
+    let app = spawn_app_with(|c| {
+        c.services.get_mut("orders").unwrap().call_timeout = Duration::from_millis(300)
+    })
+    .await;
     let started = Instant::now();
     let slow = app
         .as_user(Method::GET, "/api/v1/orders", ALICE)
@@ -174,7 +257,13 @@ async fn a_reply_slower_than_the_call_timeout_is_504_and_a_failure() {
     assert!(started.elapsed() < Duration::from_secs(2));
     app.wait_for_status("orders", "running").await;
     let node = app.admin_node("orders").await;
-    assert!(node["last_failure"]["reason"].as_str().unwrap().contains("call timeout"), "{node}");
+    assert!(
+        node["last_failure"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("call timeout"),
+        "{node}"
+    );
 }
 
 #[tokio::test]
@@ -192,7 +281,12 @@ async fn the_request_timeout_bounds_a_whole_request() {
 #[tokio::test]
 async fn operators_can_restart_actors_and_force_circuits() {
     let app = spawn_app().await;
-    let restarted = app.client.post(app.admin_url("/admin/actors/orders/restart")).send().await.unwrap();
+    let restarted = app
+        .client
+        .post(app.admin_url("/admin/actors/orders/restart"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(restarted.status(), 202);
     let node: Value = restarted.json().await.unwrap();
     assert_eq!(node["name"], "orders");
@@ -213,20 +307,43 @@ async fn operators_can_restart_actors_and_force_circuits() {
     assert!(refused.headers().contains_key("retry-after"));
     expect_error(refused, 503, "SERVICE_UNAVAILABLE").await;
 
-    let closed = app.client.post(app.admin_url("/admin/circuits/orders/close")).send().await.unwrap();
+    let closed = app
+        .client
+        .post(app.admin_url("/admin/circuits/orders/close"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(closed.status(), 200);
-    assert_eq!(app.create_order(ALICE, json!({"amount": 1})).await.status(), 201);
+    assert_eq!(
+        app.create_order(ALICE, json!({"amount": 1})).await.status(),
+        201
+    );
 
-    let unknown = app.client.post(app.admin_url("/admin/actors/nobody/restart")).send().await.unwrap();
+    let unknown = app
+        .client
+        .post(app.admin_url("/admin/actors/nobody/restart"))
+        .send()
+        .await
+        .unwrap();
     expect_error(unknown, 404, "NOT_FOUND").await;
-    let wrong = app.client.get(app.admin_url("/admin/circuits/orders/open")).send().await.unwrap();
+    let wrong = app
+        .client
+        .get(app.admin_url("/admin/circuits/orders/open"))
+        .send()
+        .await
+        .unwrap();
     expect_error(wrong, 405, "METHOD_NOT_ALLOWED").await;
 }
 
 #[tokio::test]
 async fn the_admin_listener_requires_its_token_when_one_is_set() {
     let app = spawn_app_with(|c| c.admin.token = Some("a-very-secret-admin-token".into())).await;
-    let anonymous = app.client.get(app.admin_url("/metrics")).send().await.unwrap();
+    let anonymous = app
+        .client
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
     expect_error(anonymous, 401, "UNAUTHENTICATED").await;
     let wrong = app
         .client
@@ -249,14 +366,34 @@ async fn the_admin_listener_requires_its_token_when_one_is_set() {
 #[tokio::test]
 async fn metrics_reflect_requests_actors_and_restarts_and_pass_promtool() {
     let app = spawn_app_with(|c| c.services.get_mut("orders").unwrap().workers = 1).await;
-    let order: Value = app.create_order(ALICE, json!({"amount": 5})).await.json().await.unwrap();
+    let order: Value = app
+        .create_order(ALICE, json!({"amount": 5}))
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = order["id"].as_str().unwrap();
-    app.as_user(Method::GET, &format!("/api/v1/orders/{id}"), ALICE).send().await.unwrap();
-    app.as_user(Method::GET, "/api/v1/orders", ALICE).header("x-fault", "panic").send().await.unwrap();
+    app.as_user(Method::GET, &format!("/api/v1/orders/{id}"), ALICE)
+        .send()
+        .await
+        .unwrap();
+    app.as_user(Method::GET, "/api/v1/orders", ALICE)
+        .header("x-fault", "panic")
+        .send()
+        .await
+        .unwrap();
     app.wait_for_status("orders", "running").await;
 
-    let response = app.client.get(app.admin_url("/metrics")).send().await.unwrap();
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let response = app
+        .client
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let metrics = response.text().await.unwrap();
     for expected in [
         "http_requests_total{method=\"POST\",route=\"/api/v1/orders\",status=\"201\"}",
@@ -273,7 +410,10 @@ async fn metrics_reflect_requests_actors_and_restarts_and_pass_promtool() {
     ] {
         assert!(metrics.contains(expected), "missing {expected} in\n{metrics}");
     }
-    assert!(!metrics.contains(id), "route labels are patterns, never raw paths");
+    assert!(
+        !metrics.contains(id),
+        "route labels are patterns, never raw paths"
+    );
 
     let promtool = which("promtool").expect(
         "promtool is needed for this test: apt-get install prometheus (.ci/run installs it)",
@@ -286,7 +426,12 @@ async fn metrics_reflect_requests_actors_and_restarts_and_pass_promtool() {
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),

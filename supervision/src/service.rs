@@ -109,13 +109,8 @@ impl<H: WorkerHandler> ServiceStarter for ServiceArgs<H> {
             // Unnamed: ractor's registry is global, and a restarted supervisor
             // could race its predecessor's unregistration. Our names live in
             // ServiceShared.
-            let (actor, _) = Actor::spawn_linked(
-                None,
-                ServiceSupervisor::<H>::default(),
-                args,
-                root,
-            )
-            .await?;
+            let (actor, _) =
+                Actor::spawn_linked(None, ServiceSupervisor::<H>::default(), args, root).await?;
             Ok(actor.get_cell())
         })
     }

@@ -83,8 +83,15 @@ impl TestApp {
         format!("{}{path}", self.admin)
     }
 
-    pub fn as_user(&self, method: reqwest::Method, path: &str, user: &str) -> reqwest::RequestBuilder {
-        self.client.request(method, self.url(path)).header("x-user-id", user)
+    pub fn as_user(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("x-user-id", user)
     }
 
     pub async fn create_order(&self, user: &str, body: Value) -> reqwest::Response {
@@ -126,8 +133,12 @@ impl TestApp {
 
     /// Polls the admin endpoint until the service has this status.
     pub async fn wait_for_status(&self, service: &str, status: &str) {
-        self.wait_for(&format!("{service} {status}"), |node| node["status"] == status, service)
-            .await;
+        self.wait_for(
+            &format!("{service} {status}"),
+            |node| node["status"] == status,
+            service,
+        )
+        .await;
     }
 
     pub async fn wait_for_circuit(&self, service: &str, state: &str) {
@@ -146,7 +157,10 @@ impl TestApp {
             if condition(&node) {
                 return;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {node}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {node}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -164,14 +178,17 @@ impl TestApp {
 pub async fn expect_error(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "unexpected status");
     assert_eq!(
-        response.headers()["content-type"], "application/json",
+        response.headers()["content-type"],
+        "application/json",
         "errors are JSON"
     );
     let body: Value = response.json().await.expect("error body is JSON");
     assert_eq!(body["status"], "error", "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(
-        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
         "the error says what was wrong: {body}"
     );
     body

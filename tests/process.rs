@@ -1,0 +1,225 @@
+//! The real binary: serving on its config, JSON logs carrying the request id
+//! into the actors, SIGTERM → graceful exit 0, data kept across a restart, and
+//! the `check-config`, `healthcheck` and `--version` commands.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stageworks");
+const USER: &str = "0190d5e4-0000-7000-8000-0000000000aa";
+
+struct Running {
+    child: Child,
+    addr: String,
+    lines: mpsc::Receiver<String>,
+}
+
+fn command(data: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env("STAGEWORKS__DATA_DIR", data)
+        .env("STAGEWORKS__SERVER__LISTEN", "127.0.0.1:0")
+        .env("STAGEWORKS__ADMIN__LISTEN", "127.0.0.1:0")
+        .env("STAGEWORKS__LOG__FORMAT", "json")
+        .env("STAGEWORKS__LOG__LEVEL", "info")
+        .env_remove("RUST_LOG")
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
+
+/// Starts `stageworks serve` and reads its address from the start-up log line.
+fn start(data: &Path) -> Running {
+    let mut child = command(data)
+        .args(["serve", "--config", "config.toml"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("binary starts");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let addr = loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("start-up log line");
+        let entry: Value = serde_json::from_str(&line).expect("log lines are JSON");
+        if entry["fields"]["message"] == "stageworks is serving" {
+            break entry["fields"]["public_addr"].as_str().unwrap().to_owned();
+        }
+    };
+    Running { child, addr, lines }
+}
+
+fn terminate(mut running: Running) -> (std::process::ExitStatus, Vec<String>) {
+    let status = Command::new("kill")
+        .args(["-TERM", &running.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = running.child.wait().unwrap();
+    let rest: Vec<String> = running.lines.try_iter().collect();
+    (exit, rest)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+#[tokio::test]
+async fn orders_survive_a_restart_and_sigterm_exits_cleanly() {
+    let data = tempfile::tempdir().unwrap();
+    let first = start(data.path());
+    let created: Value = client()
+        .post(format!("http://{}/api/v1/orders", first.addr))
+        .header("x-user-id", USER)
+        .header("x-request-id", "persist-req-1")
+        .json(&json!({"amount": 1234, "description": "kept"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let (exit, logs) = terminate(first);
+    assert!(exit.success(), "SIGTERM ends with exit 0, got {exit}");
+    // Every line of that request carries its id, including the actor's own line.
+    let tagged: Vec<Value> = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["span"]["request_id"] == "persist-req-1")
+        .collect();
+    assert!(
+        tagged
+            .iter()
+            .any(|e| e["fields"]["message"] == "order created"
+                && e["target"].as_str().unwrap().starts_with("actors::orders")),
+        "the actor's log line carries the request id: {logs:?}"
+    );
+    assert!(tagged
+        .iter()
+        .any(|e| e["fields"]["message"] == "request answered"));
+    assert!(logs
+        .iter()
+        .any(|l| l.contains("stopping services in reverse start order")));
+
+    let second = start(data.path());
+    let read: Value = client()
+        .get(format!("http://{}/api/v1/orders/{id}", second.addr))
+        .header("x-user-id", USER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read, created);
+    let (exit, _) = terminate(second);
+    assert!(exit.success());
+}
+
+#[test]
+fn an_invalid_configuration_stops_start_up_with_exit_2_naming_the_key() {
+    let data = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "STAGEWORKS__SERVER__LISTEN",
+            "not-an-address",
+            "SERVER.LISTEN",
+        ),
+        (
+            "STAGEWORKS__SERVER__REQUEST_TIMEOUT",
+            "0s",
+            "server.request_timeout",
+        ),
+        (
+            "STAGEWORKS__SERVER__MAX_BODY_BYTES",
+            "-1",
+            "SERVER.MAX_BODY_BYTES",
+        ),
+        ("STAGEWORKS__SERVER__COLOUR", "blue", "colour"),
+        (
+            "STAGEWORKS__SERVICES__ORDERS__WORKERS",
+            "0",
+            "services.orders.workers",
+        ),
+        ("STAGEWORKS__ADMIN__LISTEN", "0.0.0.0:9999", "admin.token"),
+    ];
+    for (key, value, named) in cases {
+        let output = command(data.path())
+            .args(["serve", "--config", "config.toml"])
+            .env(key, value)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{key}={value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(named), "{key}={value}: {stderr}");
+    }
+    let missing = command(data.path())
+        .args(["check-config", "--config", "no-such-file.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_with_secrets_masked() {
+    let data = tempfile::tempdir().unwrap();
+    let output = command(data.path())
+        .args(["check-config"])
+        .env("STAGEWORKS__ADMIN__TOKEN", "do-not-print-this-token")
+        .env("STAGEWORKS__SERVICES__ORDERS__WORKERS", "7")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("do-not-print-this-token"), "{stdout}");
+    assert!(stdout.contains("token = \"********\""), "{stdout}");
+    assert!(stdout.contains("workers = 7"), "{stdout}");
+}
+
+#[test]
+fn version_is_printed() {
+    let output = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(output.status.success());
+    assert!(String::from_utf8_lossy(&output.stdout).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test]
+async fn healthcheck_exits_0_only_when_live_answers() {
+    let data = tempfile::tempdir().unwrap();
+    let running = start(data.path());
+    let healthy = command(data.path())
+        .arg("healthcheck")
+        .env("STAGEWORKS__SERVER__LISTEN", &running.addr)
+        .output()
+        .unwrap();
+    assert!(
+        healthy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    let (exit, _) = terminate(running);
+    assert!(exit.success());
+
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free = nobody.local_addr().unwrap();
+    drop(nobody);
+    let unhealthy = command(data.path())
+        .arg("healthcheck")
+        .env("STAGEWORKS__SERVER__LISTEN", free.to_string())
+        .output()
+        .unwrap();
+    assert_eq!(unhealthy.status.code(), Some(1));
+}
