@@ -117,24 +117,22 @@ impl App {
             shutdown_timeout: config.server.shutdown_timeout,
         };
 
-        let (shutdown, stop_public) = watch::channel(false);
+        let (shutdown, mut stop_requested) = watch::channel(false);
+        let (stop_public_tx, stop_public) = watch::channel(false);
         let (stop_admin_tx, stop_admin) = watch::channel(false);
-        let public_task = tokio::spawn(server::serve(
-            public,
-            frontend,
-            settings,
-            stop_public.clone(),
-        ));
+        let public_task = tokio::spawn(server::serve(public, frontend, settings, stop_public));
         let admin_task = tokio::spawn(server::serve(admin, admin_handler, settings, stop_admin));
         tracing::info!(%public_addr, %admin_addr, version = env!("CARGO_PKG_VERSION"), "stageworks is serving");
 
-        let mut stop_requested = stop_public;
         let done = tokio::spawn(async move {
             {
                 let _ = stop_requested.wait_for(|stop| *stop).await;
             }
+            // Readiness fails first, so load balancers stop sending before the
+            // listener closes.
             shutting_down.store(true, Ordering::Release);
-            tracing::info!("shutting down: draining in-flight requests");
+            tracing::info!("shutting down: /ready answers 503, draining in-flight requests");
+            let _ = stop_public_tx.send(true);
             let drained = public_task.await.unwrap_or(false);
             if !drained {
                 tracing::warn!("some requests did not finish within the shutdown timeout");

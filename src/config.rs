@@ -19,7 +19,8 @@ pub const ENV_PREFIX: &str = "STAGEWORKS__";
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// `development` or `production` (production refuses unsafe defaults).
+    /// `development` or `production`; production makes secret checks strict
+    /// (used by the auth service).
     pub env: Environment,
     /// Where the embedded databases live (one SQLite file per service).
     pub data_dir: PathBuf,
@@ -218,7 +219,11 @@ impl Config {
             return Err(ConfigError::Missing(path.to_owned()));
         }
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::file_exact(path))
+            .merge(if explicit {
+                Toml::file_exact(path)
+            } else {
+                Toml::file(path)
+            })
             .merge(Env::prefixed(ENV_PREFIX).split("__"))
             .extract()
             .map_err(|err| {
@@ -311,6 +316,11 @@ impl Config {
             }
             if !(1..=1024).contains(&s.workers) {
                 problems.push(format!("services.{name}.workers: must be from 1 to 1024"));
+            }
+            if s.call_timeout > self.server.request_timeout {
+                problems.push(format!(
+                    "services.{name}.call_timeout: must not exceed server.request_timeout, or slow calls are cut off before they count as failures"
+                ));
             }
             if s.backoff_max < s.backoff_min {
                 problems.push(format!(

@@ -199,7 +199,10 @@ async fn repeated_failures_open_the_circuit_then_it_closes_by_itself() {
     let ready = app.client.get(app.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let health = app.client.get(app.url("/health")).send().await.unwrap();
-    assert_eq!(health.status(), 503, "the only service is down");
+    assert_eq!(health.status(), 200, "the process still serves");
+    let health: Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["services"][0]["circuit"], "open");
 
     let tree: Value = app
         .client
@@ -268,7 +271,12 @@ async fn a_reply_slower_than_the_call_timeout_is_504_and_a_failure() {
 
 #[tokio::test]
 async fn the_request_timeout_bounds_a_whole_request() {
-    let app = spawn_app_with(|c| c.server.request_timeout = Duration::from_millis(300)).await;
+    let app = spawn_app_with(|c| {
+        c.server.request_timeout = Duration::from_millis(300);
+        // A call timeout may not exceed the request timeout (checked at start-up).
+        c.services.get_mut("orders").unwrap().call_timeout = Duration::from_millis(300);
+    })
+    .await;
     let slow = app
         .as_user(Method::GET, "/api/v1/orders", ALICE)
         .header("x-fault", "delay=1500")
@@ -361,6 +369,21 @@ async fn the_admin_listener_requires_its_token_when_one_is_set() {
         .await
         .unwrap();
     assert_eq!(right.status(), 200);
+
+    // The live page is static and fetches the tree with the operator's token.
+    let page = app
+        .client
+        .get(app.admin_url("/admin/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(page.headers().contains_key("content-security-policy"));
+    assert!(page.text().await.unwrap().contains("/admin/actors"));
 }
 
 #[tokio::test]
@@ -473,4 +496,43 @@ async fn graceful_shutdown_finishes_in_flight_requests_then_refuses_new_ones() {
     let refused = client.get(format!("{base}/live")).send().await;
     assert!(refused.is_err(), "no longer accepting connections");
     drop(app);
+}
+
+#[tokio::test]
+async fn http2_is_served_alongside_http1() {
+    let app = spawn_app().await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2.get(app.url("/live")).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let created = h2
+        .post(app.url("/api/v1/orders"))
+        .header("x-user-id", ALICE)
+        .json(&json!({"amount": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+}
+
+#[tokio::test]
+async fn a_slow_request_holds_one_worker_not_the_service() {
+    let app = spawn_app_with(|c| c.services.get_mut("orders").unwrap().workers = 2).await;
+    let slow = tokio::spawn(
+        app.as_user(Method::GET, "/api/v1/orders", ALICE)
+            .header("x-fault", "delay=1500")
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fast = app.create_order(ALICE, json!({"amount": 3})).await;
+    assert_eq!(fast.status(), 201);
+    assert!(
+        !slow.is_finished(),
+        "the fast request was answered while the slow one was still running"
+    );
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
 }

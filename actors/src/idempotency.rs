@@ -119,14 +119,17 @@ pub async fn claim(
         Some((_, Some(_), _, _, created_at)) if created_at < retention_start => {
             take_over(&mut tx, key, locked_until, millis(now)).await?
         }
+        Some((_, None, _, lease_end, _)) if lease_end <= millis(now) => {
+            // The request that claimed it died: the key is free again.
+            take_over(&mut tx, key, locked_until, millis(now)).await?
+        }
         Some((hash, _, _, _, _)) if hash != key.request_hash => Claim::Mismatch,
         Some((_, Some(status), response, _, _)) => Claim::Replay {
             status: u16::try_from(status)
                 .map_err(|_| StoreError::Corrupt(format!("status {status}")))?,
             body: response.unwrap_or_default(),
         },
-        Some((_, None, _, lease_end, _)) if lease_end > millis(now) => Claim::InFlight,
-        Some(_abandoned) => take_over(&mut tx, key, locked_until, millis(now)).await?,
+        Some(_in_flight) => Claim::InFlight,
         None => {
             sqlx::query(
                 "INSERT INTO idempotency_keys (scope, key, request_hash, locked_until, created_at)
@@ -194,13 +197,17 @@ pub async fn release(writer: &SqlitePool, key: &IdempotencyKey) -> Result<(), St
     Ok(())
 }
 
-/// Deletes completed keys past their retention; returns how many.
+/// Deletes keys past their retention (completed ones, and claims whose
+/// request died long ago); returns how many.
 pub async fn purge_expired(writer: &SqlitePool) -> Result<u64, StoreError> {
     let cutoff = millis(OffsetDateTime::now_utc() - RETENTION);
-    let done =
-        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ? AND status IS NOT NULL")
-            .bind(cutoff)
-            .execute(writer)
-            .await?;
+    let done = sqlx::query(
+        "DELETE FROM idempotency_keys
+         WHERE created_at < ? AND (status IS NOT NULL OR locked_until < ?)",
+    )
+    .bind(cutoff)
+    .bind(cutoff)
+    .execute(writer)
+    .await?;
     Ok(done.rows_affected())
 }

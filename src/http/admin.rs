@@ -20,6 +20,10 @@ use super::server::Handler;
 use super::Response;
 use crate::telemetry::metrics;
 
+/// The live page: static HTML that polls `/admin/actors` (with the token the
+/// operator types in), so serving it needs no token itself.
+const LIVE_PAGE: &str = include_str!("assets/admin.html");
+
 pub struct Admin {
     tree: Tree,
     metrics: PrometheusHandle,
@@ -45,6 +49,26 @@ impl Admin {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         presented.as_bytes().ct_eq(token.as_bytes()).into()
+    }
+
+    fn live_page() -> Response {
+        let mut response = response::json(StatusCode::OK, LIVE_PAGE);
+        let headers = response.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        headers.insert(
+            "content-security-policy",
+            HeaderValue::from_static(
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        );
+        headers.insert(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        );
+        response
     }
 
     async fn route(&self, method: &Method, path: &str) -> Result<Response, ServiceError> {
@@ -124,7 +148,11 @@ fn control_error(err: ControlError) -> ServiceError {
 impl Handler for Admin {
     async fn handle(self: Arc<Self>, req: http::Request<Incoming>, _peer: SocketAddr) -> Response {
         let request_id = request_id::from_headers(req.headers());
-        let mut response = if self.authorized(req.headers()) {
+        let is_live_page =
+            req.method() == Method::GET && matches!(req.uri().path(), "/admin" | "/admin/");
+        let mut response = if is_live_page {
+            Self::live_page()
+        } else if self.authorized(req.headers()) {
             self.route(req.method(), req.uri().path())
                 .await
                 .unwrap_or_else(|err| response::error(&err))

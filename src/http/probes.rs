@@ -163,18 +163,15 @@ impl Probes {
     }
 }
 
-/// `down` when shutting down or when no service can serve; `degraded` when
-/// some circuit is not closed, a service is not running, or a dependency is down.
+/// `down` while shutting down (the process is going away); `degraded` when a
+/// circuit is not closed, a service is not running or a dependency is down
+/// (the process still serves everything else); `ok` otherwise.
 fn overall(
     shutting_down: bool,
     services: &[ServiceHealth],
     dependencies: &[DependencyHealth],
 ) -> Overall {
-    let serving = services
-        .iter()
-        .filter(|s| matches!(s.status, ServiceStatus::Running | ServiceStatus::Restarting))
-        .count();
-    if shutting_down || (!services.is_empty() && serving == 0) {
+    if shutting_down {
         return Overall::Down;
     }
     let all_closed = services

@@ -3,6 +3,8 @@
 //! the fields of the spans it was written in, so every line of a request
 //! (including those written inside actors) has its `request_id`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter};
@@ -26,6 +28,9 @@ pub fn init(config: &LogConfig) -> bool {
             )
             .try_init()
             .is_ok(),
-        LogFormat::Text => registry.with(fmt::layer()).try_init().is_ok(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_ansi(std::io::stdout().is_terminal()))
+            .try_init()
+            .is_ok(),
     }
 }

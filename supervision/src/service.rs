@@ -196,14 +196,17 @@ impl<H: WorkerHandler> SupervisorState<H> {
             }
             if let Err(reason) = self.start_worker(myself, index).await {
                 self.on_failure(myself, index, reason).await;
-                // Every strategy but one_for_one has scheduled the later workers
-                // with this one; one_for_one carries on with the others.
-                if self.policy().strategy != crate::Strategy::OneForOne {
+                // A trip stops everything until half-open; every strategy but
+                // one_for_one has scheduled the later workers with this one.
+                let tripped = self.shared().circuit_state() == crate::CircuitState::Open;
+                if tripped || self.policy().strategy != crate::Strategy::OneForOne {
                     break;
                 }
             }
         }
-        if self.shared().all_workers_up() {
+        if self.shared().all_workers_up()
+            && self.shared().circuit_state() != crate::CircuitState::Open
+        {
             self.shared().set_status(ServiceStatus::Running);
         }
     }
@@ -345,7 +348,6 @@ impl<H: WorkerHandler> Actor for ServiceSupervisor<H> {
             }
             SupervisorMsg::RestartWorker(index, reply) => {
                 if index < st.children.len() {
-                    st.epoch += 1;
                     st.stop_workers(index..index + 1).await;
                     st.shared().record_restart(&[index]);
                     st.start_workers(&myself, vec![index]).await;

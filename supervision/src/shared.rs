@@ -165,6 +165,16 @@ impl ServiceShared {
             supervisor: Mutex::new(None),
         });
         shared.publish_circuit(CircuitState::Closed);
+        // Zero-valued series from the start, so rate() and alerts see them
+        // before the first failure.
+        for counter in [
+            "actor_messages_total",
+            "actor_restarts_total",
+            "actor_failures_total",
+        ] {
+            metrics::counter!(counter, "actor" => shared.name.clone()).increment(0);
+        }
+        metrics::counter!("circuit_trips_total", "service" => shared.name.clone()).increment(0);
         shared
     }
 

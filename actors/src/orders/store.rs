@@ -178,8 +178,15 @@ fn now_micros() -> OffsetDateTime {
     now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
 }
 
+/// RFC 3339 with exactly six fraction digits, so stored times sort as text.
+const STORED_TIME: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+);
+
 fn timestamp(t: OffsetDateTime) -> Result<String, StoreError> {
-    t.format(&Rfc3339).map_err(|e| StoreError::Corrupt(e.to_string()))
+    t.to_offset(time::UtcOffset::UTC)
+        .format(STORED_TIME)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 fn order_from_row(row: OrderRow) -> Result<Order, StoreError> {

@@ -6,12 +6,12 @@ CREATE TABLE orders (
     currency    TEXT NOT NULL CHECK (length(currency) = 3),
     description TEXT,
     status      TEXT NOT NULL CHECK (status IN ('created', 'cancelled', 'paid')),
-    created_at  TEXT NOT NULL,                  -- RFC 3339, UTC
+    created_at  TEXT NOT NULL,                  -- RFC 3339, UTC, six fraction digits
     updated_at  TEXT NOT NULL
 );
 
-CREATE INDEX orders_by_user ON orders (user_id, created_at DESC);
-CREATE INDEX orders_by_created ON orders (created_at DESC);
+-- Lists are newest first by id (UUIDv7 ids sort by creation time).
+CREATE INDEX orders_by_user ON orders (user_id, id DESC);
 
 CREATE TABLE idempotency_keys (
     scope        TEXT NOT NULL,                 -- caller and route
