@@ -159,7 +159,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             busy_timeout: Duration::from_secs(5),
-            read_connections: 4,
+            read_connections: 8,
             acquire_timeout: Duration::from_secs(5),
         }
     }
@@ -170,7 +170,7 @@ impl Default for ServiceConfig {
         let policy = SupervisionPolicy::default();
         Self {
             enabled: true,
-            workers: 4,
+            workers: 8,
             call_timeout: Duration::from_secs(5),
             strategy: policy.strategy,
             max_restarts: policy.max_restarts,

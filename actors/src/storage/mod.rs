@@ -23,7 +23,7 @@ impl Default for StorageSettings {
     fn default() -> Self {
         Self {
             busy_timeout: Duration::from_secs(5),
-            read_connections: 4,
+            read_connections: 8,
             acquire_timeout: Duration::from_secs(5),
         }
     }
