@@ -32,14 +32,7 @@ async fn create_read_list_and_cancel_an_order() {
     )
     .is_ok());
 
-    let read: Value = app
-        .as_user(Method::GET, &format!("/api/v1/orders/{id}"), ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read: Value = app.get_json(&format!("/api/v1/orders/{id}"), ALICE).await;
     assert_eq!(read, order);
 
     let cancelled = app
@@ -87,14 +80,7 @@ async fn lists_are_paginated_newest_first_and_show_only_the_callers_orders() {
     }
     app.create_order(BOB, json!({"amount": 99})).await;
 
-    let page: Value = app
-        .as_user(Method::GET, "/api/v1/orders?page=2&limit=2", ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/api/v1/orders?page=2&limit=2", ALICE).await;
     assert_eq!(
         page["pagination"],
         json!({"page": 2, "limit": 2, "total": 5, "pages": 3})
@@ -107,14 +93,7 @@ async fn lists_are_paginated_newest_first_and_show_only_the_callers_orders() {
         .collect();
     assert_eq!(listed, vec![ids[2].as_str(), ids[1].as_str()]);
 
-    let bobs: Value = app
-        .as_user(Method::GET, "/api/v1/orders", BOB)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let bobs: Value = app.get_json("/api/v1/orders", BOB).await;
     assert_eq!(bobs["pagination"]["total"], 1);
     assert_eq!(bobs["data"][0]["amount"], 99);
 }
@@ -164,14 +143,7 @@ async fn another_users_order_is_not_found() {
         .unwrap();
     expect_error(cancel, 404, "NOT_FOUND").await;
     // Untouched by the attempt.
-    let still: Value = app
-        .as_user(Method::GET, &format!("/api/v1/orders/{id}"), ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let still: Value = app.get_json(&format!("/api/v1/orders/{id}"), ALICE).await;
     assert_eq!(still["status"], "created");
 }
 
@@ -260,14 +232,7 @@ async fn invalid_fields_are_422_naming_each_field_and_nothing_is_written() {
             "{body} should name {field}: {error}"
         );
     }
-    let list: Value = app
-        .as_user(Method::GET, "/api/v1/orders", ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/api/v1/orders", ALICE).await;
     assert_eq!(
         list["pagination"]["total"], 0,
         "a rejected request wrote nothing"
@@ -309,14 +274,7 @@ async fn an_idempotency_key_replays_the_first_response_and_creates_one_order() {
     assert_eq!(bobs.status(), 201);
     assert!(bobs.headers().get("idempotent-replayed").is_none());
 
-    let list: Value = app
-        .as_user(Method::GET, "/api/v1/orders", ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/api/v1/orders", ALICE).await;
     assert_eq!(list["pagination"]["total"], 1);
 }
 

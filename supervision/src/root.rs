@@ -120,12 +120,8 @@ impl Actor for RootSupervisor {
         event: SupervisionEvent,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.unwrap_or_else(|| "stopped".into()))
-            }
-            _ => return Ok(()),
+        let Some((cell, reason)) = crate::service::child_exit(event) else {
+            return Ok(());
         };
         let id = cell.get_id();
         let Some(index) = st

@@ -383,13 +383,8 @@ impl<H: WorkerHandler> Actor for ServiceSupervisor<H> {
         event: SupervisionEvent,
         st: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, reason) = match event {
-            SupervisionEvent::ActorFailed(cell, err) => (cell, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (
-                cell,
-                reason.unwrap_or_else(|| "stopped on its own".to_owned()),
-            ),
-            _ => return Ok(()),
+        let Some((cell, reason)) = child_exit(event) else {
+            return Ok(());
         };
         // Workers we stopped ourselves were detached first: only unexpected
         // exits of current workers are failures.
@@ -397,5 +392,17 @@ impl<H: WorkerHandler> Actor for ServiceSupervisor<H> {
             st.on_failure(&myself, index, reason).await;
         }
         Ok(())
+    }
+}
+
+/// The child and the reason, if the event says a child exited (failed or stopped).
+pub(crate) fn child_exit(event: SupervisionEvent) -> Option<(ActorCell, String)> {
+    match event {
+        SupervisionEvent::ActorFailed(cell, err) => Some((cell, err.to_string())),
+        SupervisionEvent::ActorTerminated(cell, _, reason) => Some((
+            cell,
+            reason.unwrap_or_else(|| "stopped on its own".to_owned()),
+        )),
+        _ => None,
     }
 }

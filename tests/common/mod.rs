@@ -94,6 +94,17 @@ impl TestApp {
             .header("x-user-id", user)
     }
 
+    /// A GET as `user`, answered with JSON.
+    pub async fn get_json(&self, path: &str, user: &str) -> Value {
+        self.as_user(reqwest::Method::GET, path, user)
+            .send()
+            .await
+            .expect("request sent")
+            .json()
+            .await
+            .expect("JSON body")
+    }
+
     pub async fn create_order(&self, user: &str, body: Value) -> reqwest::Response {
         self.as_user(reqwest::Method::POST, "/api/v1/orders", user)
             .json(&body)
