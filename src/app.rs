@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::Actor;
 use supervision::{RootSupervisor, Tree};
@@ -15,10 +16,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use actors::kv::{KvDependency, KvStore, MemoryKv, ReconnectingRedis, RedisSettings};
 use actors::service::{ServiceContext, StartError};
 use actors::storage::{Dependency, StorageSettings};
 
-use crate::config::Config;
+use crate::config::{Config, RedisConfig};
 use crate::http::admin::Admin;
 use crate::http::frontend::Frontend;
 use crate::http::probes::Probes;
@@ -56,11 +58,6 @@ pub struct App {
 impl App {
     pub async fn start(config: Config) -> Result<App, AppError> {
         let metrics_handle = metrics::install()?;
-        let storage = StorageSettings {
-            busy_timeout: config.database.busy_timeout,
-            read_connections: config.database.read_connections,
-            acquire_timeout: config.database.acquire_timeout,
-        };
 
         let mut router = Router::new();
         router.add(http::Method::GET, "/live", Endpoint::Live)?;
@@ -68,6 +65,12 @@ impl App {
         router.add(http::Method::GET, "/health", Endpoint::Health)?;
         let mut starters = Vec::new();
         let mut dependencies: Vec<Arc<dyn Dependency>> = Vec::new();
+        let kv = key_value_store(&config.redis).await;
+        if config.redis.url.is_empty() {
+            tracing::info!("key-value store: in memory (this process only)");
+        } else {
+            dependencies.push(Arc::new(KvDependency(kv.clone())));
+        }
         for definition in actors::SERVICES {
             let settings = config.service(definition.name);
             if !settings.enabled {
@@ -83,8 +86,16 @@ impl App {
                 workers: settings.workers,
                 call_timeout: settings.call_timeout,
                 data_dir: config.data_dir.clone(),
-                storage: storage.clone(),
+                storage: StorageSettings {
+                    url: config.database_url(definition.name),
+                    busy_timeout: config.database.busy_timeout,
+                    read_connections: config.database.read_connections,
+                    max_connections: config.database.max_connections,
+                    acquire_timeout: config.database.acquire_timeout,
+                    statement_timeout: config.database.statement_timeout,
+                },
                 default_currency: config.currency.clone(),
+                kv: kv.clone(),
             };
             let started = (definition.start)(ctx).await?;
             for route in started.routes {
@@ -104,14 +115,19 @@ impl App {
         let admin_addr = local_addr(&admin, "admin listener")?;
 
         let shutting_down = Arc::new(AtomicBool::new(false));
-        let probes = Probes::new(tree.clone(), dependencies, shutting_down.clone());
+        let probes = Probes::new(tree.clone(), dependencies.clone(), shutting_down.clone());
         let frontend = Arc::new(Frontend::new(
             router,
             probes,
             config.server.max_body_bytes,
             config.server.request_timeout,
         ));
-        let admin_handler = Arc::new(Admin::new(tree, metrics_handle, config.admin.token.clone()));
+        let admin_handler = Arc::new(Admin::new(
+            tree,
+            dependencies,
+            metrics_handle,
+            config.admin.token.clone(),
+        ));
         let settings = ServeSettings {
             header_read_timeout: config.server.header_read_timeout,
             shutdown_timeout: config.server.shutdown_timeout,
@@ -179,6 +195,30 @@ impl App {
         self.shutdown();
         self.stopped().await;
     }
+}
+
+/// How often the in-memory store reclaims expired keys.
+const MEMORY_REAP_EVERY: Duration = Duration::from_secs(10);
+
+/// The shared key-value store: Redis when configured (connecting in the
+/// background if it is not up yet), else memory.
+async fn key_value_store(config: &RedisConfig) -> Arc<dyn KvStore> {
+    if config.url.is_empty() {
+        let memory = Arc::new(MemoryKv::new(
+            config.memory_max_keys,
+            config.key_prefix.clone(),
+        ));
+        memory.spawn_reaper(MEMORY_REAP_EVERY);
+        return memory;
+    }
+    ReconnectingRedis::start(RedisSettings {
+        url: config.url.clone(),
+        pool_size: config.pool_size,
+        command_timeout: config.command_timeout,
+        connect_timeout: config.connect_timeout,
+        key_prefix: config.key_prefix.clone(),
+    })
+    .await
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {

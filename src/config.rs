@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -30,6 +31,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub database: DatabaseConfig,
+    pub redis: RedisConfig,
     /// Per service, by name (`[services.orders]`).
     pub services: BTreeMap<String, ServiceConfig>,
 }
@@ -80,8 +82,17 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
+    /// Empty: SQLite files under `data_dir`. `postgres://…`: PostgreSQL, one
+    /// schema per service in that database.
+    pub url: String,
+    /// PostgreSQL pool size per service.
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    /// SQLite: how long a connection waits on a lock.
     #[serde(with = "humantime_serde")]
     pub busy_timeout: Duration,
+    /// SQLite reader pool size per service (writes go through one connection).
     pub read_connections: u32,
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
@@ -89,8 +100,40 @@ pub struct DatabaseConfig {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Empty: the in-memory store (one process). `redis://host:6379`: Redis,
+    /// shared by every replica using it (`?protocol=resp2` for servers < 6).
+    pub url: String,
+    pub pool_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub command_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Prepended to every key, so deployments can share a Redis.
+    pub key_prefix: String,
+    /// The in-memory store's bound (keys); the entry closest to expiry goes first.
+    pub memory_max_keys: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            pool_size: 4,
+            command_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
+            key_prefix: "stageworks:".into(),
+            memory_max_keys: 1_000_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
     pub enabled: bool,
+    /// This service's own database URL, overriding `database.url`.
+    pub database_url: String,
     /// Size of the worker pool.
     pub workers: usize,
     #[serde(with = "humantime_serde")]
@@ -120,6 +163,7 @@ impl Default for Config {
             admin: AdminConfig::default(),
             log: LogConfig::default(),
             database: DatabaseConfig::default(),
+            redis: RedisConfig::default(),
             services: BTreeMap::new(),
         }
     }
@@ -158,9 +202,12 @@ impl Default for LogConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
+            url: String::new(),
+            max_connections: 10,
+            statement_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
             read_connections: 8,
-            acquire_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -170,6 +217,7 @@ impl Default for ServiceConfig {
         let policy = SupervisionPolicy::default();
         Self {
             enabled: true,
+            database_url: String::new(),
             workers: 8,
             call_timeout: Duration::from_secs(5),
             strategy: policy.strategy,
@@ -267,6 +315,12 @@ impl Config {
         );
         positive("database.busy_timeout".into(), self.database.busy_timeout);
         positive(
+            "database.statement_timeout".into(),
+            self.database.statement_timeout,
+        );
+        positive("redis.command_timeout".into(), self.redis.command_timeout);
+        positive("redis.connect_timeout".into(), self.redis.connect_timeout);
+        positive(
             "database.acquire_timeout".into(),
             self.database.acquire_timeout,
         );
@@ -281,6 +335,21 @@ impl Config {
         }
         if self.database.read_connections == 0 {
             problems.push("database.read_connections: must be at least 1".into());
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections: must be at least 1".into());
+        }
+        check_database_url("database.url", &self.database.url, &mut problems);
+        let redis_url = &self.redis.url;
+        let redis_scheme = redis_url.starts_with("redis://") || redis_url.starts_with("rediss://");
+        if !(redis_url.is_empty() || redis_scheme) {
+            problems.push("redis.url: must be a redis:// or rediss:// URL (leave it empty for the in-memory store)".into());
+        }
+        if self.redis.pool_size == 0 {
+            problems.push("redis.pool_size: must be at least 1".into());
+        }
+        if self.redis.memory_max_keys == 0 {
+            problems.push("redis.memory_max_keys: must be at least 1".into());
         }
         if self.server.listen.port() != 0 && self.server.listen == self.admin.listen {
             problems.push("admin.listen: must differ from server.listen".into());
@@ -314,6 +383,11 @@ impl Config {
                     known.join(", ")
                 ));
             }
+            check_database_url(
+                &format!("services.{name}.database_url"),
+                &s.database_url,
+                &mut problems,
+            );
             if !(1..=1024).contains(&s.workers) {
                 problems.push(format!("services.{name}.workers: must be from 1 to 1024"));
             }
@@ -340,16 +414,61 @@ impl Config {
         }
     }
 
+    /// The database URL a service uses: its own, else the shared one; `None`
+    /// means SQLite.
+    pub fn database_url(&self, service: &str) -> Option<String> {
+        let own = self.service(service).database_url;
+        let url = if own.is_empty() {
+            self.database.url.clone()
+        } else {
+            own
+        };
+        (!url.is_empty()).then_some(url)
+    }
+
     /// The effective configuration as TOML, with secrets masked.
     pub fn to_masked_toml(&self) -> Result<String, toml::ser::Error> {
         let mut shown = self.clone();
         if shown.admin.token.is_some() {
             shown.admin.token = Some("********".into());
         }
+        shown.database.url = mask_password(&shown.database.url);
+        shown.redis.url = mask_password(&shown.redis.url);
+        for service in shown.services.values_mut() {
+            service.database_url = mask_password(&service.database_url);
+        }
         for name in actors::SERVICES.iter().map(|s| s.name) {
             shown.services.entry(name.to_owned()).or_default();
         }
         toml::to_string_pretty(&shown)
+    }
+}
+
+/// Only PostgreSQL URLs are accepted (SQLite is the empty default).
+fn check_database_url(key: &str, url: &str, problems: &mut Vec<String>) {
+    if url.is_empty() {
+        return;
+    }
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        problems.push(format!(
+            "{key}: must be a postgres:// URL (leave it empty for SQLite under data_dir)"
+        ));
+    } else if sqlx::postgres::PgConnectOptions::from_str(url).is_err() {
+        problems.push(format!("{key}: not a valid PostgreSQL URL"));
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:********@host/db`.
+fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:********@{host}"),
+        None => url.to_owned(),
     }
 }
 
@@ -403,6 +522,25 @@ mod tests {
         assert!(invalid(&config)[0].starts_with("admin.listen"));
         config.admin.token = Some("a-long-enough-admin-token".into());
         config.validate(["orders"].into_iter()).unwrap();
+    }
+
+    #[test]
+    fn database_urls_are_checked_and_masked() {
+        let mut config = Config::default();
+        config.database.url = "mysql://x".into();
+        assert!(invalid(&config)[0].starts_with("database.url"));
+        config.database.url = "postgres://app:hunter2@db:5432/app".into();
+        config.validate(["orders"].into_iter()).unwrap();
+        let shown = config.to_masked_toml().unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://app:********@db:5432/app"),
+            "{shown}"
+        );
+        assert_eq!(
+            config.database_url("orders").as_deref(),
+            Some("postgres://app:hunter2@db:5432/app")
+        );
     }
 
     #[test]

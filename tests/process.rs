@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+mod common;
+use common::{test_database_url, TestDatabase};
+
 const BIN: &str = env!("CARGO_BIN_EXE_stageworks");
 const USER: &str = "0190d5e4-0000-7000-8000-0000000000aa";
 
@@ -17,6 +20,14 @@ struct Running {
     child: Child,
     addr: String,
     lines: mpsc::Receiver<String>,
+}
+
+/// A database of the test's own when tests run on PostgreSQL.
+async fn database() -> Option<TestDatabase> {
+    match test_database_url() {
+        Some(admin) => Some(TestDatabase::create(&admin).await),
+        None => None,
+    }
 }
 
 fn command(data: &Path) -> Command {
@@ -27,13 +38,18 @@ fn command(data: &Path) -> Command {
         .env("STAGEWORKS__LOG__FORMAT", "json")
         .env("STAGEWORKS__LOG__LEVEL", "info")
         .env_remove("RUST_LOG")
+        .env_remove("STAGEWORKS__DATABASE__URL")
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     cmd
 }
 
 /// Starts `stageworks serve` and reads its address from the start-up log line.
-fn start(data: &Path) -> Running {
-    let mut child = command(data)
+fn start(data: &Path, database: Option<&TestDatabase>) -> Running {
+    let mut command = command(data);
+    if let Some(db) = database {
+        command.env("STAGEWORKS__DATABASE__URL", &db.url);
+    }
+    let mut child = command
         .args(["serve", "--config", "config.toml"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -75,10 +91,28 @@ fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
+/// Serving starts before the workers are up: wait for `/ready`.
+async fn wait_ready(addr: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = client().get(format!("http://{addr}/ready")).send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn orders_survive_a_restart_and_sigterm_exits_cleanly() {
     let data = tempfile::tempdir().unwrap();
-    let first = start(data.path());
+    let db = database().await;
+    let first = start(data.path(), db.as_ref());
+    wait_ready(&first.addr).await;
     let created: Value = client()
         .post(format!("http://{}/api/v1/orders", first.addr))
         .header("x-user-id", USER)
@@ -114,7 +148,8 @@ async fn orders_survive_a_restart_and_sigterm_exits_cleanly() {
         .iter()
         .any(|l| l.contains("stopping services in reverse start order")));
 
-    let second = start(data.path());
+    let second = start(data.path(), db.as_ref());
+    wait_ready(&second.addr).await;
     let read: Value = client()
         .get(format!("http://{}/api/v1/orders/{id}", second.addr))
         .header("x-user-id", USER)
@@ -199,7 +234,8 @@ fn version_is_printed() {
 #[tokio::test]
 async fn healthcheck_exits_0_only_when_live_answers() {
     let data = tempfile::tempdir().unwrap();
-    let running = start(data.path());
+    let db = database().await;
+    let running = start(data.path(), db.as_ref());
     let healthy = command(data.path())
         .arg("healthcheck")
         .env("STAGEWORKS__SERVER__LISTEN", &running.addr)

@@ -106,8 +106,25 @@ async fn probes_report_live_ready_and_health() {
     assert!(health["uptime_seconds"].as_f64().unwrap() >= 0.0);
     assert_eq!(health["system"]["load_avg"].as_array().unwrap().len(), 3);
     assert!(health["system"]["rss_bytes"].as_u64().unwrap() > 1_000_000);
-    let db = &health["dependencies"][0];
-    assert_eq!(db["name"], "sqlite:orders");
+    let db = health["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"].as_str().unwrap().ends_with(":orders"))
+        .expect("the orders database is a dependency");
+    let backend = if common::test_database_url().is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    assert_eq!(db["name"], format!("{backend}:orders"));
+    if common::test_redis_url().is_some() {
+        assert!(health["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["name"] == "kv:redis" && d["status"] == "up"));
+    }
     assert_eq!(db["status"], "up");
     assert!(db["latency_ms"].as_f64().unwrap() >= 0.0);
     assert_eq!(

@@ -15,6 +15,7 @@ pub mod api;
 pub mod error;
 pub mod fault;
 pub mod idempotency;
+pub mod kv;
 pub mod service;
 pub mod storage;
 

@@ -10,10 +10,11 @@ use futures::future::BoxFuture;
 use supervision::{ServiceStarter, SupervisionPolicy};
 
 use crate::api::Route;
+use crate::kv::KvStore;
 use crate::storage::{Dependency, StorageSettings, StoreError};
 
 /// Everything a service needs from the configuration to start.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ServiceContext {
     pub name: &'static str,
     pub policy: SupervisionPolicy,
@@ -23,6 +24,8 @@ pub struct ServiceContext {
     pub storage: StorageSettings,
     /// ISO 4217 code used when a request names none.
     pub default_currency: String,
+    /// The shared key-value store (memory, or Redis shared by replicas).
+    pub kv: Arc<dyn KvStore>,
 }
 
 /// A started service: the supervisor for the root to run, its routes, and the

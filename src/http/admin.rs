@@ -12,6 +12,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use subtle::ConstantTimeEq;
 use supervision::{ControlError, Tree};
 
+use actors::storage::Dependency;
 use actors::ServiceError;
 
 use super::request_id;
@@ -26,14 +27,21 @@ const LIVE_PAGE: &str = include_str!("assets/admin.html");
 
 pub struct Admin {
     tree: Tree,
+    dependencies: Vec<Arc<dyn Dependency>>,
     metrics: PrometheusHandle,
     token: Option<String>,
 }
 
 impl Admin {
-    pub fn new(tree: Tree, metrics: PrometheusHandle, token: Option<String>) -> Self {
+    pub fn new(
+        tree: Tree,
+        dependencies: Vec<Arc<dyn Dependency>>,
+        metrics: PrometheusHandle,
+        token: Option<String>,
+    ) -> Self {
         Self {
             tree,
+            dependencies,
             metrics,
             token: token.filter(|t| !t.is_empty()),
         }
@@ -76,6 +84,9 @@ impl Admin {
         match (method, segments.as_slice()) {
             (&Method::GET, ["metrics"]) => {
                 self.tree.publish_gauges();
+                for dependency in &self.dependencies {
+                    dependency.publish_gauges();
+                }
                 let mut response = response::json(StatusCode::OK, metrics::render(&self.metrics));
                 response.headers_mut().insert(
                     CONTENT_TYPE,

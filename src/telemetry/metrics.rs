@@ -112,4 +112,34 @@ fn describe() {
         "Resident set size of the process"
     );
     describe_gauge!("process_open_fds", "Open file descriptors of the process");
+    describe_gauge!(
+        "db_pool_connections",
+        "A service's database connections, by state (in_use, idle)"
+    );
+    describe_gauge!(
+        "db_pool_max_connections",
+        "The most connections a service's database pools may open"
+    );
+    describe_histogram!(
+        "db_pool_acquire_duration_seconds",
+        Unit::Seconds,
+        "Time a service waited for a database connection from its pool"
+    );
+    describe_histogram!(
+        "redis_command_duration_seconds",
+        Unit::Seconds,
+        "Round-trip time of Redis commands, by command"
+    );
+    describe_counter!(
+        "redis_errors_total",
+        "Failed Redis commands, by command and kind (unavailable, other)"
+    );
+    describe_gauge!(
+        "kv_memory_keys",
+        "Keys held by the in-memory key-value store"
+    );
+    describe_counter!(
+        "kv_memory_evictions_total",
+        "Keys evicted from the full in-memory key-value store before they expired"
+    );
 }

@@ -1,9 +1,18 @@
 //! Test support: start the real app on port 0 with a temporary data dir and
 //! talk to it over real HTTP.
+//!
+//! With `STAGEWORKS_TEST_DATABASE_URL` set (e.g.
+//! `postgres://postgres@127.0.0.1:5432/test`), every app gets a database of
+//! its own on that server, created for it and dropped afterwards, so the same
+//! tests run on PostgreSQL; without it they run on SQLite.
 
 #![allow(dead_code)]
 
+pub mod own_servers;
+
 use std::time::{Duration, Instant};
+
+use sqlx::Connection;
 
 use serde_json::Value;
 use stageworks::app::App;
@@ -13,8 +22,89 @@ use tempfile::TempDir;
 pub const ALICE: &str = "0190d5e4-0000-7000-8000-00000000a11c";
 pub const BOB: &str = "0190d5e4-0000-7000-8000-000000000b0b";
 
+/// The PostgreSQL server tests run against, if any.
+pub fn test_database_url() -> Option<String> {
+    std::env::var("STAGEWORKS_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// The Redis server tests run against, if any (`STAGEWORKS_TEST_REDIS_URL`).
+pub fn test_redis_url() -> Option<String> {
+    std::env::var("STAGEWORKS_TEST_REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+}
+
+/// A database made for one test, dropped when this is dropped.
+pub struct TestDatabase {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl TestDatabase {
+    pub async fn create(admin_url: &str) -> TestDatabase {
+        let name = format!("stageworks_test_{}", uuid::Uuid::now_v7().simple());
+        let mut admin = sqlx::postgres::PgConnection::connect(admin_url)
+            .await
+            .expect("the test PostgreSQL server answers");
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database");
+        TestDatabase {
+            url: with_database(admin_url, &name),
+            admin_url: admin_url.to_owned(),
+            name,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside any runtime we may block: use a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut admin = sqlx::postgres::PgConnection::connect(&admin_url).await?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop test database {}", self.name);
+        }
+    }
+}
+
+/// The same server URL, naming another database.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
 pub struct TestApp {
     pub app: Option<App>,
+    /// Declared after `app`, so it is dropped after the app stops using it.
+    pub database: Option<TestDatabase>,
     pub base: String,
     pub admin: String,
     pub client: reqwest::Client,
@@ -25,6 +115,8 @@ pub struct TestApp {
 /// Settings that make supervision observable in a test's time frame.
 pub fn test_config(data: &TempDir) -> Config {
     let mut config = Config::default();
+    // Apps sharing a Redis in one test run never see each other's keys.
+    config.redis.key_prefix = format!("stageworks-test:{}:", uuid::Uuid::now_v7().simple());
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.data_dir = data.path().to_owned();
@@ -48,11 +140,26 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let data = tempfile::tempdir().expect("temp dir");
     let mut config = test_config(&data);
+    let database = match test_database_url() {
+        Some(admin_url) => {
+            let database = TestDatabase::create(&admin_url).await;
+            config.database.url = database.url.clone();
+            Some(database)
+        }
+        None => None,
+    };
+    if let Some(redis) = test_redis_url() {
+        config.redis.url = redis;
+    }
     adjust(&mut config);
-    spawn_app_in(config, data).await
+    spawn_app_in(config, data, database).await
 }
 
-pub async fn spawn_app_in(config: Config, data: TempDir) -> TestApp {
+pub async fn spawn_app_in(
+    config: Config,
+    data: TempDir,
+    database: Option<TestDatabase>,
+) -> TestApp {
     config
         .validate(actors::SERVICES.iter().map(|s| s.name))
         .expect("test config is valid");
@@ -62,6 +169,7 @@ pub async fn spawn_app_in(config: Config, data: TempDir) -> TestApp {
         base: format!("http://{}", app.public_addr()),
         admin: format!("http://{}", app.admin_addr()),
         app: Some(app),
+        database,
         client: reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(20))

@@ -20,7 +20,12 @@ impl WorkerHandler for OrdersWorker {
     type State = OrdersStore;
     type Args = OrdersStore;
 
+    /// A worker starts only once its database answers (and, on PostgreSQL,
+    /// its schema is migrated): a database that is down is a failed start,
+    /// which the supervisor backs off and, past the intensity, turns into an
+    /// open circuit until it comes back.
     async fn init(store: &OrdersStore, _index: usize) -> Result<OrdersStore, BoxError> {
+        store.ensure_ready().await?;
         Ok(store.clone())
     }
 

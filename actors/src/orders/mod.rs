@@ -12,7 +12,6 @@ pub mod model;
 pub mod routes;
 pub mod store;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use supervision::ServiceSupervisor;
@@ -56,7 +55,7 @@ async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
     Ok(StartedService {
         starter,
         routes: routes::routes(handle, default_currency),
-        dependencies: vec![Arc::new(store.db().clone())],
+        dependencies: vec![store.dependency()],
     })
 }
 

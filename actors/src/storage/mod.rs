@@ -1,30 +1,49 @@
-//! Storage helpers shared by the services: each service opens its own database
-//! (database per service) through [`sqlite::SqliteDb`] and reports it to the
-//! probes as a [`Dependency`].
+//! Storage shared by the services. Each service owns its database (database
+//! per service): a SQLite file under the data dir by default, or its own
+//! schema in a PostgreSQL database when a URL is configured. [`Database`]
+//! opens either, runs the service's migrations for that backend, and reports
+//! itself to the probes and metrics as a [`Dependency`].
 
+pub mod postgres;
 pub mod sqlite;
 
-use std::time::Duration;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use sqlx::migrate::Migrator;
 
-/// Storage settings from the configuration (`[database]`).
+use postgres::PgDb;
+use sqlite::SqliteDb;
+
+/// Storage settings from the configuration (`[database]`, and a service's
+/// own `database_url`).
 #[derive(Clone, Debug)]
 pub struct StorageSettings {
+    /// `postgres://…` for PostgreSQL; `None` for SQLite under the data dir.
+    pub url: Option<String>,
     /// How long a SQLite connection waits on a lock before failing.
     pub busy_timeout: Duration,
-    /// Size of each service's reader pool.
+    /// Size of each service's SQLite reader pool.
     pub read_connections: u32,
+    /// Size of each service's PostgreSQL pool.
+    pub max_connections: u32,
     /// How long acquiring a connection from a pool may take.
     pub acquire_timeout: Duration,
+    /// PostgreSQL `statement_timeout` for every connection.
+    pub statement_timeout: Duration,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
         Self {
+            url: None,
             busy_timeout: Duration::from_secs(5),
             read_connections: 8,
-            acquire_timeout: Duration::from_secs(5),
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -48,8 +67,71 @@ pub enum StoreError {
 
 /// Something a service depends on, checked by `/ready` and `/health`.
 pub trait Dependency: Send + Sync + 'static {
-    /// How it appears in `/health` (`sqlite:orders`).
+    /// How it appears in `/health` (`sqlite:orders`, `postgres:orders`).
     fn name(&self) -> String;
     /// Answers how long a round trip took, or why it failed.
     fn ping(&self) -> BoxFuture<'_, Result<Duration, String>>;
+    /// Sets the gauges sampled at scrape time (pool sizes).
+    fn publish_gauges(&self) {}
+}
+
+/// A service's migrations, one set per backend (the SQL differs).
+pub struct Migrations {
+    pub sqlite: &'static Migrator,
+    pub postgres: &'static Migrator,
+}
+
+/// A service's database, on either backend.
+#[derive(Clone, Debug)]
+pub enum Database {
+    Sqlite(SqliteDb),
+    Postgres(PgDb),
+}
+
+impl Database {
+    /// Opens the service's database. SQLite opens and migrates at once (a
+    /// failure there is a configuration problem). PostgreSQL connects lazily:
+    /// the schema and migrations are set up by [`Database::ensure_ready`],
+    /// which workers call when they start, so a database that is down at
+    /// boot is a failed start that the supervisor retries, not a dead process.
+    pub async fn open(
+        service: &'static str,
+        data_dir: &Path,
+        settings: &StorageSettings,
+        migrations: &Migrations,
+    ) -> Result<Self, StoreError> {
+        match settings.url.as_deref() {
+            Some(url) => Ok(Database::Postgres(PgDb::connect_lazy(
+                url,
+                service,
+                settings,
+                migrations.postgres,
+            )?)),
+            None => Ok(Database::Sqlite(
+                SqliteDb::open(data_dir, service, settings, migrations.sqlite).await?,
+            )),
+        }
+    }
+
+    /// Ready to serve: PostgreSQL's schema and migrations in place (once per
+    /// process), and the database answering.
+    pub async fn ensure_ready(&self) -> Result<(), StoreError> {
+        match self {
+            Database::Sqlite(_) => Ok(()),
+            Database::Postgres(db) => db.ensure_ready().await,
+        }
+    }
+
+    pub fn dependency(&self) -> Arc<dyn Dependency> {
+        match self {
+            Database::Sqlite(db) => Arc::new(db.clone()),
+            Database::Postgres(db) => Arc::new(db.clone()),
+        }
+    }
+}
+
+/// Records how long a pool took to hand out a connection.
+pub(crate) fn record_acquire(service: &str, started: Instant) {
+    metrics::histogram!("db_pool_acquire_duration_seconds", "service" => service.to_owned())
+        .record(started.elapsed().as_secs_f64());
 }

@@ -13,13 +13,17 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{Dependency, StorageSettings, StoreError};
+use sqlx::pool::PoolConnection;
+use sqlx::Sqlite;
+
+use super::{record_acquire, Dependency, StorageSettings, StoreError};
 
 #[derive(Clone, Debug)]
 pub struct SqliteDb {
-    name: String,
+    service: String,
     writer: SqlitePool,
     reader: SqlitePool,
+    read_connections: u32,
 }
 
 impl SqliteDb {
@@ -60,9 +64,10 @@ impl SqliteDb {
             .connect_with(options.read_only(true))
             .await?;
         Ok(Self {
-            name: format!("sqlite:{service}"),
+            service: service.to_owned(),
             writer,
             reader,
+            read_connections: settings.read_connections.max(1),
         })
     }
 
@@ -74,6 +79,13 @@ impl SqliteDb {
         &self.reader
     }
 
+    pub async fn read(&self) -> Result<PoolConnection<Sqlite>, StoreError> {
+        let started = Instant::now();
+        let conn = self.reader.acquire().await?;
+        record_acquire(&self.service, started);
+        Ok(conn)
+    }
+
     pub async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;
@@ -82,7 +94,7 @@ impl SqliteDb {
 
 impl Dependency for SqliteDb {
     fn name(&self) -> String {
-        self.name.clone()
+        format!("sqlite:{}", self.service)
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<Duration, String>> {
@@ -94,5 +106,17 @@ impl Dependency for SqliteDb {
                 .map_err(|e| e.to_string())?;
             Ok(started.elapsed())
         })
+    }
+
+    fn publish_gauges(&self) {
+        let service = self.service.clone();
+        let size = self.reader.size() + self.writer.size();
+        let idle = (self.reader.num_idle() + self.writer.num_idle()) as u32;
+        metrics::gauge!("db_pool_connections", "service" => service.clone(), "state" => "in_use")
+            .set(f64::from(size.saturating_sub(idle)));
+        metrics::gauge!("db_pool_connections", "service" => service.clone(), "state" => "idle")
+            .set(f64::from(idle));
+        metrics::gauge!("db_pool_max_connections", "service" => service)
+            .set(f64::from(self.read_connections + 1));
     }
 }

@@ -1,0 +1,162 @@
+//! The orders service's data: its own database, SQLite (`sqlite.rs`, the file
+//! `orders.db`) or PostgreSQL (`postgres.rs`, the schema `orders`), with the
+//! migrations of each in `../migrations/`. Nothing outside this service reads
+//! these tables. This module holds what both backends share and picks one.
+
+mod postgres;
+mod sqlite;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::model::{NewOrder, Order, OrderFilter, OrderStatus};
+use crate::api::PageRequest;
+use crate::idempotency::{self, Claim, IdempotencyKey};
+use crate::storage::{Database, Dependency, Migrations, StorageSettings, StoreError};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/orders/migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/orders/migrations/postgres");
+
+const COLUMNS: &str = "id, user_id, amount, currency, description, status, created_at, updated_at";
+
+/// What cancelling found.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    Cancelled(Order),
+    /// The order exists but is no longer `created`.
+    NotCancellable(Order),
+    NotFound,
+}
+
+#[derive(Clone, Debug)]
+pub struct OrdersStore {
+    db: Database,
+    /// How long an unfinished idempotency claim holds its key.
+    claim_lease: Duration,
+}
+
+impl OrdersStore {
+    pub async fn open(
+        data_dir: &Path,
+        settings: &StorageSettings,
+        claim_lease: Duration,
+    ) -> Result<Self, StoreError> {
+        let migrations = Migrations {
+            sqlite: &SQLITE_MIGRATIONS,
+            postgres: &POSTGRES_MIGRATIONS,
+        };
+        let db = Database::open("orders", data_dir, settings, &migrations).await?;
+        Ok(Self { db, claim_lease })
+    }
+
+    /// Called by each worker as it starts: fails while the database is unreachable.
+    pub async fn ensure_ready(&self) -> Result<(), StoreError> {
+        self.db.ensure_ready().await
+    }
+
+    pub fn dependency(&self) -> std::sync::Arc<dyn Dependency> {
+        self.db.dependency()
+    }
+
+    pub async fn claim(&self, key: &IdempotencyKey) -> Result<Claim, StoreError> {
+        match &self.db {
+            Database::Sqlite(db) => idempotency::sqlite::claim(db.writer(), key, self.claim_lease).await,
+            Database::Postgres(db) => idempotency::postgres::claim(db.pool(), key, self.claim_lease).await,
+        }
+    }
+
+    pub async fn release(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
+        match &self.db {
+            Database::Sqlite(db) => idempotency::sqlite::release(db.writer(), key).await,
+            Database::Postgres(db) => idempotency::postgres::release(db.pool(), key).await,
+        }
+    }
+
+    pub async fn purge_expired_keys(&self) -> Result<u64, StoreError> {
+        match &self.db {
+            Database::Sqlite(db) => idempotency::sqlite::purge_expired(db.writer()).await,
+            Database::Postgres(db) => idempotency::postgres::purge_expired(db.pool()).await,
+        }
+    }
+
+    /// Inserts the order and, in the same transaction, stores the response for
+    /// its idempotency key.
+    pub async fn insert(
+        &self,
+        user_id: Uuid,
+        new: &NewOrder,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<Order, StoreError> {
+        let now = now_micros();
+        let order = Order {
+            id: Uuid::now_v7(),
+            user_id,
+            amount: new.amount.minor_units(),
+            currency: new.currency.as_str().to_owned(),
+            description: new.description.as_ref().map(|d| d.as_str().to_owned()),
+            status: OrderStatus::Created,
+            created_at: now,
+            updated_at: now,
+        };
+        let response = match key {
+            Some(key) => Some((key, serde_json::to_vec(&order).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
+            None => None,
+        };
+        let response = response.as_ref().map(|(key, body)| (*key, body.as_slice()));
+        match &self.db {
+            Database::Sqlite(db) => sqlite::insert(db, &order, response).await?,
+            Database::Postgres(db) => postgres::insert(db, &order, response).await?,
+        }
+        Ok(order)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
+        match &self.db {
+            Database::Sqlite(db) => sqlite::get(db, id).await,
+            Database::Postgres(db) => postgres::get(db, id).await,
+        }
+    }
+
+    /// One page of orders, newest first (UUIDv7 ids sort by creation time),
+    /// and the total.
+    pub async fn list(&self, filter: OrderFilter, page: PageRequest) -> Result<(Vec<Order>, u64), StoreError> {
+        let (orders, total) = match &self.db {
+            Database::Sqlite(db) => sqlite::list(db, filter, page).await?,
+            Database::Postgres(db) => postgres::list(db, filter, page).await?,
+        };
+        Ok((orders, u64::try_from(total).unwrap_or(0)))
+    }
+
+    /// Cancels an order that is still `created`, atomically.
+    pub async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, StoreError> {
+        let now = now_micros();
+        let (updated, current) = match &self.db {
+            Database::Sqlite(db) => sqlite::cancel(db, id, now).await?,
+            Database::Postgres(db) => postgres::cancel(db, id, now).await?,
+        };
+        Ok(match (updated, current) {
+            (Some(order), _) => CancelOutcome::Cancelled(order),
+            (None, Some(order)) => CancelOutcome::NotCancellable(order),
+            (None, None) => CancelOutcome::NotFound,
+        })
+    }
+}
+
+/// Now, truncated to microseconds (PostgreSQL's precision) so that what is
+/// stored is what was returned.
+fn now_micros() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
+}
+
+fn corrupt(id: &str, what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("order {id}: bad {what} `{value}`"))
+}
+
+fn parse_status(id: &str, status: &str) -> Result<OrderStatus, StoreError> {
+    OrderStatus::parse(status).ok_or_else(|| corrupt(id, "status", status))
+}

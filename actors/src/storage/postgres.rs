@@ -1,0 +1,129 @@
+//! A service's PostgreSQL database: its own schema (named after the service)
+//! in a shared database, every connection's `search_path` set to it, its
+//! migrations (and sqlx's bookkeeping table) living there too.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use sqlx::migrate::Migrator;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::Postgres;
+use tokio::sync::OnceCell;
+
+use super::{record_acquire, Dependency, StorageSettings, StoreError};
+
+#[derive(Clone, Debug)]
+pub struct PgDb {
+    service: &'static str,
+    pool: PgPool,
+    migrator: &'static Migrator,
+    max_connections: u32,
+    /// Set once the schema and migrations are in place.
+    ready: Arc<OnceCell<()>>,
+}
+
+impl PgDb {
+    /// Builds the pool without connecting: nothing is tried until first use.
+    pub fn connect_lazy(
+        url: &str,
+        service: &'static str,
+        settings: &StorageSettings,
+        migrator: &'static Migrator,
+    ) -> Result<Self, StoreError> {
+        let statement_timeout = settings.statement_timeout.as_millis().to_string();
+        let options = PgConnectOptions::from_str(url)?
+            .application_name(&format!("stageworks-{service}"))
+            .options([
+                ("search_path", service),
+                ("statement_timeout", statement_timeout.as_str()),
+            ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Self {
+            service,
+            pool,
+            migrator,
+            max_connections: settings.max_connections,
+            ready: Arc::new(OnceCell::new()),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        let started = Instant::now();
+        let conn = self.pool.acquire().await?;
+        record_acquire(self.service, started);
+        Ok(conn)
+    }
+
+    /// Creates the schema and runs the migrations, once; until that succeeds,
+    /// every call tries again.
+    pub async fn ensure_ready(&self) -> Result<(), StoreError> {
+        self.ready
+            .get_or_try_init(|| async {
+                let mut tx = self.pool.begin().await?;
+                // Replicas starting together: one creates the schema, the others wait.
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                    .bind(format!("stageworks:schema:{}", self.service))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", self.service))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                self.migrator.run(&self.pool).await?;
+                Ok::<(), StoreError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// How long a health check waits for a connection (the pool's own acquire
+/// timeout is longer, and would make `/ready` slow while the database is down).
+const PING_ACQUIRE: Duration = Duration::from_secs(1);
+
+impl Dependency for PgDb {
+    fn name(&self) -> String {
+        format!("postgres:{}", self.service)
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<Duration, String>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let mut conn = tokio::time::timeout(PING_ACQUIRE, self.pool.acquire())
+                .await
+                .map_err(|_| "no connection within 1s".to_owned())?
+                .map_err(|e| e.to_string())?;
+            sqlx::query("SELECT 1")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(started.elapsed())
+        })
+    }
+
+    fn publish_gauges(&self) {
+        let service = self.service.to_owned();
+        let size = self.pool.size();
+        let idle = self.pool.num_idle() as u32;
+        metrics::gauge!("db_pool_connections", "service" => service.clone(), "state" => "in_use")
+            .set(f64::from(size.saturating_sub(idle)));
+        metrics::gauge!("db_pool_connections", "service" => service.clone(), "state" => "idle")
+            .set(f64::from(idle));
+        metrics::gauge!("db_pool_max_connections", "service" => service)
+            .set(f64::from(self.max_connections));
+    }
+}

@@ -1,0 +1,120 @@
+//! Two replicas sharing one PostgreSQL serve the same data: an order created
+//! through one is read through the other, and an idempotency key holds across
+//! both (the same key sent to both creates one order).
+//!
+//! Runs against `STAGEWORKS_TEST_DATABASE_URL`, or the machine's PostgreSQL
+//! (127.0.0.1:5432, database `test`) when that is not set: replicas need a
+//! shared server, SQLite files are one process's.
+
+mod common;
+
+use common::{spawn_app_in, test_config, TestApp, TestDatabase, ALICE, BOB};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+async fn two_replicas() -> (TestApp, TestApp) {
+    let admin = common::test_database_url().unwrap_or_else(|| LOCAL_POSTGRES.to_owned());
+    let database = TestDatabase::create(&admin).await;
+    let replica = |database: Option<TestDatabase>, url: String| async move {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = test_config(&data);
+        config.database.url = url;
+        if let Some(redis) = common::test_redis_url() {
+            config.redis.url = redis;
+        }
+        spawn_app_in(config, data, database).await
+    };
+    let url = database.url.clone();
+    // The database lives with the first replica; dropping it ends the other
+    // replica's connections too (DROP DATABASE … WITH (FORCE)).
+    let first = replica(Some(database), url.clone()).await;
+    let second = replica(None, url).await;
+    (first, second)
+}
+
+#[tokio::test]
+async fn an_order_created_on_one_replica_is_read_on_the_other() {
+    let (one, two) = two_replicas().await;
+    let created: Value = one
+        .create_order(ALICE, json!({"amount": 777}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let read = two.get_json(&format!("/api/v1/orders/{id}"), ALICE).await;
+    assert_eq!(read, created);
+
+    let cancelled = two
+        .as_user(Method::POST, &format!("/api/v1/orders/{id}/cancel"), ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+    let seen_by_one = one.get_json(&format!("/api/v1/orders/{id}"), ALICE).await;
+    assert_eq!(seen_by_one["status"], "cancelled");
+    let again = one
+        .as_user(Method::POST, &format!("/api/v1/orders/{id}/cancel"), ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    let other_user = two
+        .as_user(Method::GET, &format!("/api/v1/orders/{id}"), BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other_user.status(), 404);
+}
+
+#[tokio::test]
+async fn an_idempotency_key_holds_across_replicas() {
+    let (one, two) = two_replicas().await;
+    let send = |app: &TestApp, fault: Option<&str>| {
+        let mut request = app
+            .as_user(Method::POST, "/api/v1/orders", ALICE)
+            .header("idempotency-key", "across-replicas")
+            .json(&json!({"amount": 4321}));
+        if let Some(fault) = fault {
+            request = request.header("x-fault", fault.to_owned());
+        }
+        request.send()
+    };
+    // The first is still running on replica one when replica two gets the key.
+    let slow = tokio::spawn(send(&one, Some("delay=800")));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let in_flight = send(&two, None).await.unwrap();
+    assert_eq!(in_flight.status(), 409);
+    let first = slow.await.unwrap().unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+
+    let replayed = send(&two, None).await.unwrap();
+    assert_eq!(replayed.status(), 201);
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    assert_eq!(replayed.json::<Value>().await.unwrap(), first);
+
+    // Both at once: one order between them.
+    let (a, b) = tokio::join!(
+        one.as_user(Method::POST, "/api/v1/orders", BOB)
+            .header("idempotency-key", "race")
+            .json(&json!({"amount": 1}))
+            .send(),
+        two.as_user(Method::POST, "/api/v1/orders", BOB)
+            .header("idempotency-key", "race")
+            .json(&json!({"amount": 1}))
+            .send(),
+    );
+    let statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    assert!(statuses.contains(&201), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 409),
+        "{statuses:?}"
+    );
+    let bobs = one.get_json("/api/v1/orders", BOB).await;
+    assert_eq!(bobs["pagination"]["total"], 1);
+    let alices = two.get_json("/api/v1/orders", ALICE).await;
+    assert_eq!(alices["pagination"]["total"], 1);
+}
