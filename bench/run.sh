@@ -5,18 +5,27 @@
 #   DURATION=30s CONNECTIONS=64 bench/run.sh
 #   SCENARIOS=hello bench/run.sh         # only the bare server
 #
-# Scenarios (each one wrk run of DURATION after a WARMUP run):
-#   hello         GET /                     on hyper-hello (the ceiling)
-#   live          GET /live                 on stageworks
-#   create-order  POST /api/v1/orders       on stageworks (bench/create_order.lua)
-#   get-order     GET /api/v1/orders/{id}   on stageworks, an order made with curl
+# Scenarios (each one run of DURATION after a WARMUP run):
+#   hello            GET /                    on hyper-hello (the ceiling)
+#   live             GET /live                on stageworks (SQLite)
+#   create-order     POST /api/v1/orders      on stageworks (SQLite; bench/create_order.lua)
+#   get-order        GET /api/v1/orders/{id}  on stageworks (SQLite), an order made with curl
+#   create-order-pg  POST /api/v1/orders      on a second stageworks on PostgreSQL
+#   get-order-pg     GET /api/v1/orders/{id}  on that one
+#   pgbench-insert   pgbench -M prepared, bench/pgbench_insert.sql: the same
+#                    single-row INSERT, with -c = stageworks' PostgreSQL pool size
 #
-# Environment: DURATION (10s), CONNECTIONS (32), THREADS (2), WARMUP (2s, 0 to
-# skip), SCENARIOS ("hello live create-order get-order"), CONFIG
-# (config.toml), BENCH_USER_ID (a fixed uuid), SKIP_BUILD (1 to use the
-# binaries already built), STAGEWORKS_BIN (another stageworks binary to
-# measure; default the release build), VERBOSE (1 to print wrk's output).
-# Any STAGEWORKS__* variable set by the caller reaches stageworks as well.
+# Environment: DURATION (10s), CONNECTIONS (32), THREADS (2; also pgbench -j),
+# WARMUP (2s, 0 to skip), SCENARIOS ("hello live create-order get-order
+# create-order-pg get-order-pg pgbench-insert"), CONFIG (config.toml),
+# BENCH_USER_ID (a fixed uuid), SKIP_BUILD (1 to use the binaries already
+# built), STAGEWORKS_BIN (another stageworks binary to measure; default the
+# release build), VERBOSE (1 to print wrk's and pgbench's output), PG_ADMIN_URL
+# (postgres://postgres@127.0.0.1:5432/test: where the bench database is
+# created and dropped), PGBENCH (the pgbench binary; default the newest
+# /usr/lib/postgresql/*/bin/pgbench, else pgbench on PATH).
+# Any STAGEWORKS__* variable set by the caller reaches stageworks as well
+# (STAGEWORKS__DATABASE__MAX_CONNECTIONS: the pool size, and pgbench's -c).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -12,6 +12,9 @@ use crate::orders::model::{Order, OrderFilter};
 use crate::storage::postgres::PgDb;
 use crate::storage::StoreError;
 
+const INSERT_ORDER: &str = "INSERT INTO orders (id, user_id, amount, currency, description, status, created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
 type OrderRow = (Uuid, Uuid, i64, String, Option<String>, String, OffsetDateTime, OffsetDateTime);
 
 pub(super) async fn insert(
@@ -19,23 +22,28 @@ pub(super) async fn insert(
     order: &Order,
     response: Option<(&IdempotencyKey, &[u8])>,
 ) -> Result<(), StoreError> {
+    let Some((key, body)) = response else {
+        // One statement, one round trip: nothing else to keep atomic with it.
+        insert_order(order).execute(db.pool()).await?;
+        return Ok(());
+    };
     let mut tx: Transaction<'_, Postgres> = db.pool().begin().await?;
-    sqlx::query(&format!("INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+    insert_order(order).execute(&mut *tx).await?;
+    idempotency::postgres::complete_in(&mut tx, key, 201, body).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn insert_order(order: &Order) -> sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(INSERT_ORDER)
         .bind(order.id)
         .bind(order.user_id)
         .bind(order.amount)
-        .bind(&order.currency)
-        .bind(&order.description)
+        .bind(order.currency.clone())
+        .bind(order.description.clone())
         .bind(order.status.as_str())
         .bind(order.created_at)
         .bind(order.updated_at)
-        .execute(&mut *tx)
-        .await?;
-    if let Some((key, body)) = response {
-        idempotency::postgres::complete_in(&mut tx, key, 201, body).await?;
-    }
-    tx.commit().await?;
-    Ok(())
 }
 
 pub(super) async fn get(db: &PgDb, id: Uuid) -> Result<Option<Order>, StoreError> {

@@ -14,6 +14,9 @@ use crate::orders::model::{Order, OrderFilter};
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::StoreError;
 
+const INSERT_ORDER: &str = "INSERT INTO orders (id, user_id, amount, currency, description, status, created_at, updated_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+
 type OrderRow = (String, String, i64, String, Option<String>, String, String, String);
 
 /// RFC 3339 with exactly six fraction digits, so stored times sort as text.
@@ -25,23 +28,30 @@ pub(super) async fn insert(
     order: &Order,
     response: Option<(&IdempotencyKey, &[u8])>,
 ) -> Result<(), StoreError> {
+    let Some((key, body)) = response else {
+        // One statement, one round trip: nothing else to keep atomic with it.
+        insert_order(order)?.execute(db.writer()).await?;
+        return Ok(());
+    };
     let mut tx: Transaction<'_, Sqlite> = db.writer().begin().await?;
-    sqlx::query(&format!("INSERT INTO orders ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"))
+    insert_order(order)?.execute(&mut *tx).await?;
+    idempotency::sqlite::complete_in(&mut tx, key, 201, body).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn insert_order(
+    order: &Order,
+) -> Result<sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments<'static>>, StoreError> {
+    Ok(sqlx::query(INSERT_ORDER)
         .bind(order.id.to_string())
         .bind(order.user_id.to_string())
         .bind(order.amount)
-        .bind(&order.currency)
-        .bind(&order.description)
+        .bind(order.currency.clone())
+        .bind(order.description.clone())
         .bind(order.status.as_str())
         .bind(timestamp(order.created_at)?)
-        .bind(timestamp(order.updated_at)?)
-        .execute(&mut *tx)
-        .await?;
-    if let Some((key, body)) = response {
-        idempotency::sqlite::complete_in(&mut tx, key, 201, body).await?;
-    }
-    tx.commit().await?;
-    Ok(())
+        .bind(timestamp(order.updated_at)?))
 }
 
 pub(super) async fn get(db: &SqliteDb, id: Uuid) -> Result<Option<Order>, StoreError> {
