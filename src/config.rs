@@ -340,10 +340,12 @@ impl Config {
             problems.push("database.max_connections: must be at least 1".into());
         }
         check_database_url("database.url", &self.database.url, &mut problems);
-        let redis_url = &self.redis.url;
-        let redis_scheme = redis_url.starts_with("redis://") || redis_url.starts_with("rediss://");
-        if !(redis_url.is_empty() || redis_scheme) {
-            problems.push("redis.url: must be a redis:// or rediss:// URL (leave it empty for the in-memory store)".into());
+        if !self.redis.url.is_empty() {
+            if let Err(problem) = actors::kv::check_redis_url(&self.redis.url) {
+                problems.push(format!(
+                    "redis.url: {problem} (leave it empty for the in-memory store)"
+                ));
+            }
         }
         if self.redis.pool_size == 0 {
             problems.push("redis.pool_size: must be at least 1".into());
@@ -541,6 +543,22 @@ mod tests {
             config.database_url("orders").as_deref(),
             Some("postgres://app:hunter2@db:5432/app")
         );
+    }
+
+    #[test]
+    fn redis_urls_are_checked_before_start_up() {
+        let mut config = Config::default();
+        for bad in [
+            "http://cache:6379",
+            "rediss://cache:6379",
+            "redis://cache:6379?protocol=resp9",
+        ] {
+            config.redis.url = bad.into();
+            assert!(invalid(&config)[0].starts_with("redis.url"), "{bad}");
+        }
+        config.redis.url = "redis://:secret@cache:6379?protocol=resp2".into();
+        config.validate(["orders"].into_iter()).unwrap();
+        assert!(!config.to_masked_toml().unwrap().contains("secret"));
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The key-value store behind revocation lists, rate limits, idempotency keys
+//! The key-value store behind revocation lists, rate limits
 //! and caches: [`MemoryKv`] in memory by default, [`RedisKv`] (through `fred`)
 //! when `redis.url` is set, so replicas sharing a Redis share these.
 //!
@@ -35,7 +35,7 @@ use futures::future::BoxFuture;
 
 pub use memory::MemoryKv;
 pub use reconnecting::ReconnectingRedis;
-pub use redis::RedisKv;
+pub use redis::{check_url as check_redis_url, RedisKv};
 
 /// What every store fails with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

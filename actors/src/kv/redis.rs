@@ -108,6 +108,26 @@ pub struct RedisKv {
     rate_limit: Script,
 }
 
+/// Checks a URL the way [`RedisKv::connect`] will read it, without
+/// connecting: for start-up validation, so a typo is reported at once rather
+/// than retried forever. TLS (`rediss://`) is not built in.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("rediss://") {
+        return Err(
+            "TLS (rediss://) is not supported by this build; use redis:// on a trusted network"
+                .into(),
+        );
+    }
+    let schemes = ["redis://", "redis-cluster://", "redis-sentinel://"];
+    if !schemes.iter().any(|scheme| url.starts_with(scheme)) {
+        return Err("must start with redis://, redis-cluster:// or redis-sentinel://".into());
+    }
+    let (url, _) = split_protocol(url).map_err(|e| e.to_string())?;
+    Config::from_url(&url)
+        .map(|_| ())
+        .map_err(|e| format!("invalid redis url: {}", e.details()))
+}
+
 impl RedisKv {
     /// Connects the pool, waiting at most `connect_timeout`, and loads the
     /// scripts. Fails with [`KvError::Unavailable`] if Redis cannot be

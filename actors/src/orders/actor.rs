@@ -20,10 +20,11 @@ impl WorkerHandler for OrdersWorker {
     type State = OrdersStore;
     type Args = OrdersStore;
 
-    /// A worker starts only once its database answers (and, on PostgreSQL,
-    /// its schema is migrated): a database that is down is a failed start,
-    /// which the supervisor backs off and, past the intensity, turns into an
-    /// open circuit until it comes back.
+    /// On PostgreSQL, the first workers to start set up the schema and run the
+    /// migrations (once per process): a database that is down then is a
+    /// failed start, which the supervisor backs off and, past the intensity,
+    /// turns into an open circuit until it comes back. Later starts, and
+    /// SQLite (migrated when the service opened it), have nothing to wait for.
     async fn init(store: &OrdersStore, _index: usize) -> Result<OrdersStore, BoxError> {
         store.ensure_ready().await?;
         Ok(store.clone())

@@ -79,7 +79,17 @@ impl PgDb {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                self.migrator.run(&self.pool).await?;
+                // Migrations may rightly take longer than a request's statement.
+                let mut conn = self.pool.acquire().await?;
+                sqlx::query("SET statement_timeout = 0")
+                    .execute(&mut *conn)
+                    .await?;
+                let migrated = self.migrator.run_direct(&mut *conn).await;
+                // Back to the connection's start-up value before it returns to the pool.
+                sqlx::query("RESET statement_timeout")
+                    .execute(&mut *conn)
+                    .await?;
+                migrated?;
                 Ok::<(), StoreError>(())
             })
             .await?;

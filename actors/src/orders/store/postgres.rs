@@ -1,7 +1,7 @@
 //! The orders SQL on PostgreSQL: native UUID and TIMESTAMPTZ columns, one
 //! pool for reads and writes (the server handles concurrent writers).
 
-use sqlx::{Postgres, Transaction};
+use sqlx::{Acquire, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -22,12 +22,13 @@ pub(super) async fn insert(
     order: &Order,
     response: Option<(&IdempotencyKey, &[u8])>,
 ) -> Result<(), StoreError> {
+    let mut conn = db.acquire().await?;
     let Some((key, body)) = response else {
-        // One statement, one round trip: nothing else to keep atomic with it.
-        insert_order(order).execute(db.pool()).await?;
+        // One statement: nothing else to keep atomic with it.
+        insert_order(order).execute(&mut *conn).await?;
         return Ok(());
     };
-    let mut tx: Transaction<'_, Postgres> = db.pool().begin().await?;
+    let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
     insert_order(order).execute(&mut *tx).await?;
     idempotency::postgres::complete_in(&mut tx, key, 201, body).await?;
     tx.commit().await?;
