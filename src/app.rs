@@ -116,6 +116,7 @@ impl App {
 
         let shutting_down = Arc::new(AtomicBool::new(false));
         let probes = Probes::new(tree.clone(), dependencies.clone(), shutting_down.clone());
+        let closing = dependencies.clone();
         let frontend = Arc::new(Frontend::new(
             router,
             probes,
@@ -156,6 +157,9 @@ impl App {
             tracing::info!("stopping services in reverse start order");
             if let Err(err) = root.stop_and_wait(Some("shutdown".into()), None).await {
                 tracing::warn!(error = %err, "root supervisor did not stop cleanly");
+            }
+            for dependency in &closing {
+                dependency.close().await;
             }
             let _ = stop_admin_tx.send(true);
             let _ = admin_task.await;

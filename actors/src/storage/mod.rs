@@ -73,6 +73,10 @@ pub trait Dependency: Send + Sync + 'static {
     fn ping(&self) -> BoxFuture<'_, Result<Duration, String>>;
     /// Sets the gauges sampled at scrape time (pool sizes).
     fn publish_gauges(&self) {}
+    /// Closes its connections at shutdown, after the services have stopped.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// A service's migrations, one set per backend (the SQL differs).

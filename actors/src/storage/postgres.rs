@@ -141,6 +141,10 @@ impl Dependency for PgDb {
         })
     }
 
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(self.pool.close())
+    }
+
     fn publish_gauges(&self) {
         let service = self.service.to_owned();
         let size = self.pool.size();

@@ -108,6 +108,11 @@ impl Dependency for SqliteDb {
         })
     }
 
+    /// Closing the last connection checkpoints the WAL into the database file.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(SqliteDb::close(self))
+    }
+
     fn publish_gauges(&self) {
         let service = self.service.clone();
         let size = self.reader.size() + self.writer.size();
