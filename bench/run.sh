@@ -320,6 +320,7 @@ start_stageworks() {
         STAGEWORKS__SERVER__LISTEN="$addr" \
         STAGEWORKS__ADMIN__LISTEN="$admin" \
         STAGEWORKS__LOG__LEVEL=warn \
+        STAGEWORKS__RATE_LIMIT__ENABLED="${STAGEWORKS__RATE_LIMIT__ENABLED:-false}" \
         "$STAGEWORKS_BIN" serve --config "$CONFIG" >"$log" 2>&1 &
     pids+=($!)
     # /ready: the orders workers are up (on PostgreSQL, its schema migrated).

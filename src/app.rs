@@ -22,8 +22,10 @@ use actors::storage::{Dependency, StorageSettings};
 
 use crate::config::{Config, RedisConfig};
 use crate::http::admin::Admin;
+use crate::http::edge::Cors;
 use crate::http::frontend::Frontend;
 use crate::http::probes::Probes;
+use crate::http::rate_limit::RateLimiter;
 use crate::http::router::{Endpoint, RouteError, Router};
 use crate::http::server::{self, ServeSettings};
 use crate::telemetry::metrics::{self, MetricsError};
@@ -120,6 +122,8 @@ impl App {
         let frontend = Arc::new(Frontend::new(
             router,
             probes,
+            RateLimiter::new(kv.clone(), &config.rate_limit),
+            Cors::new(&config.cors),
             config.server.max_body_bytes,
             config.server.request_timeout,
         ));

@@ -32,6 +32,8 @@ pub struct Config {
     pub log: LogConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
+    pub cors: CorsConfig,
+    pub rate_limit: RateLimitConfig,
     /// Per service, by name (`[services.orders]`).
     pub services: BTreeMap<String, ServiceConfig>,
 }
@@ -128,6 +130,105 @@ impl Default for RedisConfig {
     }
 }
 
+/// Cross-origin access: nothing is allowed until origins are listed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Exact origins (`https://app.example.com`); `"*"` for any (not with credentials).
+    pub allowed_origins: Vec<String>,
+    pub allowed_methods: Vec<String>,
+    pub allowed_headers: Vec<String>,
+    /// Response headers a browser script may read.
+    pub exposed_headers: Vec<String>,
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight answer.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect();
+        Self {
+            allowed_origins: Vec::new(),
+            allowed_methods: strings(&["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            allowed_headers: strings(&[
+                "authorization",
+                "content-type",
+                "idempotency-key",
+                "x-request-id",
+            ]),
+            exposed_headers: strings(&[
+                "x-request-id",
+                "retry-after",
+                "ratelimit-limit",
+                "ratelimit-remaining",
+                "ratelimit-reset",
+                "idempotent-replayed",
+            ]),
+            allow_credentials: false,
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Requests allowed per period.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    pub requests: u32,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+}
+
+impl Default for LimitConfig {
+    fn default() -> Self {
+        Self {
+            requests: 100,
+            per: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// Rate limits at the edge (GCRA, state in the key-value store).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// `false` turns every limit off (e.g. for a load test).
+    pub enabled: bool,
+    /// 0: the peer address is the client. N: N trusted proxies stand in front,
+    /// and the client is the N-th address from the right of `x-forwarded-for`.
+    pub trusted_proxy_hops: u32,
+    /// Per client IP, every `/api/v1` route.
+    pub api: LimitConfig,
+    /// Per client IP, sign-up and sign-in (stricter).
+    pub auth: LimitConfig,
+    /// Per authenticated user.
+    pub user: LimitConfig,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        let fifteen_minutes = Duration::from_secs(15 * 60);
+        Self {
+            enabled: true,
+            trusted_proxy_hops: 0,
+            api: LimitConfig {
+                requests: 100,
+                per: fifteen_minutes,
+            },
+            auth: LimitConfig {
+                requests: 20,
+                per: fifteen_minutes,
+            },
+            user: LimitConfig {
+                requests: 1000,
+                per: fifteen_minutes,
+            },
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServiceConfig {
@@ -164,6 +265,8 @@ impl Default for Config {
             log: LogConfig::default(),
             database: DatabaseConfig::default(),
             redis: RedisConfig::default(),
+            cors: CorsConfig::default(),
+            rate_limit: RateLimitConfig::default(),
             services: BTreeMap::new(),
         }
     }
@@ -345,6 +448,51 @@ impl Config {
                 problems.push(format!(
                     "redis.url: {problem} (leave it empty for the in-memory store)"
                 ));
+            }
+        }
+        for (key, limit) in [
+            ("rate_limit.api", self.rate_limit.api),
+            ("rate_limit.auth", self.rate_limit.auth),
+            ("rate_limit.user", self.rate_limit.user),
+        ] {
+            if limit.requests == 0 {
+                problems.push(format!("{key}.requests: must be at least 1"));
+            }
+            if limit.per.as_micros() < u128::from(limit.requests.max(1)) {
+                problems.push(format!(
+                    "{key}.per: must allow at least a microsecond per request"
+                ));
+            }
+        }
+        let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
+        if any_origin && self.cors.allow_credentials {
+            problems.push(
+                "cors.allowed_origins: \"*\" cannot be combined with cors.allow_credentials".into(),
+            );
+        }
+        for origin in self.cors.allowed_origins.iter().filter(|o| *o != "*") {
+            let scheme = origin.starts_with("http://") || origin.starts_with("https://");
+            if !scheme || origin.ends_with('/') || origin.matches('/').count() != 2 {
+                problems.push(format!(
+                    "cors.allowed_origins: `{origin}` is not an origin (scheme://host[:port], no path)"
+                ));
+            }
+        }
+        for method in &self.cors.allowed_methods {
+            if method.parse::<http::Method>().is_err() {
+                problems.push(format!(
+                    "cors.allowed_methods: `{method}` is not an HTTP method"
+                ));
+            }
+        }
+        for header in self
+            .cors
+            .allowed_headers
+            .iter()
+            .chain(&self.cors.exposed_headers)
+        {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                problems.push(format!("cors: `{header}` is not a header name"));
             }
         }
         if self.redis.pool_size == 0 {

@@ -48,6 +48,16 @@ pub struct RequestContext {
     pub fault: Option<Fault>,
 }
 
+/// Which per-IP rate limit a route counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LimitGroup {
+    /// The public API (`rate_limit.api`).
+    #[default]
+    Api,
+    /// Sign-up and sign-in, stricter (`rate_limit.auth`).
+    Auth,
+}
+
 /// Who may call a route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -224,6 +234,7 @@ pub struct Route {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
+    pub limit: LimitGroup,
     /// The service behind the route, whose circuit the front-end checks first.
     pub service: Arc<ServiceShared>,
     handler: Arc<Handler>,
@@ -245,9 +256,16 @@ impl Route {
             method,
             path,
             access,
+            limit: LimitGroup::Api,
             service,
             handler: Arc::new(move |req| Box::pin(handler(req))),
         }
+    }
+
+    /// Counts the route against another rate-limit group.
+    pub fn limited_as(mut self, group: LimitGroup) -> Self {
+        self.limit = group;
+        self
     }
 
     pub fn call(&self, req: ApiRequest) -> BoxFuture<'static, Result<ApiResponse, ServiceError>> {

@@ -43,8 +43,14 @@ pub enum ServiceError {
     /// Fields wrong; the message is the first field's.
     #[error("{}", validation_message(.0))]
     Validation(Vec<FieldError>),
-    #[error("too many requests")]
-    RateLimited { retry_after: Duration },
+    #[error("too many requests, try again in {} s", .retry_after.as_secs().max(1))]
+    RateLimited {
+        retry_after: Duration,
+        /// The quota (requests per period) that was exhausted.
+        limit: u32,
+        /// Until the quota is whole again.
+        reset_after: Duration,
+    },
     /// A bug or a broken dependency: the detail goes to the logs, never to the client.
     #[error("internal error: {0}")]
     Internal(String),
@@ -119,7 +125,7 @@ impl ServiceError {
     /// How long the client should wait, for the `retry-after` header.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ServiceError::RateLimited { retry_after }
+            ServiceError::RateLimited { retry_after, .. }
             | ServiceError::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,
         }

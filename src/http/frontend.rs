@@ -18,15 +18,25 @@ use uuid::Uuid;
 
 use actors::api::{Access, ApiRequest, Caller, RequestContext, Role, Route};
 use actors::fault::Fault;
+use actors::kv::RateDecision;
 use actors::ServiceError;
 use supervision::Admission;
 
+use super::edge::{self, Cors};
 use super::probes::Probes;
+use super::rate_limit::{self, RateLimiter};
 use super::request_id;
 use super::response;
 use super::router::{Endpoint, Resolved, Router};
 use super::server::Handler;
 use super::Response;
+
+/// Where a request came from: the connection's peer and the request's id.
+#[derive(Clone, Copy)]
+struct Sender<'a> {
+    peer: SocketAddr,
+    request_id: &'a str,
+}
 
 /// The route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";
@@ -34,6 +44,8 @@ const UNMATCHED: &str = "unmatched";
 pub struct Frontend {
     router: Router,
     probes: Probes,
+    limiter: RateLimiter,
+    cors: Cors,
     max_body_bytes: u64,
     request_timeout: Duration,
 }
@@ -42,12 +54,16 @@ impl Frontend {
     pub fn new(
         router: Router,
         probes: Probes,
+        limiter: RateLimiter,
+        cors: Cors,
         max_body_bytes: u64,
         request_timeout: Duration,
     ) -> Self {
         Self {
             router,
             probes,
+            limiter,
+            cors,
             max_body_bytes,
             request_timeout,
         }
@@ -56,9 +72,13 @@ impl Frontend {
     async fn dispatch(
         &self,
         req: http::Request<Incoming>,
+        peer: SocketAddr,
         request_id: &str,
     ) -> (&'static str, Response) {
         let (parts, body) = req.into_parts();
+        if Cors::is_preflight(&parts.method, &parts.headers) {
+            return self.preflight(&parts);
+        }
         let (endpoint, pattern, params) = match self.router.resolve(&parts.method, parts.uri.path())
         {
             Resolved::Found {
@@ -77,12 +97,14 @@ impl Frontend {
                 return (UNMATCHED, response::error(&err));
             }
         };
+        let mut quota = None;
         let answer = match endpoint {
             Endpoint::Live => Ok(self.probes.live()),
             Endpoint::Ready => Ok(self.probes.ready().await),
             Endpoint::Health => Ok(self.probes.health().await),
             Endpoint::Api(route) => {
-                let call = self.call_api(route, parts, body, params, request_id);
+                let from = Sender { peer, request_id };
+                let call = self.call_api(route, parts, body, params, from, &mut quota);
                 match tokio::time::timeout(self.request_timeout, call).await {
                     Ok(result) => result,
                     Err(_) => Err(ServiceError::Timeout(format!(
@@ -92,13 +114,34 @@ impl Frontend {
                 }
             }
         };
-        let response = answer.unwrap_or_else(|err| {
+        let mut response = answer.unwrap_or_else(|err| {
             if let ServiceError::Internal(detail) = &err {
                 tracing::error!(%detail, "request failed");
             }
             response::error(&err)
         });
+        if let Some(decision) = &quota {
+            rate_limit::decision_headers(response.headers_mut(), decision);
+        }
         (pattern, response)
+    }
+
+    /// A CORS preflight: 404 for an unknown path, else the policy's answer
+    /// for the method it asks about.
+    fn preflight(&self, parts: &http::request::Parts) -> (&'static str, Response) {
+        let asked = Cors::requested_method(&parts.headers).unwrap_or(Method::OPTIONS);
+        match self.router.resolve(&asked, parts.uri.path()) {
+            Resolved::Found { pattern, .. } => {
+                (pattern, self.cors.preflight(&parts.headers, &[asked]))
+            }
+            Resolved::MethodNotAllowed { pattern, allow } => {
+                (pattern, self.cors.preflight(&parts.headers, &allow))
+            }
+            Resolved::NotFound => {
+                let err = ServiceError::NotFound(format!("no route for {}", parts.uri.path()));
+                (UNMATCHED, response::error(&err))
+            }
+        }
     }
 
     async fn call_api(
@@ -107,12 +150,19 @@ impl Frontend {
         parts: http::request::Parts,
         body: Incoming,
         params: Vec<(String, String)>,
-        request_id: &str,
+        from: Sender<'_>,
+        quota: &mut Option<RateDecision>,
     ) -> Result<Response, ServiceError> {
+        let request_id = from.request_id;
+        let ip = self.limiter.client_ip(&parts.headers, from.peer);
+        *quota = self.limiter.check_ip(route.limit, ip).await?;
         let caller = match route.access {
             Access::Public => None,
             Access::User => Some(caller_from_headers(&parts.headers)?),
         };
+        if let Some(caller) = &caller {
+            *quota = rate_limit::tighter(*quota, self.limiter.check_user(caller.user_id).await?);
+        }
         if let Admission::Reject { retry_after } = route.service.admit() {
             return Err(ServiceError::Unavailable {
                 message: format!(
@@ -186,11 +236,20 @@ impl Handler for Frontend {
         let started = Instant::now();
         let request_id = request_id::from_headers(req.headers());
         let method = req.method().clone();
+        let request_headers_for_cors = req
+            .headers()
+            .get(http::header::ORIGIN)
+            .is_some()
+            .then(|| req.headers().clone());
         let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %req.uri().path());
         let (pattern, mut response) = self
-            .dispatch(req, &request_id)
+            .dispatch(req, peer, &request_id)
             .instrument(span.clone())
             .await;
+        edge::secure(response.headers_mut());
+        if let Some(request_headers) = &request_headers_for_cors {
+            self.cors.decorate(request_headers, response.headers_mut());
+        }
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(request_id::HEADER, value);
         }

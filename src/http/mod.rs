@@ -2,8 +2,10 @@
 //! mapping, probes) and the admin listener, both served by [`server`].
 
 pub mod admin;
+pub mod edge;
 pub mod frontend;
 pub mod probes;
+pub mod rate_limit;
 pub mod request_id;
 pub mod response;
 pub mod router;

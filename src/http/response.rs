@@ -43,6 +43,19 @@ pub fn error(err: &ServiceError) -> Response {
             .headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
+    if let ServiceError::RateLimited {
+        retry_after,
+        limit,
+        reset_after,
+    } = err
+    {
+        super::rate_limit::refusal_headers(
+            response.headers_mut(),
+            *limit,
+            *retry_after,
+            *reset_after,
+        );
+    }
     if let ServiceError::MethodNotAllowed { allow } = err {
         let list = allow
             .iter()

@@ -142,4 +142,8 @@ fn describe() {
         "kv_memory_evictions_total",
         "Keys evicted from the full in-memory key-value store before they expired"
     );
+    describe_counter!(
+        "rate_limit_errors_total",
+        "Requests let through because the rate-limit store could not answer"
+    );
 }

@@ -120,6 +120,8 @@ pub fn test_config(data: &TempDir) -> Config {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.data_dir = data.path().to_owned();
+    // Rate limits have tests of their own; the rest must not trip them.
+    config.rate_limit.enabled = false;
     config.server.shutdown_timeout = Duration::from_secs(5);
     let orders = ServiceConfig {
         workers: 2,
