@@ -12,6 +12,7 @@
 //! the configuration (`[services.<name>]`).
 
 pub mod api;
+pub mod auth;
 pub mod error;
 pub mod fault;
 pub mod idempotency;

@@ -1,0 +1,163 @@
+//! The auth service: users register and log in, get short-lived access
+//! tokens (JWT) and long-lived rotating refresh tokens, list and revoke their
+//! sessions.
+//!
+//! * `messages.rs` — [`AuthMsg`], the service's API
+//! * `actor.rs` — the worker that handles them
+//! * `store/` + `migrations/` — its own database (users, sessions, refresh
+//!   token hashes, idempotency keys)
+//! * `model.rs` — typed input values ([`model::Email`],
+//!   [`model::Password`], …), the user and the session
+//! * `password.rs` — argon2id hashing on the blocking pool
+//! * `tokens.rs` — [`TokenKeys`]: access tokens issued and verified, refresh
+//!   tokens, the secret
+//! * `revocation.rs` — ended sessions in the key-value store, which the
+//!   front-end checks ([`is_session_revoked`])
+//! * `routes.rs` — `/api/v1/auth`
+//!
+//! The front-end verifies access tokens itself with the same
+//! `Arc<TokenKeys>` ([`TokenKeys::verify_access`], then
+//! [`is_session_revoked`]); no message to this service is needed for that.
+
+pub mod actor;
+pub mod messages;
+pub mod model;
+pub mod password;
+pub mod revocation;
+pub mod routes;
+pub mod store;
+pub mod tokens;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use supervision::ServiceSupervisor;
+use time::OffsetDateTime;
+
+pub use messages::AuthMsg;
+pub use revocation::is_session_revoked;
+pub use tokens::{AccessClaims, TokenError, TokenKeys, TokenSettings};
+
+use crate::service::{ServiceContext, StartError, StartedService};
+use crate::storage::StoreError;
+use actor::{AuthState, AuthWorker};
+use model::{DisplayName, Email, Password};
+use password::PasswordError;
+use store::{AuthStore, GrantAdmin};
+
+/// The service's name: its `[services.auth]` section, its database file
+/// (`auth.db`) or PostgreSQL schema (`auth`), its node in the tree.
+pub const NAME: &str = "auth";
+
+/// How often expired idempotency keys and sessions are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// The name a bootstrapped admin is created with.
+const ADMIN_NAME: &str = "Administrator";
+
+/// Starts the service with the process's token keys (the same `Arc` the
+/// front-end verifies with).
+pub async fn start_with(
+    ctx: ServiceContext,
+    keys: Arc<TokenKeys>,
+) -> Result<StartedService, StartError> {
+    let store_error = |source: StoreError| StartError::Store {
+        service: NAME,
+        source,
+    };
+    // An unfinished idempotency claim outlives its request by the call timeout at most.
+    let claim_lease = ctx.call_timeout * 2;
+    let store = AuthStore::open(&ctx.data_dir, &ctx.storage, claim_lease)
+        .await
+        .map_err(store_error)?;
+    spawn_purge(store.clone());
+    let state = AuthState {
+        store: store.clone(),
+        keys: keys.clone(),
+        kv: ctx.kv.clone(),
+    };
+    let (handle, starter) = ServiceSupervisor::<AuthWorker>::build(
+        ctx.name,
+        ctx.policy.clone(),
+        ctx.workers,
+        ctx.call_timeout,
+        state,
+    );
+    Ok(StartedService {
+        starter,
+        routes: routes::routes(handle, keys, ctx.kv.clone()),
+        dependencies: vec![store.dependency()],
+    })
+}
+
+fn spawn_purge(store: AuthStore) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PURGE_EVERY);
+        loop {
+            every.tick().await;
+            match store.purge_expired_keys().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "purged expired idempotency keys"),
+                Err(err) => tracing::warn!(error = %err, "could not purge idempotency keys"),
+            }
+            // An expired session's tokens are all dead: its refresh tokens
+            // can no longer be redeemed nor reused, its access tokens have
+            // expired long before.
+            match store.purge_sessions(OffsetDateTime::now_utc()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "purged expired sessions"),
+                Err(err) => tracing::warn!(error = %err, "could not purge expired sessions"),
+            }
+        }
+    });
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error("no user has the email {email}; a password is needed to create the admin")]
+    PasswordRequired { email: String },
+    #[error("invalid admin name: {0}")]
+    Name(&'static str),
+}
+
+/// Makes sure the user with `email` exists and is an admin: for the
+/// `stageworks user create --admin` command and the `auth.bootstrap_admin`
+/// setting. An existing user is promoted and keeps their password; a missing
+/// one is created with `password` (an error without one). Idempotent: run
+/// it at every start if you like.
+pub async fn ensure_admin(
+    store: &AuthStore,
+    email: &Email,
+    password: Option<Password>,
+) -> Result<GrantAdmin, BootstrapError> {
+    store.ensure_ready().await?;
+    let outcome = if store.find_user_by_email(email).await?.is_some() {
+        store.grant_admin(email, None).await?
+    } else {
+        let Some(password) = password else {
+            return Err(BootstrapError::PasswordRequired {
+                email: email.as_str().to_owned(),
+            });
+        };
+        let name = DisplayName::parse(ADMIN_NAME).map_err(BootstrapError::Name)?;
+        let hash = password::hash(password).await?;
+        store.grant_admin(email, Some((&name, &hash))).await?
+    };
+    match &outcome {
+        GrantAdmin::Created(user) => {
+            tracing::info!(audit = "admin_created", user_id = %user.id, "admin created");
+        }
+        GrantAdmin::Promoted(user) => {
+            tracing::info!(audit = "admin_granted", user_id = %user.id, "admin role granted");
+        }
+        GrantAdmin::AlreadyAdmin(_) | GrantAdmin::NoSuchUser => {}
+    }
+    Ok(outcome)
+}

@@ -1,0 +1,445 @@
+//! The auth service's data: its own database, SQLite (`sqlite.rs`, the file
+//! `auth.db`) or PostgreSQL (`postgres.rs`, the schema `auth`), with the
+//! migrations of each in `../migrations/`. Nothing outside this service reads
+//! these tables. This module holds what both backends share (the rules of
+//! refresh-token rotation among them) and picks one.
+//!
+//! Refresh tokens: a session holds the hash of its current token; every
+//! token ever issued to it is kept in `refresh_tokens` (its hash, and when
+//! it was spent). Rotation happens under the session's row lock
+//! (PostgreSQL) or the single writer connection (SQLite), so of two
+//! concurrent refreshes with one token exactly one rotates and the other is
+//! seen as reuse.
+
+mod postgres;
+mod sqlite;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::model::{parse_role, ClientInfo, DisplayName, Email, SessionRecord, User};
+use super::tokens::RefreshHash;
+use crate::api::{PageRequest, Role};
+use crate::idempotency::{self, Claim, IdempotencyKey};
+use crate::storage::{Database, Dependency, Migrations, StorageSettings, StoreError};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/auth/migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/auth/migrations/postgres");
+
+const USER_COLUMNS: &str = "id, email, name, role, created_at";
+const SESSION_COLUMNS: &str =
+    "id, user_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip";
+
+/// What creating a user found.
+#[derive(Debug)]
+pub enum CreateUser {
+    Created(User),
+    /// Another user has this email.
+    EmailTaken,
+}
+
+/// What granting the admin role found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GrantAdmin {
+    /// No user had the email: one was created, as admin.
+    Created(User),
+    /// The user existed as a plain user and is now an admin.
+    Promoted(User),
+    /// Nothing to do.
+    AlreadyAdmin(User),
+    /// No user has the email, and no password hash was given to create one.
+    NoSuchUser,
+}
+
+/// What presenting a refresh token found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was the session's current token: a new one is current now, and
+    /// the session's expiry moved forward.
+    Rotated(SessionRecord),
+    /// It was spent before: someone replayed it (or a client raced itself).
+    /// The whole session is revoked now.
+    Reused { session_id: Uuid, user_id: Uuid },
+    /// Unknown, or its session expired or was revoked.
+    Invalid,
+}
+
+/// What the rotation rules decide for a known token's session.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RotationStep {
+    Rotate,
+    RevokeForReuse,
+    Refuse,
+}
+
+/// The rotation rules, in order: an expired session refuses everything;
+/// a token that is not the session's current one is a spent one (it is in
+/// `refresh_tokens` for this session), which revokes the session even if it
+/// was revoked already; a revoked session refuses its current token too.
+pub(crate) fn judge_rotation(
+    session: &SessionRecord,
+    current_hash: &str,
+    presented: &RefreshHash,
+    now: OffsetDateTime,
+) -> RotationStep {
+    if session.expires_at <= now {
+        RotationStep::Refuse
+    } else if current_hash != presented.as_str() {
+        RotationStep::RevokeForReuse
+    } else if session.revoked_at.is_some() {
+        RotationStep::Refuse
+    } else {
+        RotationStep::Rotate
+    }
+}
+
+/// A new session, before it is stored.
+pub(crate) struct NewSession<'a> {
+    pub record: SessionRecord,
+    pub refresh: &'a RefreshHash,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthStore {
+    db: Database,
+    /// How long an unfinished idempotency claim holds its key.
+    claim_lease: Duration,
+}
+
+impl AuthStore {
+    pub async fn open(
+        data_dir: &Path,
+        settings: &StorageSettings,
+        claim_lease: Duration,
+    ) -> Result<Self, StoreError> {
+        let migrations = Migrations {
+            sqlite: &SQLITE_MIGRATIONS,
+            postgres: &POSTGRES_MIGRATIONS,
+        };
+        let db = Database::open("auth", data_dir, settings, &migrations).await?;
+        Ok(Self { db, claim_lease })
+    }
+
+    /// Called by each worker as it starts: fails while the database is unreachable.
+    pub async fn ensure_ready(&self) -> Result<(), StoreError> {
+        self.db.ensure_ready().await
+    }
+
+    pub fn dependency(&self) -> Arc<dyn Dependency> {
+        self.db.dependency()
+    }
+
+    pub async fn claim(&self, key: &IdempotencyKey) -> Result<Claim, StoreError> {
+        match &self.db {
+            Database::Sqlite(db) => {
+                idempotency::sqlite::claim(db.writer(), key, self.claim_lease).await
+            }
+            Database::Postgres(db) => {
+                idempotency::postgres::claim(db.pool(), key, self.claim_lease).await
+            }
+        }
+    }
+
+    pub async fn release(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
+        match &self.db {
+            Database::Sqlite(db) => idempotency::sqlite::release(db.writer(), key).await,
+            Database::Postgres(db) => idempotency::postgres::release(db.pool(), key).await,
+        }
+    }
+
+    pub async fn purge_expired_keys(&self) -> Result<u64, StoreError> {
+        match &self.db {
+            Database::Sqlite(db) => idempotency::sqlite::purge_expired(db.writer()).await,
+            Database::Postgres(db) => idempotency::postgres::purge_expired(db.pool()).await,
+        }
+    }
+
+    /// Creates a user with an already hashed password. With an idempotency
+    /// key, its response (201 and the user) is stored in the same
+    /// transaction. A taken email changes nothing.
+    pub async fn create_user(
+        &self,
+        email: &Email,
+        name: &DisplayName,
+        password_hash: &str,
+        role: Role,
+        key: Option<&IdempotencyKey>,
+    ) -> Result<CreateUser, StoreError> {
+        let now = now_micros();
+        let user = User {
+            id: Uuid::now_v7(),
+            email: email.as_str().to_owned(),
+            name: name.as_str().to_owned(),
+            role,
+            created_at: now,
+        };
+        let body = match key {
+            Some(key) => Some((
+                key,
+                serde_json::to_vec(&user).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )),
+            None => None,
+        };
+        let response = body.as_ref().map(|(key, body)| (*key, body.as_slice()));
+        let inserted = match &self.db {
+            Database::Sqlite(db) => sqlite::insert_user(db, &user, password_hash, response).await?,
+            Database::Postgres(db) => {
+                postgres::insert_user(db, &user, password_hash, response).await?
+            }
+        };
+        Ok(if inserted {
+            CreateUser::Created(user)
+        } else {
+            CreateUser::EmailTaken
+        })
+    }
+
+    /// The user with this email and their password hash.
+    pub async fn find_user_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<(User, String)>, StoreError> {
+        match &self.db {
+            Database::Sqlite(db) => sqlite::user_by_email(db, email.as_str()).await,
+            Database::Postgres(db) => postgres::user_by_email(db, email.as_str()).await,
+        }
+    }
+
+    pub async fn find_user_by_id(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+        match &self.db {
+            Database::Sqlite(db) => sqlite::user_by_id(db, id).await,
+            Database::Postgres(db) => postgres::user_by_id(db, id).await,
+        }
+    }
+
+    /// Replaces a user's password hash (a rehash at new parameters).
+    pub async fn set_password_hash(&self, id: Uuid, hash: &str) -> Result<(), StoreError> {
+        let now = now_micros();
+        match &self.db {
+            Database::Sqlite(db) => sqlite::set_password_hash(db, id, hash, now).await,
+            Database::Postgres(db) => postgres::set_password_hash(db, id, hash, now).await,
+        }
+    }
+
+    /// Makes the user with this email an admin; creates them (as admin, with
+    /// `new_user`'s name and password hash) if there is none and `new_user`
+    /// is given. An existing user's password is never changed here.
+    pub async fn grant_admin(
+        &self,
+        email: &Email,
+        new_user: Option<(&DisplayName, &str)>,
+    ) -> Result<GrantAdmin, StoreError> {
+        if let Some(outcome) = self.promote(email).await? {
+            return Ok(outcome);
+        }
+        let Some((name, hash)) = new_user else {
+            return Ok(GrantAdmin::NoSuchUser);
+        };
+        match self
+            .create_user(email, name, hash, Role::Admin, None)
+            .await?
+        {
+            CreateUser::Created(user) => Ok(GrantAdmin::Created(user)),
+            // Registered between our look-up and the insert: promote them.
+            CreateUser::EmailTaken => {
+                Ok(self.promote(email).await?.unwrap_or(GrantAdmin::NoSuchUser))
+            }
+        }
+    }
+
+    async fn promote(&self, email: &Email) -> Result<Option<GrantAdmin>, StoreError> {
+        let now = now_micros();
+        let found = match &self.db {
+            Database::Sqlite(db) => sqlite::promote(db, email.as_str(), now).await?,
+            Database::Postgres(db) => postgres::promote(db, email.as_str(), now).await?,
+        };
+        Ok(found.map(|(user, was)| match was {
+            Role::Admin => GrantAdmin::AlreadyAdmin(user),
+            Role::User => GrantAdmin::Promoted(user),
+        }))
+    }
+
+    /// Opens a session for the user whose first refresh token is `refresh`;
+    /// it expires after `ttl` unless refreshed.
+    pub async fn create_session(
+        &self,
+        user_id: Uuid,
+        refresh: &RefreshHash,
+        ttl: Duration,
+        client: &ClientInfo,
+    ) -> Result<SessionRecord, StoreError> {
+        let now = now_micros();
+        let record = SessionRecord {
+            id: Uuid::now_v7(),
+            user_id,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + ttl,
+            revoked_at: None,
+            user_agent: client.user_agent.clone(),
+            ip: client.ip.map(|ip| ip.to_string()),
+        };
+        let new = NewSession {
+            record: record.clone(),
+            refresh,
+        };
+        match &self.db {
+            Database::Sqlite(db) => sqlite::insert_session(db, &new).await?,
+            Database::Postgres(db) => postgres::insert_session(db, &new).await?,
+        }
+        Ok(record)
+    }
+
+    /// Redeems `presented` for `next`, atomically (see [`Rotation`] and
+    /// [`judge_rotation`]); on success the session expires `ttl` from now.
+    pub async fn rotate_refresh(
+        &self,
+        presented: &RefreshHash,
+        next: &RefreshHash,
+        ttl: Duration,
+    ) -> Result<Rotation, StoreError> {
+        let now = now_micros();
+        match &self.db {
+            Database::Sqlite(db) => sqlite::rotate(db, presented, next, now, now + ttl).await,
+            Database::Postgres(db) => postgres::rotate(db, presented, next, now, now + ttl).await,
+        }
+    }
+
+    pub async fn get_session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
+        match &self.db {
+            Database::Sqlite(db) => sqlite::session(db, id).await,
+            Database::Postgres(db) => postgres::session(db, id).await,
+        }
+    }
+
+    /// Revokes the session; returns whether it was active until now.
+    pub async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError> {
+        let now = now_micros();
+        match &self.db {
+            Database::Sqlite(db) => sqlite::revoke(db, id, now).await,
+            Database::Postgres(db) => postgres::revoke(db, id, now).await,
+        }
+    }
+
+    /// One page of a user's active sessions, newest first, and their total.
+    pub async fn list_sessions(
+        &self,
+        user_id: Uuid,
+        page: PageRequest,
+    ) -> Result<(Vec<SessionRecord>, u64), StoreError> {
+        let now = now_micros();
+        let (sessions, total) = match &self.db {
+            Database::Sqlite(db) => sqlite::list_sessions(db, user_id, now, page).await?,
+            Database::Postgres(db) => postgres::list_sessions(db, user_id, now, page).await?,
+        };
+        Ok((sessions, u64::try_from(total).unwrap_or(0)))
+    }
+
+    /// Sets the session's `last_used_at` to now, unless it was set less than
+    /// `granularity` ago: a write per request would be the price otherwise.
+    pub async fn touch_session(&self, id: Uuid, granularity: Duration) -> Result<(), StoreError> {
+        let now = now_micros();
+        let before = now - granularity;
+        match &self.db {
+            Database::Sqlite(db) => sqlite::touch(db, id, now, before).await,
+            Database::Postgres(db) => postgres::touch(db, id, now, before).await,
+        }
+    }
+
+    /// Sessions revoked since `since`, with when: what the key-value store
+    /// must still remember.
+    pub async fn revoked_since(
+        &self,
+        since: OffsetDateTime,
+    ) -> Result<Vec<(Uuid, OffsetDateTime)>, StoreError> {
+        match &self.db {
+            Database::Sqlite(db) => sqlite::revoked_since(db, since).await,
+            Database::Postgres(db) => postgres::revoked_since(db, since).await,
+        }
+    }
+
+    /// Deletes sessions that expired before `cutoff`, with their refresh
+    /// tokens; returns how many sessions.
+    pub async fn purge_sessions(&self, cutoff: OffsetDateTime) -> Result<u64, StoreError> {
+        match &self.db {
+            Database::Sqlite(db) => sqlite::purge_sessions(db, cutoff).await,
+            Database::Postgres(db) => postgres::purge_sessions(db, cutoff).await,
+        }
+    }
+}
+
+/// Now, truncated to microseconds (PostgreSQL's precision) so that what is
+/// stored is what was returned.
+fn now_micros() -> OffsetDateTime {
+    let now = OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(now)
+}
+
+fn corrupt(what: &str, id: &str, field: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} {id}: bad {field} `{value}`"))
+}
+
+fn stored_role(id: &str, role: &str) -> Result<Role, StoreError> {
+    parse_role(role).ok_or_else(|| corrupt("user", id, "role", role))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::tokens::RefreshToken;
+
+    fn session(expires_in: time::Duration, revoked: bool) -> SessionRecord {
+        let now = OffsetDateTime::now_utc();
+        SessionRecord {
+            id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + expires_in,
+            revoked_at: revoked.then_some(now),
+            user_agent: None,
+            ip: None,
+        }
+    }
+
+    #[test]
+    fn rotation_rules() {
+        let now = OffsetDateTime::now_utc();
+        let current = RefreshToken::generate().expect("random").hash();
+        let spent = RefreshToken::generate().expect("random").hash();
+        let live = session(time::Duration::hours(1), false);
+        let c = current.as_str();
+        assert_eq!(
+            judge_rotation(&live, c, &current, now),
+            RotationStep::Rotate
+        );
+        assert_eq!(
+            judge_rotation(&live, c, &spent, now),
+            RotationStep::RevokeForReuse
+        );
+        let revoked = session(time::Duration::hours(1), true);
+        assert_eq!(
+            judge_rotation(&revoked, c, &current, now),
+            RotationStep::Refuse
+        );
+        assert_eq!(
+            judge_rotation(&revoked, c, &spent, now),
+            RotationStep::RevokeForReuse
+        );
+        let expired = session(-time::Duration::seconds(1), false);
+        assert_eq!(
+            judge_rotation(&expired, c, &current, now),
+            RotationStep::Refuse
+        );
+        assert_eq!(
+            judge_rotation(&expired, c, &spent, now),
+            RotationStep::Refuse
+        );
+    }
+}

@@ -1,0 +1,684 @@
+//! The auth store against both backends: every `check_*` function below runs
+//! once on SQLite (a file in a temporary directory) and once on PostgreSQL.
+//!
+//! PostgreSQL comes from `STAGEWORKS_TEST_DATABASE_URL`, else
+//! `postgres://postgres@127.0.0.1:5432/test`; each test creates a database of
+//! its own there (`stageworks_test_<uuid>`) and drops it at the end, pass or
+//! fail. If the server is unreachable the PostgreSQL tests fail with a
+//! message saying so: a suite that silently skipped them would report green
+//! without having tested PostgreSQL at all.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use actors::api::{PageRequest, Role};
+use actors::auth::model::{ClientInfo, DisplayName, Email, Password};
+use actors::auth::store::{AuthStore, CreateUser, GrantAdmin, Rotation};
+use actors::auth::tokens::RefreshToken;
+use actors::idempotency::{Claim, IdempotencyKey};
+use actors::storage::StorageSettings;
+use sqlx::Connection;
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------- harness --
+
+const LEASE: Duration = Duration::from_secs(10);
+const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+
+fn postgres_url() -> String {
+    std::env::var("STAGEWORKS_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The same server URL, naming another database.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let server = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{server}/{database}?{query}"),
+        None => format!("{server}/{database}"),
+    }
+}
+
+/// What a test's store needs kept alive, and cleaned up after it.
+enum Guard {
+    Sqlite(#[allow(dead_code)] TempDir),
+    /// A database made for one test, dropped when this is dropped.
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let Guard::Postgres { admin_url, name } = self else {
+            return;
+        };
+        let (admin_url, database) = (admin_url.clone(), name.clone());
+        // Drop runs inside the test's runtime, which must not be blocked on:
+        // a thread of its own with a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let mut admin = sqlx::postgres::PgConnection::connect(&admin_url).await?;
+                sqlx::query(&format!(
+                    "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+                ))
+                .execute(&mut admin)
+                .await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("warning: could not drop test database {name}");
+        }
+    }
+}
+
+async fn sqlite_store() -> (AuthStore, Guard) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = AuthStore::open(dir.path(), &StorageSettings::default(), LEASE)
+        .await
+        .expect("SQLite store opens");
+    store.ensure_ready().await.expect("ready");
+    (store, Guard::Sqlite(dir))
+}
+
+async fn postgres_store() -> (AuthStore, Guard) {
+    let admin_url = postgres_url();
+    let name = format!("stageworks_test_{}", Uuid::now_v7().simple());
+    let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the PostgreSQL store tests need a server at {admin_url} (set \
+                 STAGEWORKS_TEST_DATABASE_URL to point elsewhere), and connecting failed: {e}"
+            )
+        });
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut admin)
+        .await
+        .expect("create the test database");
+    let _ = admin.close().await;
+    let guard = Guard::Postgres {
+        admin_url: admin_url.clone(),
+        name: name.clone(),
+    };
+    let settings = StorageSettings {
+        url: Some(with_database(&admin_url, &name)),
+        max_connections: 4,
+        ..StorageSettings::default()
+    };
+    let dir = std::env::temp_dir();
+    let store = AuthStore::open(&dir, &settings, LEASE)
+        .await
+        .expect("PostgreSQL store opens");
+    store
+        .ensure_ready()
+        .await
+        .expect("schema and migrations in place");
+    (store, guard)
+}
+
+/// Runs each check on both backends, as `sqlite::<check>` and `postgres::<check>`.
+macro_rules! on_both_backends {
+    ($($check:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let (store, _guard) = super::sqlite_store().await;
+                    super::$check(&store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let (store, _guard) = super::postgres_store().await;
+                    super::$check(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends![
+    check_unique_email,
+    check_idempotent_registration,
+    check_rotation,
+    check_reuse_revokes_the_session,
+    check_concurrent_rotation_rotates_once,
+    check_unknown_and_expired_tokens_are_invalid,
+    check_revoke,
+    check_list_sessions,
+    check_touch,
+    check_grant_admin,
+    check_revoked_since_and_purge,
+];
+
+// ---------------------------------------------------------------- helpers --
+
+fn email(s: &str) -> Email {
+    Email::parse(s).expect("valid email")
+}
+
+fn name(s: &str) -> DisplayName {
+    DisplayName::parse(s).expect("valid name")
+}
+
+/// A stand-in for an argon2 hash: the store never looks inside it.
+const HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+
+async fn user(store: &AuthStore, address: &str) -> actors::auth::model::User {
+    match store
+        .create_user(&email(address), &name("Ann"), HASH, Role::User, None)
+        .await
+        .expect("store")
+    {
+        CreateUser::Created(user) => user,
+        CreateUser::EmailTaken => panic!("{address} taken"),
+    }
+}
+
+fn client() -> ClientInfo {
+    ClientInfo::new(Some("test-agent/1.0"), Some(IpAddr::from([192, 0, 2, 7])))
+}
+
+fn token() -> RefreshToken {
+    RefreshToken::generate().expect("random")
+}
+
+// ----------------------------------------------------------------- checks --
+
+async fn check_unique_email(store: &AuthStore) {
+    let ann = user(store, "ann@example.com").await;
+    assert_eq!(ann.role, Role::User);
+    // The email is the parsed one: trimmed and lowercased, so this is the same.
+    let again = store
+        .create_user(
+            &email(" ANN@Example.com "),
+            &name("Other"),
+            HASH,
+            Role::User,
+            None,
+        )
+        .await
+        .expect("store");
+    assert!(matches!(again, CreateUser::EmailTaken), "{again:?}");
+
+    let (found, hash) = store
+        .find_user_by_email(&email("ann@example.com"))
+        .await
+        .expect("store")
+        .expect("found");
+    assert_eq!(found, ann);
+    assert_eq!(hash, HASH);
+    assert_eq!(
+        store.find_user_by_id(ann.id).await.expect("store"),
+        Some(ann.clone())
+    );
+    assert_eq!(
+        store
+            .find_user_by_email(&email("bob@example.com"))
+            .await
+            .expect("store"),
+        None
+    );
+    assert_eq!(
+        store.find_user_by_id(Uuid::now_v7()).await.expect("store"),
+        None
+    );
+
+    store
+        .set_password_hash(ann.id, "$argon2id$new")
+        .await
+        .expect("store");
+    let (_, hash) = store
+        .find_user_by_email(&email("ann@example.com"))
+        .await
+        .expect("store")
+        .expect("found");
+    assert_eq!(hash, "$argon2id$new");
+}
+
+async fn check_idempotent_registration(store: &AuthStore) {
+    let key = IdempotencyKey {
+        scope: "anonymous:POST /api/v1/auth/register".into(),
+        key: "k-1".into(),
+        request_hash: "fingerprint".into(),
+    };
+    assert_eq!(store.claim(&key).await.expect("store"), Claim::Claimed);
+    assert_eq!(store.claim(&key).await.expect("store"), Claim::InFlight);
+    let created = store
+        .create_user(
+            &email("kim@example.com"),
+            &name("Kim"),
+            HASH,
+            Role::User,
+            Some(&key),
+        )
+        .await
+        .expect("store");
+    let CreateUser::Created(kim) = created else {
+        panic!("not created: {created:?}");
+    };
+    match store.claim(&key).await.expect("store") {
+        Claim::Replay { status, body } => {
+            assert_eq!(status, 201);
+            let body: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            assert_eq!(body["id"], kim.id.to_string());
+            assert_eq!(body["email"], "kim@example.com");
+            assert!(body.get("password_hash").is_none());
+        }
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    // A taken email with a key leaves the key claimed, for the caller to release.
+    let other = IdempotencyKey {
+        key: "k-2".into(),
+        ..key.clone()
+    };
+    assert_eq!(store.claim(&other).await.expect("store"), Claim::Claimed);
+    let taken = store
+        .create_user(
+            &email("kim@example.com"),
+            &name("Kim"),
+            HASH,
+            Role::User,
+            Some(&other),
+        )
+        .await
+        .expect("store");
+    assert!(matches!(taken, CreateUser::EmailTaken));
+    store.release(&other).await.expect("store");
+    assert_eq!(store.claim(&other).await.expect("store"), Claim::Claimed);
+}
+
+async fn check_rotation(store: &AuthStore) {
+    let ann = user(store, "ann@example.com").await;
+    let first = token();
+    let session = store
+        .create_session(ann.id, &first.hash(), DAY, &client())
+        .await
+        .expect("store");
+    assert_eq!(session.user_id, ann.id);
+    assert_eq!(session.user_agent.as_deref(), Some("test-agent/1.0"));
+    assert_eq!(session.ip.as_deref(), Some("192.0.2.7"));
+    assert_eq!(
+        store.get_session(session.id).await.expect("store"),
+        Some(session.clone())
+    );
+
+    let second = token();
+    let rotated = store
+        .rotate_refresh(&first.hash(), &second.hash(), 2 * DAY)
+        .await
+        .expect("store");
+    let Rotation::Rotated(after) = rotated else {
+        panic!("not rotated: {rotated:?}");
+    };
+    assert_eq!(after.id, session.id);
+    assert!(after.expires_at > session.expires_at + time::Duration::hours(23));
+    assert!(after.last_used_at >= session.last_used_at);
+    assert_eq!(
+        store.get_session(session.id).await.expect("store"),
+        Some(after)
+    );
+
+    let third = token();
+    assert!(matches!(
+        store
+            .rotate_refresh(&second.hash(), &third.hash(), DAY)
+            .await
+            .expect("store"),
+        Rotation::Rotated(_)
+    ));
+}
+
+async fn check_reuse_revokes_the_session(store: &AuthStore) {
+    let ann = user(store, "ann@example.com").await;
+    let (first, second, third) = (token(), token(), token());
+    let session = store
+        .create_session(ann.id, &first.hash(), DAY, &client())
+        .await
+        .expect("store");
+    assert!(matches!(
+        store
+            .rotate_refresh(&first.hash(), &second.hash(), DAY)
+            .await
+            .expect("store"),
+        Rotation::Rotated(_)
+    ));
+    // The spent token comes back: the session ends.
+    assert_eq!(
+        store
+            .rotate_refresh(&first.hash(), &third.hash(), DAY)
+            .await
+            .expect("store"),
+        Rotation::Reused {
+            session_id: session.id,
+            user_id: ann.id
+        }
+    );
+    let revoked = store
+        .get_session(session.id)
+        .await
+        .expect("store")
+        .expect("exists");
+    assert!(revoked.revoked_at.is_some());
+    // Its current token is dead too, and the failed attempt issued nothing.
+    assert_eq!(
+        store
+            .rotate_refresh(&second.hash(), &third.hash(), DAY)
+            .await
+            .expect("store"),
+        Rotation::Invalid
+    );
+    assert_eq!(
+        store
+            .rotate_refresh(&third.hash(), &token().hash(), DAY)
+            .await
+            .expect("store"),
+        Rotation::Invalid
+    );
+    // Replaying the spent token again still reports reuse (for the audit log).
+    assert!(matches!(
+        store
+            .rotate_refresh(&first.hash(), &token().hash(), DAY)
+            .await
+            .expect("store"),
+        Rotation::Reused { .. }
+    ));
+    let (listed, total) = store
+        .list_sessions(ann.id, PageRequest::default())
+        .await
+        .expect("store");
+    assert!(listed.is_empty());
+    assert_eq!(total, 0);
+}
+
+async fn check_concurrent_rotation_rotates_once(store: &AuthStore) {
+    let ann = user(store, "ann@example.com").await;
+    let first = token();
+    store
+        .create_session(ann.id, &first.hash(), DAY, &client())
+        .await
+        .expect("store");
+    let attempts: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, presented) = (store.clone(), first.hash());
+            tokio::spawn(async move {
+                store
+                    .rotate_refresh(&presented, &token().hash(), DAY)
+                    .await
+                    .expect("store")
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for attempt in attempts {
+        outcomes.push(attempt.await.expect("task"));
+    }
+    let rotated = outcomes
+        .iter()
+        .filter(|o| matches!(o, Rotation::Rotated(_)))
+        .count();
+    let reused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Rotation::Reused { .. }))
+        .count();
+    assert_eq!((rotated, reused), (1, 3), "{outcomes:?}");
+}
+
+async fn check_unknown_and_expired_tokens_are_invalid(store: &AuthStore) {
+    assert_eq!(
+        store
+            .rotate_refresh(&token().hash(), &token().hash(), DAY)
+            .await
+            .expect("store"),
+        Rotation::Invalid
+    );
+    let ann = user(store, "ann@example.com").await;
+    let first = token();
+    let session = store
+        .create_session(ann.id, &first.hash(), Duration::ZERO, &client())
+        .await
+        .expect("store");
+    assert_eq!(
+        store
+            .rotate_refresh(&first.hash(), &token().hash(), DAY)
+            .await
+            .expect("store"),
+        Rotation::Invalid
+    );
+    // Refused, not revoked: nothing happened to it.
+    let after = store
+        .get_session(session.id)
+        .await
+        .expect("store")
+        .expect("exists");
+    assert_eq!(after.revoked_at, None);
+    assert_eq!(after.expires_at, session.expires_at);
+}
+
+async fn check_revoke(store: &AuthStore) {
+    let ann = user(store, "ann@example.com").await;
+    let first = token();
+    let session = store
+        .create_session(ann.id, &first.hash(), DAY, &client())
+        .await
+        .expect("store");
+    assert!(store.revoke_session(session.id).await.expect("store"));
+    assert!(!store.revoke_session(session.id).await.expect("store"));
+    assert!(!store.revoke_session(Uuid::now_v7()).await.expect("store"));
+    let revoked = store
+        .get_session(session.id)
+        .await
+        .expect("store")
+        .expect("exists");
+    assert!(revoked.revoked_at.is_some());
+    assert!(!revoked.is_active(OffsetDateTime::now_utc()));
+    assert_eq!(
+        store
+            .rotate_refresh(&first.hash(), &token().hash(), DAY)
+            .await
+            .expect("store"),
+        Rotation::Invalid
+    );
+}
+
+async fn check_list_sessions(store: &AuthStore) {
+    let ann = user(store, "ann@example.com").await;
+    let bob = user(store, "bob@example.com").await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let s = store
+            .create_session(ann.id, &token().hash(), DAY, &client())
+            .await
+            .expect("store");
+        ids.push(s.id);
+    }
+    store
+        .create_session(bob.id, &token().hash(), DAY, &client())
+        .await
+        .expect("store");
+    // Expired and revoked sessions are not listed.
+    store
+        .create_session(ann.id, &token().hash(), Duration::ZERO, &client())
+        .await
+        .expect("store");
+    assert!(store.revoke_session(ids[0]).await.expect("store"));
+
+    let page = PageRequest { page: 1, limit: 3 };
+    let (first, total) = store.list_sessions(ann.id, page).await.expect("store");
+    assert_eq!(total, 4);
+    let listed: Vec<_> = first.iter().map(|s| s.id).collect();
+    assert_eq!(listed, vec![ids[4], ids[3], ids[2]], "newest first");
+    assert!(first.iter().all(|s| s.user_id == ann.id));
+    let (second, _) = store
+        .list_sessions(ann.id, PageRequest { page: 2, limit: 3 })
+        .await
+        .expect("store");
+    assert_eq!(
+        second.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
+    let (bobs, total) = store
+        .list_sessions(bob.id, PageRequest::default())
+        .await
+        .expect("store");
+    assert_eq!((bobs.len(), total), (1, 1));
+}
+
+async fn check_touch(store: &AuthStore) {
+    let ann = user(store, "ann@example.com").await;
+    let session = store
+        .create_session(ann.id, &token().hash(), DAY, &client())
+        .await
+        .expect("store");
+    // Within the granularity: nothing is written.
+    store
+        .touch_session(session.id, Duration::from_secs(60))
+        .await
+        .expect("store");
+    let same = store
+        .get_session(session.id)
+        .await
+        .expect("store")
+        .expect("exists");
+    assert_eq!(same.last_used_at, session.last_used_at);
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .touch_session(session.id, Duration::from_millis(1))
+        .await
+        .expect("store");
+    let touched = store
+        .get_session(session.id)
+        .await
+        .expect("store")
+        .expect("exists");
+    assert!(touched.last_used_at > session.last_used_at);
+}
+
+async fn check_grant_admin(store: &AuthStore) {
+    let root = email("root@example.com");
+    assert_eq!(
+        store.grant_admin(&root, None).await.expect("store"),
+        GrantAdmin::NoSuchUser
+    );
+    let created = store
+        .grant_admin(&root, Some((&name("Administrator"), HASH)))
+        .await
+        .expect("store");
+    let GrantAdmin::Created(admin) = created else {
+        panic!("not created: {created:?}");
+    };
+    assert_eq!(admin.role, Role::Admin);
+    assert_eq!(
+        store
+            .grant_admin(&root, Some((&name("Other"), "other-hash")))
+            .await
+            .expect("store"),
+        GrantAdmin::AlreadyAdmin(admin.clone())
+    );
+    // The existing admin's password was not touched.
+    let (_, hash) = store
+        .find_user_by_email(&root)
+        .await
+        .expect("store")
+        .expect("found");
+    assert_eq!(hash, HASH);
+
+    let ann = user(store, "ann@example.com").await;
+    let promoted = store
+        .grant_admin(&email("ann@example.com"), None)
+        .await
+        .expect("store");
+    let GrantAdmin::Promoted(promoted) = promoted else {
+        panic!("not promoted: {promoted:?}");
+    };
+    assert_eq!(promoted.id, ann.id);
+    assert_eq!(promoted.role, Role::Admin);
+    assert_eq!(
+        store
+            .find_user_by_id(ann.id)
+            .await
+            .expect("store")
+            .map(|u| u.role),
+        Some(Role::Admin)
+    );
+}
+
+async fn check_revoked_since_and_purge(store: &AuthStore) {
+    let ann = user(store, "ann@example.com").await;
+    let before = OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    let live = store
+        .create_session(ann.id, &token().hash(), DAY, &client())
+        .await
+        .expect("store");
+    let revoked = store
+        .create_session(ann.id, &token().hash(), DAY, &client())
+        .await
+        .expect("store");
+    let expired_token = token();
+    let expired = store
+        .create_session(ann.id, &expired_token.hash(), Duration::ZERO, &client())
+        .await
+        .expect("store");
+    assert!(store.revoke_session(revoked.id).await.expect("store"));
+
+    let recent = store.revoked_since(before).await.expect("store");
+    assert_eq!(
+        recent.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![revoked.id]
+    );
+    assert!(store
+        .revoked_since(OffsetDateTime::now_utc() + time::Duration::seconds(1))
+        .await
+        .expect("store")
+        .is_empty());
+
+    let purged = store
+        .purge_sessions(OffsetDateTime::now_utc())
+        .await
+        .expect("store");
+    assert_eq!(purged, 1);
+    assert_eq!(store.get_session(expired.id).await.expect("store"), None);
+    assert!(store.get_session(live.id).await.expect("store").is_some());
+    assert!(store
+        .get_session(revoked.id)
+        .await
+        .expect("store")
+        .is_some());
+    // Its refresh tokens went with it.
+    assert_eq!(
+        store
+            .rotate_refresh(&expired_token.hash(), &token().hash(), DAY)
+            .await
+            .expect("store"),
+        Rotation::Invalid
+    );
+}
+
+#[test]
+fn password_type_is_usable_from_outside() {
+    // The bootstrap CLI builds one from what it read.
+    assert!(Password::new("twelve chars").is_ok());
+}
