@@ -16,12 +16,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use actors::auth::TokenKeys;
 use actors::kv::{KvDependency, KvStore, MemoryKv, ReconnectingRedis, RedisSettings};
 use actors::service::{ServiceContext, StartError};
 use actors::storage::{Dependency, StorageSettings};
 
-use crate::config::{Config, RedisConfig};
+use crate::config::{Config, Environment, RedisConfig};
 use crate::http::admin::Admin;
+use crate::http::auth::Authenticator;
 use crate::http::edge::Cors;
 use crate::http::frontend::Frontend;
 use crate::http::probes::Probes;
@@ -45,6 +47,10 @@ pub enum AppError {
     Route(#[from] RouteError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The token keys cannot be had (a short secret, none in production, an
+    /// unreadable secret file): a configuration problem.
+    #[error(transparent)]
+    Keys(#[from] actors::auth::tokens::KeyError),
     #[error("cannot start the supervision tree: {0}")]
     Supervision(String),
 }
@@ -68,6 +74,12 @@ impl App {
         let mut starters = Vec::new();
         let mut dependencies: Vec<Arc<dyn Dependency>> = Vec::new();
         let kv = key_value_store(&config.redis).await;
+        let tokens = Arc::new(TokenKeys::load_or_create(
+            &config.data_dir,
+            Some(config.auth.jwt_secret.as_str()),
+            config.env == Environment::Production,
+            config.auth.token_settings(),
+        )?);
         if config.redis.url.is_empty() {
             tracing::info!("key-value store: in memory (this process only)");
         } else {
@@ -98,6 +110,7 @@ impl App {
                 },
                 default_currency: config.currency.clone(),
                 kv: kv.clone(),
+                tokens: tokens.clone(),
             };
             let started = (definition.start)(ctx).await?;
             for route in started.routes {
@@ -122,6 +135,7 @@ impl App {
         let frontend = Arc::new(Frontend::new(
             router,
             probes,
+            Authenticator::new(tokens.clone(), kv.clone()),
             RateLimiter::new(kv.clone(), &config.rate_limit),
             Cors::new(&config.cors),
             config.server.max_body_bytes,

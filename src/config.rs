@@ -32,6 +32,7 @@ pub struct Config {
     pub log: LogConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
+    pub auth: AuthConfig,
     pub cors: CorsConfig,
     pub rate_limit: RateLimitConfig,
     /// Per service, by name (`[services.orders]`).
@@ -126,6 +127,45 @@ impl Default for RedisConfig {
             connect_timeout: Duration::from_secs(5),
             key_prefix: "stageworks:".into(),
             memory_max_keys: 1_000_000,
+        }
+    }
+}
+
+/// Access tokens and the first admin.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HS256 key, at least 32 bytes. Empty in development: one is generated
+    /// into `<data_dir>/jwt-secret` (mode 0600) and kept; required in production.
+    pub jwt_secret: String,
+    pub issuer: String,
+    pub audience: String,
+    #[serde(with = "humantime_serde")]
+    pub access_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub refresh_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let tokens = actors::auth::TokenSettings::default();
+        Self {
+            jwt_secret: String::new(),
+            issuer: tokens.issuer,
+            audience: tokens.audience,
+            access_ttl: tokens.access_ttl,
+            refresh_ttl: tokens.refresh_ttl,
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn token_settings(&self) -> actors::auth::TokenSettings {
+        actors::auth::TokenSettings {
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            access_ttl: self.access_ttl,
+            refresh_ttl: self.refresh_ttl,
         }
     }
 }
@@ -265,6 +305,7 @@ impl Default for Config {
             log: LogConfig::default(),
             database: DatabaseConfig::default(),
             redis: RedisConfig::default(),
+            auth: AuthConfig::default(),
             cors: CorsConfig::default(),
             rate_limit: RateLimitConfig::default(),
             services: BTreeMap::new(),
@@ -422,6 +463,8 @@ impl Config {
             self.database.statement_timeout,
         );
         positive("redis.command_timeout".into(), self.redis.command_timeout);
+        positive("auth.access_ttl".into(), self.auth.access_ttl);
+        positive("auth.refresh_ttl".into(), self.auth.refresh_ttl);
         positive("redis.connect_timeout".into(), self.redis.connect_timeout);
         positive(
             "database.acquire_timeout".into(),
@@ -494,6 +537,18 @@ impl Config {
             if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
                 problems.push(format!("cors: `{header}` is not a header name"));
             }
+        }
+        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
+            problems.push("auth.jwt_secret: must be at least 32 bytes (generate one with `openssl rand -base64 48`)".into());
+        }
+        if self.env == Environment::Production && self.auth.jwt_secret.is_empty() {
+            problems.push(
+                "auth.jwt_secret: required when env = \"production\" (at least 32 bytes; STAGEWORKS__AUTH__JWT_SECRET)"
+                    .into(),
+            );
+        }
+        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
+            problems.push("auth.issuer, auth.audience: must not be empty".into());
         }
         if self.redis.pool_size == 0 {
             problems.push("redis.pool_size: must be at least 1".into());
@@ -584,6 +639,9 @@ impl Config {
         }
         shown.database.url = mask_password(&shown.database.url);
         shown.redis.url = mask_password(&shown.redis.url);
+        if !shown.auth.jwt_secret.is_empty() {
+            shown.auth.jwt_secret = "********".into();
+        }
         for service in shown.services.values_mut() {
             service.database_url = mask_password(&service.database_url);
         }
@@ -704,9 +762,22 @@ mod tests {
             config.redis.url = bad.into();
             assert!(invalid(&config)[0].starts_with("redis.url"), "{bad}");
         }
-        config.redis.url = "redis://:secret@cache:6379?protocol=resp2".into();
+        config.redis.url = "redis://:hunter3@cache:6379?protocol=resp2".into();
         config.validate(["orders"].into_iter()).unwrap();
-        assert!(!config.to_masked_toml().unwrap().contains("secret"));
+        assert!(!config.to_masked_toml().unwrap().contains("hunter3"));
+    }
+
+    #[test]
+    fn the_jwt_secret_is_checked_required_in_production_and_masked() {
+        let mut config = Config::default();
+        config.auth.jwt_secret = "too short".into();
+        assert!(invalid(&config)[0].starts_with("auth.jwt_secret"));
+        config.auth.jwt_secret = String::new();
+        config.env = Environment::Production;
+        assert!(invalid(&config)[0].starts_with("auth.jwt_secret"));
+        config.auth.jwt_secret = "a-production-secret-of-enough-bytes-0123456789".into();
+        config.validate(["orders"].into_iter()).unwrap();
+        assert!(!config.to_masked_toml().unwrap().contains("0123456789"));
     }
 
     #[test]

@@ -81,7 +81,10 @@ async fn serve(config: Config) -> ExitCode {
         Err(err) => {
             tracing::error!(error = %err, "stageworks failed to start");
             eprintln!("error: {err}");
-            ExitCode::FAILURE
+            match err {
+                stageworks::app::AppError::Keys(_) => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

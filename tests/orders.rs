@@ -19,7 +19,7 @@ async fn create_read_list_and_cancel_an_order() {
         .await;
     assert_eq!(created.status(), 201);
     let order: Value = created.json().await.unwrap();
-    assert_eq!(order["user_id"], ALICE);
+    assert_eq!(order["user_id"], app.user_id(ALICE));
     assert_eq!(order["amount"], 5000);
     assert_eq!(order["currency"], "EUR");
     assert_eq!(order["description"], "two tickets");
@@ -171,8 +171,25 @@ async fn the_caller_must_be_named() {
         .await
         .unwrap();
     expect_error(anonymous, 401, "UNAUTHENTICATED").await;
-    let bad = app.create_order("not-a-uuid", json!({"amount": 1})).await;
-    expect_error(bad, 401, "UNAUTHENTICATED").await;
+    let forged = app
+        .client
+        .post(app.url("/api/v1/orders"))
+        .bearer_auth("not.a.token")
+        .json(&json!({"amount": 1}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(forged, 401, "UNAUTHENTICATED").await;
+    // The stand-in header of the days before auth names nobody now.
+    let by_header = app
+        .client
+        .post(app.url("/api/v1/orders"))
+        .header("x-user-id", app.user_id(ALICE))
+        .json(&json!({"amount": 1}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(by_header, 401, "UNAUTHENTICATED").await;
 }
 
 #[tokio::test]

@@ -14,7 +14,8 @@ mod common;
 use common::{test_database_url, TestDatabase};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stageworks");
-const USER: &str = "0190d5e4-0000-7000-8000-0000000000aa";
+const EMAIL: &str = "carol@example.com";
+const PASSWORD: &str = "a long and secret passphrase";
 
 struct Running {
     child: Child,
@@ -83,12 +84,40 @@ fn terminate(mut running: Running) -> (std::process::ExitStatus, Vec<String>) {
         .unwrap();
     assert!(status.success());
     let exit = running.child.wait().unwrap();
-    let rest: Vec<String> = running.lines.try_iter().collect();
+    // Until the reader thread has seen the end of stdout.
+    let rest: Vec<String> = running.lines.iter().collect();
     (exit, rest)
 }
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Registers and signs in over HTTP: (access token, refresh token).
+async fn sign_in(addr: &str) -> (String, String) {
+    let registered = client()
+        .post(format!("http://{addr}/api/v1/auth/register"))
+        .json(&json!({"email": EMAIL, "password": PASSWORD, "name": "Carol"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let login: Value = client()
+        .post(format!("http://{addr}/api/v1/auth/login"))
+        .json(&json!({"email": EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = |name: &str| {
+        login[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("{login}"))
+            .to_owned()
+    };
+    (token("access_token"), token("refresh_token"))
 }
 
 /// Serving starts before the workers are up: wait for `/ready`.
@@ -113,9 +142,18 @@ async fn orders_survive_a_restart_and_sigterm_exits_cleanly() {
     let db = database().await;
     let first = start(data.path(), db.as_ref());
     wait_ready(&first.addr).await;
+    let (access, refresh) = sign_in(&first.addr).await;
+    let refreshed = client()
+        .post(format!("http://{}/api/v1/auth/refresh", first.addr))
+        .json(&json!({"refresh_token": refresh}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), 200);
+    let refreshed: Value = refreshed.json().await.unwrap();
     let created: Value = client()
         .post(format!("http://{}/api/v1/orders", first.addr))
-        .header("x-user-id", USER)
+        .bearer_auth(&access)
         .header("x-request-id", "persist-req-1")
         .json(&json!({"amount": 1234, "description": "kept"}))
         .send()
@@ -147,12 +185,30 @@ async fn orders_survive_a_restart_and_sigterm_exits_cleanly() {
     assert!(logs
         .iter()
         .any(|l| l.contains("stopping services in reverse start order")));
+    // The audit trail names the sign-in, and never a secret.
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("\"audit\":\"login\"") || l.contains("audit=login")),
+        "{logs:?}"
+    );
+    let secrets = [
+        PASSWORD,
+        access.as_str(),
+        refresh.as_str(),
+        refreshed["access_token"].as_str().unwrap(),
+        refreshed["refresh_token"].as_str().unwrap(),
+    ];
+    for line in &logs {
+        for secret in secrets {
+            assert!(!line.contains(secret), "a secret reached the logs: {line}");
+        }
+    }
 
     let second = start(data.path(), db.as_ref());
     wait_ready(&second.addr).await;
     let read: Value = client()
         .get(format!("http://{}/api/v1/orders/{id}", second.addr))
-        .header("x-user-id", USER)
+        .bearer_auth(&access)
         .send()
         .await
         .unwrap()

@@ -27,6 +27,8 @@ pub enum Role {
 pub struct Caller {
     pub user_id: Uuid,
     pub role: Role,
+    /// The session the caller's access token belongs to.
+    pub session_id: Option<Uuid>,
 }
 
 impl Caller {

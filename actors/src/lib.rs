@@ -12,7 +12,6 @@
 //! the configuration (`[services.<name>]`).
 
 pub mod api;
-pub mod auth;
 pub mod error;
 pub mod fault;
 pub mod idempotency;
@@ -32,4 +31,4 @@ macro_rules! services {
     };
 }
 
-services![orders];
+services![auth, orders];

@@ -26,6 +26,9 @@ pub struct ServiceContext {
     pub default_currency: String,
     /// The shared key-value store (memory, or Redis shared by replicas).
     pub kv: Arc<dyn KvStore>,
+    /// The keys access tokens are signed and verified with (the front-end
+    /// verifies with the same).
+    pub tokens: Arc<crate::auth::TokenKeys>,
 }
 
 /// A started service: the supervisor for the root to run, its routes, and the

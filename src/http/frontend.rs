@@ -9,19 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::Instrument;
-use uuid::Uuid;
 
-use actors::api::{Access, ApiRequest, Caller, RequestContext, Role, Route};
+use actors::api::{Access, ApiRequest, RequestContext, Route};
 use actors::fault::Fault;
 use actors::kv::RateDecision;
 use actors::ServiceError;
 use supervision::Admission;
 
+use super::auth::Authenticator;
 use super::edge::{self, Cors};
 use super::probes::Probes;
 use super::rate_limit::{self, RateLimiter};
@@ -44,6 +44,7 @@ const UNMATCHED: &str = "unmatched";
 pub struct Frontend {
     router: Router,
     probes: Probes,
+    auth: Authenticator,
     limiter: RateLimiter,
     cors: Cors,
     max_body_bytes: u64,
@@ -54,6 +55,7 @@ impl Frontend {
     pub fn new(
         router: Router,
         probes: Probes,
+        auth: Authenticator,
         limiter: RateLimiter,
         cors: Cors,
         max_body_bytes: u64,
@@ -62,6 +64,7 @@ impl Frontend {
         Self {
             router,
             probes,
+            auth,
             limiter,
             cors,
             max_body_bytes,
@@ -147,7 +150,7 @@ impl Frontend {
     async fn call_api(
         &self,
         route: &Route,
-        parts: http::request::Parts,
+        mut parts: http::request::Parts,
         body: Incoming,
         params: Vec<(String, String)>,
         from: Sender<'_>,
@@ -155,10 +158,15 @@ impl Frontend {
     ) -> Result<Response, ServiceError> {
         let request_id = from.request_id;
         let ip = self.limiter.client_ip(&parts.headers, from.peer);
+        // Services learn the client's address from the edge, never from the client.
+        parts.headers.insert(
+            HeaderName::from_static(actors::auth::routes::CLIENT_IP_HEADER),
+            HeaderValue::from_str(&ip.to_string()).map_err(ServiceError::internal)?,
+        );
         *quota = self.limiter.check_ip(route.limit, ip).await?;
         let caller = match route.access {
             Access::Public => None,
-            Access::User => Some(caller_from_headers(&parts.headers)?),
+            Access::User => Some(self.auth.caller(&parts.headers).await?),
         };
         if let Some(caller) = &caller {
             *quota = rate_limit::tighter(*quota, self.limiter.check_user(caller.user_id).await?);
@@ -213,22 +221,6 @@ impl Frontend {
             ))),
         }
     }
-}
-
-/// Until the auth service exists, the caller is named by `x-user-id`.
-fn caller_from_headers(headers: &http::HeaderMap) -> Result<Caller, ServiceError> {
-    let value = headers
-        .get("x-user-id")
-        .ok_or_else(|| ServiceError::Unauthenticated("missing x-user-id header".into()))?;
-    let user_id = value
-        .to_str()
-        .ok()
-        .and_then(|v| Uuid::parse_str(v).ok())
-        .ok_or_else(|| ServiceError::Unauthenticated("x-user-id must be a UUID".into()))?;
-    Ok(Caller {
-        user_id,
-        role: Role::User,
-    })
 }
 
 impl Handler for Frontend {

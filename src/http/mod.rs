@@ -2,6 +2,7 @@
 //! mapping, probes) and the admin listener, both served by [`server`].
 
 pub mod admin;
+pub mod auth;
 pub mod edge;
 pub mod frontend;
 pub mod probes;

@@ -19,8 +19,33 @@ use stageworks::app::App;
 use stageworks::config::{Config, ServiceConfig};
 use tempfile::TempDir;
 
-pub const ALICE: &str = "0190d5e4-0000-7000-8000-00000000a11c";
-pub const BOB: &str = "0190d5e4-0000-7000-8000-000000000b0b";
+/// Users every test app registers and signs in at start (see [`TestApp::as_user`]).
+pub const ALICE: &str = "alice@example.com";
+pub const BOB: &str = "bob@example.com";
+pub const PASSWORD: &str = "correct horse battery staple";
+/// Shared by every test app, so replicas accept each other's tokens.
+pub const JWT_SECRET: &str = "test-only-secret-that-is-long-enough-for-hs256";
+
+/// An access token signed with the test secret, for a user no database knows
+/// (for apps whose auth service cannot run).
+pub fn mint_token(user_id: uuid::Uuid) -> String {
+    let keys = actors::auth::TokenKeys::new(
+        JWT_SECRET.as_bytes(),
+        actors::auth::TokenSettings::default(),
+    )
+    .expect("test keys");
+    keys.issue_access(user_id, actors::api::Role::User, uuid::Uuid::now_v7())
+        .expect("a token")
+        .token
+}
+
+/// A signed-in test user.
+#[derive(Clone, Debug)]
+pub struct TestUser {
+    pub id: String,
+    pub access_token: String,
+    pub refresh_token: String,
+}
 
 /// The PostgreSQL server tests run against, if any.
 pub fn test_database_url() -> Option<String> {
@@ -109,6 +134,7 @@ pub struct TestApp {
     pub admin: String,
     pub client: reqwest::Client,
     pub admin_token: Option<String>,
+    pub users: std::collections::HashMap<&'static str, TestUser>,
     pub data: TempDir,
 }
 
@@ -120,6 +146,7 @@ pub fn test_config(data: &TempDir) -> Config {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.data_dir = data.path().to_owned();
+    config.auth.jwt_secret = JWT_SECRET.into();
     // Rate limits have tests of their own; the rest must not trip them.
     config.rate_limit.enabled = false;
     config.server.shutdown_timeout = Duration::from_secs(5);
@@ -167,7 +194,7 @@ pub async fn spawn_app_in(
         .expect("test config is valid");
     let admin_token = config.admin.token.clone();
     let app = App::start(config).await.expect("app starts");
-    let test_app = TestApp {
+    let mut test_app = TestApp {
         base: format!("http://{}", app.public_addr()),
         admin: format!("http://{}", app.admin_addr()),
         app: Some(app),
@@ -178,9 +205,15 @@ pub async fn spawn_app_in(
             .build()
             .expect("client"),
         admin_token,
+        users: std::collections::HashMap::new(),
         data,
     };
+    test_app.wait_for_status("auth", "running").await;
     test_app.wait_for_status("orders", "running").await;
+    for email in [ALICE, BOB] {
+        let user = test_app.sign_in(email).await;
+        test_app.users.insert(email, user);
+    }
     test_app
 }
 
@@ -193,15 +226,67 @@ impl TestApp {
         format!("{}{path}", self.admin)
     }
 
+    /// A request as one of the signed-in test users (their bearer token).
     pub fn as_user(
         &self,
         method: reqwest::Method,
         path: &str,
         user: &str,
     ) -> reqwest::RequestBuilder {
+        let token = &self
+            .users
+            .get(user)
+            .unwrap_or_else(|| panic!("{user} is not a test user"))
+            .access_token;
         self.client
             .request(method, self.url(path))
-            .header("x-user-id", user)
+            .bearer_auth(token)
+    }
+
+    /// A test user's id, as the API shows it.
+    pub fn user_id(&self, user: &str) -> &str {
+        &self.users[user].id
+    }
+
+    /// Registers `email` (an existing account is fine: replicas share one
+    /// database) and signs in.
+    pub async fn sign_in(&self, email: &str) -> TestUser {
+        let registered = self
+            .client
+            .post(self.url("/api/v1/auth/register"))
+            .json(&serde_json::json!({"email": email, "password": PASSWORD, "name": email}))
+            .send()
+            .await
+            .expect("register answers");
+        assert!(
+            registered.status() == 201 || registered.status() == 409,
+            "register {email}: {}",
+            registered.status()
+        );
+        let login: Value = self
+            .client
+            .post(self.url("/api/v1/auth/login"))
+            .json(&serde_json::json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .expect("login answers")
+            .json()
+            .await
+            .expect("login JSON");
+        TestUser {
+            id: login["user"]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("login {email}: {login}"))
+                .to_owned(),
+            access_token: login["access_token"]
+                .as_str()
+                .expect("access token")
+                .to_owned(),
+            refresh_token: login["refresh_token"]
+                .as_str()
+                .expect("refresh token")
+                .to_owned(),
+        }
     }
 
     /// A GET as `user`, answered with JSON.

@@ -41,7 +41,7 @@ pub use messages::AuthMsg;
 pub use revocation::is_session_revoked;
 pub use tokens::{AccessClaims, TokenError, TokenKeys, TokenSettings};
 
-use crate::service::{ServiceContext, StartError, StartedService};
+use crate::service::{ServiceContext, ServiceDefinition, StartError, StartedService};
 use crate::storage::StoreError;
 use actor::{AuthState, AuthWorker};
 use model::{DisplayName, Email, Password};
@@ -51,6 +51,16 @@ use store::{AuthStore, GrantAdmin};
 /// The service's name: its `[services.auth]` section, its database file
 /// (`auth.db`) or PostgreSQL schema (`auth`), its node in the tree.
 pub const NAME: &str = "auth";
+
+pub const SERVICE: ServiceDefinition = ServiceDefinition {
+    name: NAME,
+    start: |ctx| {
+        Box::pin(async move {
+            let keys = ctx.tokens.clone();
+            start_with(ctx, keys).await
+        })
+    },
+};
 
 /// How often expired idempotency keys and sessions are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);

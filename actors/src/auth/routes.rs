@@ -20,7 +20,7 @@ use super::messages::{AuthMsg, Registered, TokenPair};
 use super::model::{parse_single_string, role_str, ClientInfo, Credentials, NewUser};
 use super::revocation::is_session_revoked;
 use super::tokens::{RefreshToken, TokenKeys};
-use crate::api::{Access, ApiRequest, ApiResponse, Route};
+use crate::api::{LimitGroup, Access, ApiRequest, ApiResponse, Route};
 use crate::idempotency::IdempotencyKey;
 use crate::kv::KvStore;
 use crate::ServiceError;
@@ -56,13 +56,15 @@ pub fn routes(
             "/api/v1/auth/register",
             Access::Public,
             |c, r| Box::pin(register(c, r)),
-        ),
+        )
+        .limited_as(LimitGroup::Auth),
         route(
             Method::POST,
             "/api/v1/auth/login",
             Access::Public,
             |c, r| Box::pin(login(c, r)),
-        ),
+        )
+        .limited_as(LimitGroup::Auth),
         route(
             Method::POST,
             "/api/v1/auth/refresh",

@@ -53,6 +53,7 @@ async fn start() -> Service {
         storage: StorageSettings::default(),
         default_currency: "USD".into(),
         kv: kv.clone(),
+        tokens: keys.clone(),
     };
     let started = super::start_with(ctx, keys.clone()).await.expect("starts");
     let shared = started.starter.shared().clone();
@@ -120,6 +121,7 @@ impl Req {
         self.caller = Some(Caller {
             user_id: claims.user_id,
             role: claims.role,
+            session_id: Some(claims.session_id),
         });
         self.header("authorization", &format!("Bearer {access_token}"))
     }
