@@ -41,6 +41,9 @@ WARMUP=${WARMUP:-2s}
 SCENARIOS=${SCENARIOS:-hello live create-order get-order create-order-pg get-order-pg pgbench-insert}
 CONFIG=${CONFIG:-$repo/config.toml}
 BENCH_USER_ID=${BENCH_USER_ID:-0190a5c4-6a1e-7c3b-9f2d-5b8e4a7d1c20}
+# The account the order scenarios sign in as (created by the run).
+BENCH_EMAIL=${BENCH_EMAIL:-bench@example.com}
+BENCH_PASSWORD=${BENCH_PASSWORD:-bench-password-long-enough}
 SKIP_BUILD=${SKIP_BUILD:-}
 VERBOSE=${VERBOSE:-}
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
@@ -307,7 +310,7 @@ bench_pgbench() {
 # these variables, on free loopback ports; then creates the order that
 # get-order reads and checks that it reads back. Sets sw_addr[KIND] and
 # order_id[KIND].
-declare -A sw_addr order_id suffix=([sqlite]=get-order [pg]=get-order-pg)
+declare -A sw_addr order_id token suffix=([sqlite]=get-order [pg]=get-order-pg)
 start_stageworks() {
     local kind=$1 addr admin created code i log="$tmp/stageworks-$1.log"
     shift
@@ -327,11 +330,21 @@ start_stageworks() {
     wait_ready "stageworks ($kind)" "${pids[-1]}" "http://$addr/ready" "$log"
     echo "stageworks ($kind) on $addr (admin $admin, data $tmp/data-$kind)"
 
+    # A signed-in bench user: every order request carries its access token.
+    curl -sS --max-time 10 -o /dev/null -X POST -H 'content-type: application/json' \
+        -d "{\"email\": \"$BENCH_EMAIL\", \"password\": \"$BENCH_PASSWORD\", \"name\": \"Bench\"}" \
+        "http://$addr/api/v1/auth/register"
+    login=$(curl -sS --max-time 10 -X POST -H 'content-type: application/json' \
+        -d "{\"email\": \"$BENCH_EMAIL\", \"password\": \"$BENCH_PASSWORD\"}" \
+        "http://$addr/api/v1/auth/login")
+    token[$kind]=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["access_token"])' "$login") ||
+        die "login ($kind) failed: $login"
+
     # The order that get-order reads, made once beforehand (a 503 while a
     # worker is still starting is retried for 30 s).
     for ((i = 0; i < 60; i++)); do
         created=$(curl -sS --max-time 10 -w '\n%{http_code}' -X POST \
-            -H 'content-type: application/json' -H "x-user-id: $BENCH_USER_ID" \
+            -H 'content-type: application/json' -H "authorization: Bearer ${token[$kind]}" \
             -d '{"amount": 5000, "currency": "USD"}' "http://$addr/api/v1/orders")
         code=${created##*$'\n'}
         [[ $code == 503 ]] || break
@@ -340,7 +353,7 @@ start_stageworks() {
     [[ $code == 201 ]] || die "POST /api/v1/orders ($kind) answered $code: ${created%$'\n'*}; log: $(tail -n 20 "$log")"
     order_id[$kind]=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["id"])' "${created%$'\n'*}")
     code=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' \
-        -H "x-user-id: $BENCH_USER_ID" "http://$addr/api/v1/orders/${order_id[$kind]}")
+        -H "authorization: Bearer ${token[$kind]}" "http://$addr/api/v1/orders/${order_id[$kind]}")
     [[ $code == 200 ]] || die "GET /api/v1/orders/${order_id[$kind]} ($kind) answered $code"
     echo "order ${order_id[$kind]} created for ${suffix[$kind]}"
     sw_addr[$kind]=$addr
@@ -419,10 +432,10 @@ for s in $SCENARIOS; do
     case $s in
         hello) bench hello "http://$hello_addr/" ;;
         live) bench live "http://${sw_addr[sqlite]}/live" ;;
-        create-order) bench create-order "http://${sw_addr[sqlite]}/api/v1/orders" -s "$repo/bench/create_order.lua" ;;
-        get-order) bench get-order "http://${sw_addr[sqlite]}/api/v1/orders/${order_id[sqlite]}" -H "x-user-id: $BENCH_USER_ID" ;;
-        create-order-pg) bench create-order-pg "http://${sw_addr[pg]}/api/v1/orders" -s "$repo/bench/create_order.lua" ;;
-        get-order-pg) bench get-order-pg "http://${sw_addr[pg]}/api/v1/orders/${order_id[pg]}" -H "x-user-id: $BENCH_USER_ID" ;;
+        create-order) bench create-order "http://${sw_addr[sqlite]}/api/v1/orders" -s "$repo/bench/create_order.lua" -H "authorization: Bearer ${token[sqlite]}" ;;
+        get-order) bench get-order "http://${sw_addr[sqlite]}/api/v1/orders/${order_id[sqlite]}" -H "authorization: Bearer ${token[sqlite]}" ;;
+        create-order-pg) bench create-order-pg "http://${sw_addr[pg]}/api/v1/orders" -s "$repo/bench/create_order.lua" -H "authorization: Bearer ${token[pg]}" ;;
+        get-order-pg) bench get-order-pg "http://${sw_addr[pg]}/api/v1/orders/${order_id[pg]}" -H "authorization: Bearer ${token[pg]}" ;;
         pgbench-insert) bench_pgbench pgbench-insert ;;
     esac
 done
