@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use actors::auth::TokenKeys;
 use actors::kv::{KvDependency, KvStore, MemoryKv, ReconnectingRedis, RedisSettings};
 use actors::service::{ServiceContext, StartError};
-use actors::storage::{Dependency, StorageSettings};
+use actors::storage::Dependency;
 
 use crate::config::{Config, Environment, RedisConfig};
 use crate::http::admin::Admin;
@@ -100,14 +100,7 @@ impl App {
                 workers: settings.workers,
                 call_timeout: settings.call_timeout,
                 data_dir: config.data_dir.clone(),
-                storage: StorageSettings {
-                    url: config.database_url(definition.name),
-                    busy_timeout: config.database.busy_timeout,
-                    read_connections: config.database.read_connections,
-                    max_connections: config.database.max_connections,
-                    acquire_timeout: config.database.acquire_timeout,
-                    statement_timeout: config.database.statement_timeout,
-                },
+                storage: config.storage(definition.name),
                 default_currency: config.currency.clone(),
                 kv: kv.clone(),
                 tokens: tokens.clone(),

@@ -619,6 +619,18 @@ impl Config {
         }
     }
 
+    /// The storage settings of a service (its database: SQLite or PostgreSQL).
+    pub fn storage(&self, service: &str) -> actors::storage::StorageSettings {
+        actors::storage::StorageSettings {
+            url: self.database_url(service),
+            busy_timeout: self.database.busy_timeout,
+            read_connections: self.database.read_connections,
+            max_connections: self.database.max_connections,
+            acquire_timeout: self.database.acquire_timeout,
+            statement_timeout: self.database.statement_timeout,
+        }
+    }
+
     /// The database URL a service uses: its own, else the shared one; `None`
     /// means SQLite.
     pub fn database_url(&self, service: &str) -> Option<String> {

@@ -37,6 +37,23 @@ enum Command {
     CheckConfig,
     /// Exit 0 if the local /live answers 200 (for container health checks).
     Healthcheck,
+    /// Manage users directly in the auth service's database.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an admin (or promote an existing user): how a fresh install gets
+    /// its first admin. The password is prompted for on a terminal, else read
+    /// from the first line of standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Grant the admin role (required: plain users sign up over HTTP).
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 const DEFAULT_CONFIG: &str = "config.toml";
@@ -63,6 +80,9 @@ fn main() -> ExitCode {
         Command::Serve => runtime.block_on(serve(config)),
         Command::CheckConfig => check_config(&config),
         Command::Healthcheck => runtime.block_on(healthcheck(config.server.listen)),
+        Command::User(UserCommand::Create { email, admin }) => {
+            runtime.block_on(create_admin(&config, &email, admin))
+        }
     }
 }
 
@@ -135,4 +155,78 @@ async fn get_status(url: &str) -> Result<u16, Box<dyn std::error::Error + Send +
         Client::builder(TokioExecutor::new()).build_http();
     let response = client.get(url.parse()?).await?;
     Ok(response.status().as_u16())
+}
+
+/// `stageworks user create --email … --admin`.
+async fn create_admin(config: &Config, email: &str, admin: bool) -> ExitCode {
+    use actors::auth::model::{Email, Password};
+    use actors::auth::store::{AuthStore, GrantAdmin};
+    if !admin {
+        eprintln!("error: only admins are created here (--admin); users sign up with POST /api/v1/auth/register");
+        return ExitCode::from(2);
+    }
+    let email = match Email::parse(email) {
+        Ok(email) => email,
+        Err(problem) => {
+            eprintln!("error: --email: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let password = match read_password() {
+        Ok(password) => password,
+        Err(err) => {
+            eprintln!("error: cannot read the password: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let password = match Password::new(&password) {
+        Ok(password) => password,
+        Err(problem) => {
+            eprintln!("error: password: {problem}");
+            return ExitCode::from(2);
+        }
+    };
+    let store = match AuthStore::open(
+        &config.data_dir,
+        &config.storage(actors::auth::NAME),
+        Duration::from_secs(10),
+    )
+    .await
+    {
+        Ok(store) => store,
+        Err(err) => {
+            eprintln!("error: cannot open the auth database: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match actors::auth::ensure_admin(&store, &email, Some(password)).await {
+        Ok(GrantAdmin::Created(user)) => println!("created admin {} ({})", user.email, user.id),
+        Ok(GrantAdmin::Promoted(user)) => println!(
+            "{} ({}) is now an admin; the password is unchanged",
+            user.email, user.id
+        ),
+        Ok(GrantAdmin::AlreadyAdmin(user)) => {
+            println!("{} ({}) is already an admin", user.email, user.id)
+        }
+        Ok(GrantAdmin::NoSuchUser) => {
+            eprintln!("error: no such user");
+            return ExitCode::FAILURE;
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// A password prompted for without echo on a terminal, else the first line of stdin.
+fn read_password() -> std::io::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    if std::io::stdin().is_terminal() {
+        return rpassword::prompt_password("password for the admin: ");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }

@@ -315,3 +315,91 @@ async fn healthcheck_exits_0_only_when_live_answers() {
         .unwrap();
     assert_eq!(unhealthy.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn a_fresh_install_gets_its_first_admin_from_the_command_line() {
+    use std::io::Write;
+    let data = tempfile::tempdir().unwrap();
+    let db = database().await;
+    let admin_password = "the first admin's passphrase";
+    let mut create = command(data.path());
+    if let Some(db) = &db {
+        create.env("STAGEWORKS__DATABASE__URL", &db.url);
+    }
+    let mut child = create
+        .args(["user", "create", "--email", "root@example.com", "--admin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{admin_password}").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("created admin root@example.com"));
+
+    let running = start(data.path(), db.as_ref());
+    wait_ready(&running.addr).await;
+    let (user_token, _) = sign_in(&running.addr).await;
+    let order: Value = client()
+        .post(format!("http://{}/api/v1/orders", running.addr))
+        .bearer_auth(&user_token)
+        .json(&json!({"amount": 42}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let login: Value = client()
+        .post(format!("http://{}/api/v1/auth/login", running.addr))
+        .json(&json!({"email": "root@example.com", "password": admin_password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(login["user"]["role"], "admin");
+    let admin_token = login["access_token"].as_str().unwrap();
+    // Owner-or-admin: the admin reads the user's order and sees every order.
+    let read = client()
+        .get(format!(
+            "http://{}/api/v1/orders/{}",
+            running.addr,
+            order["id"].as_str().unwrap()
+        ))
+        .bearer_auth(admin_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let all: Value = client()
+        .get(format!("http://{}/api/v1/orders", running.addr))
+        .bearer_auth(admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["pagination"]["total"], 1);
+    let (exit, _) = terminate(running);
+    assert!(exit.success());
+
+    // A short password is refused before anything is written.
+    let mut again = command(data.path())
+        .args(["user", "create", "--email", "other@example.com", "--admin"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(again.stdin.take().unwrap(), "short").unwrap();
+    let refused = again.wait_with_output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("password"));
+}
