@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use actors::auth::TokenKeys;
-use actors::kv::{KvDependency, KvStore, MemoryKv, ReconnectingRedis, RedisSettings};
+use actors::kv::{KvDependency, KvStore, MemoryKv, RateLimit, ReconnectingRedis, RedisSettings};
 use actors::service::{ServiceContext, StartError};
 use actors::storage::Dependency;
 
@@ -104,6 +104,12 @@ impl App {
                 default_currency: config.currency.clone(),
                 kv: kv.clone(),
                 tokens: tokens.clone(),
+                per_email_limit: config.rate_limit.enabled.then(|| {
+                    RateLimit::new(
+                        config.rate_limit.auth_email.requests,
+                        config.rate_limit.auth_email.per,
+                    )
+                }),
             };
             let started = (definition.start)(ctx).await?;
             for route in started.routes {

@@ -243,6 +243,8 @@ pub struct RateLimitConfig {
     pub api: LimitConfig,
     /// Per client IP, sign-up and sign-in (stricter).
     pub auth: LimitConfig,
+    /// Per email, sign-in attempts (guessing spread over many addresses).
+    pub auth_email: LimitConfig,
     /// Per authenticated user.
     pub user: LimitConfig,
 }
@@ -259,6 +261,10 @@ impl Default for RateLimitConfig {
             },
             auth: LimitConfig {
                 requests: 20,
+                per: fifteen_minutes,
+            },
+            auth_email: LimitConfig {
+                requests: 5,
                 per: fifteen_minutes,
             },
             user: LimitConfig {
@@ -496,6 +502,7 @@ impl Config {
         for (key, limit) in [
             ("rate_limit.api", self.rate_limit.api),
             ("rate_limit.auth", self.rate_limit.auth),
+            ("rate_limit.auth_email", self.rate_limit.auth_email),
             ("rate_limit.user", self.rate_limit.user),
         ] {
             if limit.requests == 0 {

@@ -291,3 +291,36 @@ async fn each_user_has_a_limit_of_their_own() {
         "the tighter of his IP and user quotas"
     );
 }
+
+#[tokio::test]
+async fn sign_in_attempts_are_limited_per_email_whatever_the_address() {
+    let app = spawn_app_with(|c| {
+        limit(c, 100, Duration::from_secs(60));
+        c.rate_limit.auth.requests = 100;
+        c.rate_limit.auth_email = stageworks::config::LimitConfig {
+            requests: 3,
+            per: Duration::from_secs(60),
+        };
+        c.rate_limit.trusted_proxy_hops = 1;
+    })
+    .await;
+    // Alice signed in once when the app started; two more guesses from
+    // other addresses use up her email's quota.
+    let attempt = |email: &'static str, from: &'static str| {
+        app.client
+            .post(app.url("/api/v1/auth/login"))
+            .header("x-forwarded-for", from)
+            .json(&json!({"email": email, "password": "a wrong guess, long enough"}))
+            .send()
+    };
+    assert_eq!(attempt(ALICE, "1.1.1.1").await.unwrap().status(), 401);
+    assert_eq!(attempt(ALICE, "2.2.2.2").await.unwrap().status(), 401);
+    let refused = attempt(ALICE, "3.3.3.3").await.unwrap();
+    assert!(refused.headers().contains_key("retry-after"));
+    expect_error(refused, 429, "RATE_LIMITED").await;
+    assert_eq!(
+        attempt(BOB, "3.3.3.3").await.unwrap().status(),
+        401,
+        "Bob's email has its own quota"
+    );
+}

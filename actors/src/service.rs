@@ -26,6 +26,9 @@ pub struct ServiceContext {
     pub default_currency: String,
     /// The shared key-value store (memory, or Redis shared by replicas).
     pub kv: Arc<dyn KvStore>,
+    /// Sign-in attempts allowed per email (`rate_limit.auth_email`); `None`
+    /// when rate limiting is off.
+    pub per_email_limit: Option<crate::kv::RateLimit>,
     /// The keys access tokens are signed and verified with (the front-end
     /// verifies with the same).
     pub tokens: Arc<crate::auth::TokenKeys>,

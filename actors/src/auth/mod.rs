@@ -98,7 +98,7 @@ pub async fn start_with(
     );
     Ok(StartedService {
         starter,
-        routes: routes::routes(handle, keys, ctx.kv.clone()),
+        routes: routes::routes(handle, keys, ctx.kv.clone(), ctx.per_email_limit),
         dependencies: vec![store.dependency()],
     })
 }

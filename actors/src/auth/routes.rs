@@ -17,12 +17,12 @@ use time::format_description::well_known::Rfc3339;
 use uuid::Uuid;
 
 use super::messages::{AuthMsg, Registered, TokenPair};
-use super::model::{parse_single_string, role_str, ClientInfo, Credentials, NewUser};
+use super::model::{parse_single_string, role_str, ClientInfo, Credentials, Email, NewUser};
 use super::revocation::is_session_revoked;
 use super::tokens::{RefreshToken, TokenKeys};
 use crate::api::{LimitGroup, Access, ApiRequest, ApiResponse, Route};
 use crate::idempotency::IdempotencyKey;
-use crate::kv::KvStore;
+use crate::kv::{KvStore, RateLimit};
 use crate::ServiceError;
 
 /// Where the front-end puts the client's address (the peer, or the
@@ -35,15 +35,22 @@ struct Ctx {
     auth: ServiceHandle<AuthMsg>,
     keys: Arc<TokenKeys>,
     kv: Arc<dyn KvStore>,
+    per_email: Option<RateLimit>,
 }
 
 pub fn routes(
     auth: ServiceHandle<AuthMsg>,
     keys: Arc<TokenKeys>,
     kv: Arc<dyn KvStore>,
+    per_email: Option<RateLimit>,
 ) -> Vec<Route> {
     let shared = auth.shared().clone();
-    let ctx = Ctx { auth, keys, kv };
+    let ctx = Ctx {
+        auth,
+        keys,
+        kv,
+        per_email,
+    };
     let route = |method: Method, path: &'static str, access: Access, handler: Handler| {
         let ctx = ctx.clone();
         Route::new(method, path, access, shared.clone(), move |req| {
@@ -191,6 +198,7 @@ async fn register(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError
 async fn login(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
     let body = req.json_object()?;
     let credentials = Credentials::parse(&body).map_err(ServiceError::Validation)?;
+    limit_per_email(&ctx, &credentials.email).await?;
     let client = client_info(&req);
     let req_ctx = req.ctx;
     let pair: TokenPair = ctx
@@ -203,6 +211,30 @@ async fn login(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
         })
         .await??;
     Ok(no_store(ApiResponse::json(StatusCode::OK, &pair)?))
+}
+
+/// Sign-in attempts per email, across every client address (password
+/// guessing spread over many IPs). A store that cannot answer lets the attempt
+/// through, as the edge's limits do.
+async fn limit_per_email(ctx: &Ctx, email: &Email) -> Result<(), ServiceError> {
+    let Some(limit) = ctx.per_email else {
+        return Ok(());
+    };
+    match ctx.kv.rate_limit(&format!("rl:email:{}", email.as_str()), limit).await {
+        Ok(decision) if decision.allowed => Ok(()),
+        Ok(decision) => {
+            tracing::info!(audit = "login_rate_limited", "sign-in attempts for one email over the limit");
+            Err(ServiceError::RateLimited {
+                retry_after: decision.retry_after,
+                limit: decision.limit,
+                reset_after: decision.reset_after,
+            })
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "per-email limit store unavailable; letting the attempt through");
+            Ok(())
+        }
+    }
 }
 
 async fn refresh(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError> {

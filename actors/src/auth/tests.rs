@@ -54,6 +54,7 @@ async fn start() -> Service {
         default_currency: "USD".into(),
         kv: kv.clone(),
         tokens: keys.clone(),
+        per_email_limit: None,
     };
     let started = super::start_with(ctx, keys.clone()).await.expect("starts");
     let shared = started.starter.shared().clone();
