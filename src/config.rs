@@ -131,7 +131,7 @@ impl Default for RedisConfig {
     }
 }
 
-/// Access tokens and the first admin.
+/// Access tokens: the signing key and the claims' issuer, audience and lifetimes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
@@ -553,6 +553,12 @@ impl Config {
                 "auth.jwt_secret: required when env = \"production\" (at least 32 bytes; STAGEWORKS__AUTH__JWT_SECRET)"
                     .into(),
             );
+        }
+        if self.auth.access_ttl < Duration::from_secs(1) {
+            problems.push("auth.access_ttl: must be at least 1s".into());
+        }
+        if self.auth.refresh_ttl < self.auth.access_ttl {
+            problems.push("auth.refresh_ttl: must not be shorter than auth.access_ttl".into());
         }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             problems.push("auth.issuer, auth.audience: must not be empty".into());

@@ -76,7 +76,10 @@ impl Cors {
     }
 
     fn allowed_origin<'a>(&self, request: &'a HeaderMap) -> Option<&'a HeaderValue> {
-        let origin = request.get(ORIGIN)?;
+        self.allows(request.get(ORIGIN)?)
+    }
+
+    fn allows<'a>(&self, origin: &'a HeaderValue) -> Option<&'a HeaderValue> {
         let text = origin.to_str().ok()?;
         (self.any_origin || self.origins.iter().any(|o| o == text)).then_some(origin)
     }
@@ -146,10 +149,13 @@ impl Cors {
         answer
     }
 
-    /// Grants an allowed origin access to an actual response.
-    pub fn decorate(&self, request: &HeaderMap, response: &mut HeaderMap) {
-        response.append(VARY, HeaderValue::from_static("origin"));
-        let Some(origin) = self.allowed_origin(request) else {
+    /// Grants an allowed origin access to an actual response. Every answer
+    /// varies by origin, so a shared cache never hands one origin's copy to another.
+    pub fn decorate(&self, origin: Option<&HeaderValue>, response: &mut HeaderMap) {
+        if !response.contains_key(VARY) {
+            response.insert(VARY, HeaderValue::from_static("origin"));
+        }
+        let Some(origin) = origin.and_then(|o| self.allows(o)) else {
             return;
         };
         response.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());

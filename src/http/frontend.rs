@@ -228,20 +228,14 @@ impl Handler for Frontend {
         let started = Instant::now();
         let request_id = request_id::from_headers(req.headers());
         let method = req.method().clone();
-        let request_headers_for_cors = req
-            .headers()
-            .get(http::header::ORIGIN)
-            .is_some()
-            .then(|| req.headers().clone());
+        let origin = req.headers().get(http::header::ORIGIN).cloned();
         let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %req.uri().path());
         let (pattern, mut response) = self
             .dispatch(req, peer, &request_id)
             .instrument(span.clone())
             .await;
         edge::secure(response.headers_mut());
-        if let Some(request_headers) = &request_headers_for_cors {
-            self.cors.decorate(request_headers, response.headers_mut());
-        }
+        self.cors.decorate(origin.as_ref(), response.headers_mut());
         if let Ok(value) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(request_id::HEADER, value);
         }
