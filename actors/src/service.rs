@@ -54,6 +54,25 @@ pub enum StartError {
 
 pub type StartFn = fn(ServiceContext) -> BoxFuture<'static, Result<StartedService, StartError>>;
 
+/// Sends a worker's reply; an internal error is also the worker's failure
+/// (returned for the supervisor), so that a broken dependency trips the
+/// service's circuit instead of failing request by request.
+pub fn respond<T>(
+    reply: ractor::RpcReplyPort<Result<T, crate::ServiceError>>,
+    result: Result<T, crate::ServiceError>,
+) -> Result<(), supervision::BoxError> {
+    let failure = match &result {
+        Err(crate::ServiceError::Internal(detail)) => Some(detail.clone()),
+        _ => None,
+    };
+    // The caller may have timed out and gone: nothing left to tell it.
+    let _ = reply.send(result);
+    match failure {
+        Some(detail) => Err(detail.into()),
+        None => Ok(()),
+    }
+}
+
 /// A registered service.
 #[derive(Clone, Copy)]
 pub struct ServiceDefinition {

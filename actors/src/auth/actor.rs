@@ -16,7 +16,7 @@ use supervision::{BoxError, WorkerHandler};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::messages::{AuthMsg, Registered, Reply, TokenPair};
+use super::messages::{AuthMsg, Registered, TokenPair};
 use super::model::{ClientInfo, Credentials, NewUser, Session, User};
 use super::password::{self, PasswordError};
 use super::revocation::{revocation_ttl, revoke_session_tokens};
@@ -27,6 +27,7 @@ use crate::fault::Fault;
 use crate::idempotency::{Claim, IdempotencyKey};
 use crate::kv::KvStore;
 use crate::storage::StoreError;
+use crate::service::respond;
 use crate::ServiceError;
 
 /// The one message for every failed login, so that a wrong password and an
@@ -130,21 +131,6 @@ impl WorkerHandler for AuthWorker {
                 reply,
             } => respond(reply, revoke_session(state, &ctx, &caller, id).await),
         }
-    }
-}
-
-/// Sends the reply; an internal error is also this worker's failure, so that a
-/// broken dependency trips the circuit instead of failing request by request.
-fn respond<T>(reply: Reply<T>, result: Result<T, ServiceError>) -> Result<(), BoxError> {
-    let failure = match &result {
-        Err(ServiceError::Internal(detail)) => Some(detail.clone()),
-        _ => None,
-    };
-    // The caller may have timed out and gone: nothing left to tell it.
-    let _ = reply.send(result);
-    match failure {
-        Some(detail) => Err(detail.into()),
-        None => Ok(()),
     }
 }
 

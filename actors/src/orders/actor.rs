@@ -4,13 +4,14 @@
 
 use supervision::{BoxError, WorkerHandler};
 
-use super::messages::{Created, OrdersMsg, Reply};
+use super::messages::{Created, OrdersMsg};
 use super::model::NewOrder;
 use super::store::{CancelOutcome, OrdersStore};
 use crate::api::{Caller, Page, RequestContext};
 use crate::fault::Fault;
 use crate::idempotency::{Claim, IdempotencyKey};
 use crate::storage::StoreError;
+use crate::service::respond;
 use crate::ServiceError;
 
 pub struct OrdersWorker;
@@ -78,21 +79,6 @@ impl WorkerHandler for OrdersWorker {
                 reply,
             } => respond(reply, cancel(store, &ctx, &caller, id).await),
         }
-    }
-}
-
-/// Sends the reply; an internal error is also this worker's failure, so that a
-/// broken dependency trips the circuit instead of failing request by request.
-fn respond<T>(reply: Reply<T>, result: Result<T, ServiceError>) -> Result<(), BoxError> {
-    let failure = match &result {
-        Err(ServiceError::Internal(detail)) => Some(detail.clone()),
-        _ => None,
-    };
-    // The caller may have timed out and gone: nothing left to tell it.
-    let _ = reply.send(result);
-    match failure {
-        Some(detail) => Err(detail.into()),
-        None => Ok(()),
     }
 }
 
