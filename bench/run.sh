@@ -38,12 +38,13 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 WARMUP=${WARMUP:-2s}
-SCENARIOS=${SCENARIOS:-hello live create-order get-order create-order-pg get-order-pg pgbench-insert}
+SCENARIOS=${SCENARIOS:-hello live create-order get-order login create-order-pg get-order-pg pgbench-insert}
 CONFIG=${CONFIG:-$repo/config.toml}
 BENCH_USER_ID=${BENCH_USER_ID:-0190a5c4-6a1e-7c3b-9f2d-5b8e4a7d1c20}
 # The account the order scenarios sign in as (created by the run).
 BENCH_EMAIL=${BENCH_EMAIL:-bench@example.com}
 BENCH_PASSWORD=${BENCH_PASSWORD:-bench-password-long-enough}
+export BENCH_EMAIL BENCH_PASSWORD # read by bench/login.lua
 SKIP_BUILD=${SKIP_BUILD:-}
 VERBOSE=${VERBOSE:-}
 PG_ADMIN_URL=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
@@ -118,10 +119,10 @@ want_pgbench="" # pgbench
 for s in $SCENARIOS; do
     case $s in
         hello) want_hello=1 ;;
-        live | create-order | get-order) want_sqlite=1 ;;
+        live | create-order | get-order | login) want_sqlite=1 ;;
         create-order-pg | get-order-pg) want_pg=1 ;;
         pgbench-insert) want_pgbench=1 ;;
-        *) die "unknown scenario '$s' (hello, live, create-order, get-order, create-order-pg, get-order-pg, pgbench-insert)" ;;
+        *) die "unknown scenario '$s' (hello, live, create-order, get-order, login, create-order-pg, get-order-pg, pgbench-insert)" ;;
     esac
 done
 # pgbench-insert reads its -c from stageworks' configuration: it needs the binary.
@@ -433,6 +434,7 @@ for s in $SCENARIOS; do
         hello) bench hello "http://$hello_addr/" ;;
         live) bench live "http://${sw_addr[sqlite]}/live" ;;
         create-order) bench create-order "http://${sw_addr[sqlite]}/api/v1/orders" -s "$repo/bench/create_order.lua" -H "authorization: Bearer ${token[sqlite]}" ;;
+        login) bench login "http://${sw_addr[sqlite]}/api/v1/auth/login" -s "$repo/bench/login.lua" ;;
         get-order) bench get-order "http://${sw_addr[sqlite]}/api/v1/orders/${order_id[sqlite]}" -H "authorization: Bearer ${token[sqlite]}" ;;
         create-order-pg) bench create-order-pg "http://${sw_addr[pg]}/api/v1/orders" -s "$repo/bench/create_order.lua" -H "authorization: Bearer ${token[pg]}" ;;
         get-order-pg) bench get-order-pg "http://${sw_addr[pg]}/api/v1/orders/${order_id[pg]}" -H "authorization: Bearer ${token[pg]}" ;;
@@ -467,6 +469,7 @@ bare="%.0f%% of the bare server's requests/s"
 ratio live hello "$bare"
 ratio get-order hello "$bare"
 ratio create-order hello "$bare"
+ratio login hello "$bare"
 ratio get-order-pg hello "$bare"
 ratio create-order-pg hello "$bare"
 ratio create-order-pg pgbench-insert "%.0f%% of pgbench's single-row INSERTs with as many connections; the aim is at least 80%%"
