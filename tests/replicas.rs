@@ -2,9 +2,10 @@
 //! through one is read through the other, and an idempotency key holds across
 //! both (the same key sent to both creates one order).
 //!
-//! Runs against `STAGEWORKS_TEST_DATABASE_URL`, or the machine's PostgreSQL
-//! (127.0.0.1:5432, database `test`) when that is not set: replicas need a
-//! shared server, SQLite files are one process's.
+//! Runs against `STAGEWORKS_TEST_DATABASE_URL` and `STAGEWORKS_TEST_REDIS_URL`,
+//! or the machine's PostgreSQL (127.0.0.1:5432, database `test`) and Redis
+//! (127.0.0.1:6379) when those are not set: replicas need shared servers,
+//! SQLite files and the in-memory store are one process's.
 
 mod common;
 
@@ -13,18 +14,24 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+const LOCAL_REDIS: &str = "redis://127.0.0.1:6379";
 
 async fn two_replicas() -> (TestApp, TestApp) {
     let admin = common::test_database_url().unwrap_or_else(|| LOCAL_POSTGRES.to_owned());
     let database = TestDatabase::create(&admin).await;
-    let replica = |database: Option<TestDatabase>, url: String| async move {
-        let data = tempfile::tempdir().unwrap();
-        let mut config = test_config(&data);
-        config.database.url = url;
-        if let Some(redis) = common::test_redis_url() {
-            config.redis.url = redis;
+    // One deployment: both replicas use the same key prefix in Redis.
+    let prefix = format!("stageworks-test:{}:", uuid::Uuid::now_v7().simple());
+    let replica = |database: Option<TestDatabase>, url: String| {
+        let prefix = prefix.clone();
+        async move {
+            let data = tempfile::tempdir().unwrap();
+            let mut config = test_config(&data);
+            config.database.url = url;
+            // Revocations and limits are shared through Redis between replicas.
+            config.redis.url = common::test_redis_url().unwrap_or_else(|| LOCAL_REDIS.to_owned());
+            config.redis.key_prefix = prefix;
+            spawn_app_in(config, data, database).await
         }
-        spawn_app_in(config, data, database).await
     };
     let url = database.url.clone();
     // The database lives with the first replica; dropping it ends the other
@@ -117,4 +124,32 @@ async fn an_idempotency_key_holds_across_replicas() {
     assert_eq!(bobs["pagination"]["total"], 1);
     let alices = two.get_json("/api/v1/orders", ALICE).await;
     assert_eq!(alices["pagination"]["total"], 1);
+}
+
+#[tokio::test]
+async fn a_logout_on_one_replica_ends_the_token_on_the_other_at_once() {
+    let (one, two) = two_replicas().await;
+    let token = &one.users[ALICE].access_token;
+    let on_two = || {
+        two.client
+            .get(two.url("/api/v1/auth/me"))
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(
+        on_two().await.unwrap().status(),
+        200,
+        "replicas accept each other's tokens"
+    );
+    let out = one
+        .as_user(Method::POST, "/api/v1/auth/logout", ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    assert_eq!(
+        on_two().await.unwrap().status(),
+        401,
+        "the revocation reached the other replica"
+    );
 }
