@@ -619,13 +619,16 @@ async fn start_redis_server(port: u16) -> std::process::Child {
 
 /// fred re-establishes a lost connection by itself: while the server is
 /// down calls fail as unavailable within the command timeout, and once it
-/// is back they succeed again with no action from the caller. Needs the
-/// `redis-server` binary (it kills and restarts its own server), hence
-/// ignored by default: `cargo test -p actors --test kv_contract -- --ignored`.
+/// is back they succeed again with no action from the caller. Starts, kills
+/// and restarts its own `redis-server` on a free port (the binary comes with
+/// the machine's Redis, which the contract tests need anyway).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "starts and kills its own redis-server"]
 async fn redis_reconnects_after_the_server_restarts() {
-    let port = 6391;
+    // A port nobody listens on: this test's own server, whatever else runs.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
     let mut server = start_redis_server(port).await;
     let settings = RedisSettings {
         url: format!("redis://127.0.0.1:{port}"),
