@@ -141,7 +141,7 @@ impl Probes {
                 name: s.name().to_owned(),
                 status: s.status(),
                 circuit: s.circuit_state().as_str(),
-                restarts: s.snapshot(false).restarts,
+                restarts: s.restarts(),
             })
             .collect();
         let status = overall(

@@ -203,6 +203,11 @@ impl ServiceShared {
         lock(&self.book).status
     }
 
+    /// Restarts over the service's life.
+    pub fn restarts(&self) -> u64 {
+        lock(&self.book).restarts
+    }
+
     pub fn circuit_state(&self) -> CircuitState {
         lock(&self.book).circuit.state()
     }
