@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use actors::auth::TokenKeys;
+use actors::events::bus::BusConfig;
+use actors::events::EventBus;
 use actors::kv::{KvDependency, KvStore, MemoryKv, RateLimit, ReconnectingRedis, RedisSettings};
 use actors::service::{ServiceContext, StartError};
 use actors::storage::Dependency;
@@ -51,6 +53,8 @@ pub enum AppError {
     /// unreadable secret file): a configuration problem.
     #[error(transparent)]
     Keys(#[from] actors::auth::tokens::KeyError),
+    #[error("cannot start the event bus: {0}")]
+    Events(#[from] actors::storage::StoreError),
     #[error("cannot start the supervision tree: {0}")]
     Supervision(String),
 }
@@ -73,6 +77,8 @@ impl App {
         router.add(http::Method::GET, "/health", Endpoint::Health)?;
         let mut starters = Vec::new();
         let mut dependencies: Vec<Arc<dyn Dependency>> = Vec::new();
+        let mut producers = Vec::new();
+        let mut subscriptions = Vec::new();
         let kv = key_value_store(&config.redis).await;
         let tokens = Arc::new(TokenKeys::load_or_create(
             &config.data_dir,
@@ -102,6 +108,7 @@ impl App {
                 data_dir: config.data_dir.clone(),
                 storage: config.storage(definition.name),
                 default_currency: config.currency.clone(),
+                invoice_prefix: config.billing.invoice_prefix.clone(),
                 kv: kv.clone(),
                 tokens: tokens.clone(),
                 per_email_limit: config.rate_limit.enabled.then(|| {
@@ -116,8 +123,28 @@ impl App {
                 router.add(route.method.clone(), route.path, Endpoint::Api(route))?;
             }
             dependencies.extend(started.dependencies);
+            producers.extend(started.outbox);
+            subscriptions.extend(started.subscriptions);
             starters.push(started.starter);
         }
+        // Started last, so it is stopped first: no event is taken from an
+        // outbox while the services stop.
+        let bus_settings = config.service("events");
+        let events = EventBus::start(BusConfig {
+            settings: config.events.settings(),
+            data_dir: config.data_dir.clone(),
+            storage: config.storage("events"),
+            redis: redis_settings(&config.redis),
+            policy: bus_settings.policy(config.server.shutdown_timeout),
+            call_timeout: bus_settings.call_timeout,
+            producers,
+            subscriptions,
+        })
+        .await?;
+        tracing::info!(transport = events.bus.transport(), "event bus started");
+        dependencies.extend(events.dependencies);
+        starters.push(events.starter);
+        let events = events.bus;
         let tree = Tree::new(starters.iter().map(|s| s.shared().clone()).collect());
         let (root, _) = Actor::spawn(None, RootSupervisor, starters)
             .await
@@ -144,6 +171,7 @@ impl App {
             tree,
             dependencies,
             metrics_handle,
+            events.clone(),
             config.admin.token.clone(),
         ));
         let settings = ServeSettings {
@@ -171,6 +199,9 @@ impl App {
             if !drained {
                 tracing::warn!("some requests did not finish within the shutdown timeout");
             }
+            // Relays and consumers stop first: what they had not settled
+            // stays in the outboxes (or pending in the stream).
+            events.stop();
             tracing::info!("stopping services in reverse start order");
             if let Err(err) = root.stop_and_wait(Some("shutdown".into()), None).await {
                 tracing::warn!(error = %err, "root supervisor did not stop cleanly");
@@ -224,22 +255,26 @@ const MEMORY_REAP_EVERY: Duration = Duration::from_secs(10);
 /// The shared key-value store: Redis when configured (connecting in the
 /// background if it is not up yet), else memory.
 async fn key_value_store(config: &RedisConfig) -> Arc<dyn KvStore> {
-    if config.url.is_empty() {
-        let memory = Arc::new(MemoryKv::new(
-            config.memory_max_keys,
-            config.key_prefix.clone(),
-        ));
-        memory.spawn_reaper(MEMORY_REAP_EVERY);
-        return memory;
+    if let Some(settings) = redis_settings(config) {
+        return ReconnectingRedis::start(settings).await;
     }
-    ReconnectingRedis::start(RedisSettings {
+    let memory = Arc::new(MemoryKv::new(
+        config.memory_max_keys,
+        config.key_prefix.clone(),
+    ));
+    memory.spawn_reaper(MEMORY_REAP_EVERY);
+    memory
+}
+
+/// The Redis connection settings, if Redis is configured.
+fn redis_settings(config: &RedisConfig) -> Option<RedisSettings> {
+    (!config.url.is_empty()).then(|| RedisSettings {
         url: config.url.clone(),
         pool_size: config.pool_size,
         command_timeout: config.command_timeout,
         connect_timeout: config.connect_timeout,
         key_prefix: config.key_prefix.clone(),
     })
-    .await
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {

@@ -35,6 +35,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub cors: CorsConfig,
     pub rate_limit: RateLimitConfig,
+    pub events: EventsConfig,
+    pub billing: BillingConfig,
     /// Per service, by name (`[services.orders]`).
     pub services: BTreeMap<String, ServiceConfig>,
 }
@@ -166,6 +168,83 @@ impl AuthConfig {
             audience: self.audience.clone(),
             access_ttl: self.access_ttl,
             refresh_ttl: self.refresh_ttl,
+        }
+    }
+}
+
+/// Event delivery between services (outbox relay, bus, retries, dead letters).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// Failed attempts before an event goes to the dead-letter store.
+    pub max_attempts: u32,
+    /// Backoff between attempts: doubling from `retry_min` up to `retry_max`.
+    #[serde(with = "humantime_serde")]
+    pub retry_min: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// How many outbox rows a relay claims at once.
+    pub relay_batch: u32,
+    /// How often a relay looks at its outbox when no commit woke it
+    /// (commits in this process wake it at once; other replicas' do not).
+    #[serde(with = "humantime_serde")]
+    pub relay_interval: Duration,
+    /// How long a claimed outbox row is held by its relay before another
+    /// (or the next process) may take it.
+    #[serde(with = "humantime_serde")]
+    pub claim_lease: Duration,
+    /// Redis Streams: how long an entry stays pending with a consumer before
+    /// another replica takes it over (the consumer is presumed dead).
+    #[serde(with = "humantime_serde")]
+    pub stream_claim_idle: Duration,
+    /// How long published outbox rows are kept before they are deleted.
+    #[serde(with = "humantime_serde")]
+    pub outbox_retention: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        let d = actors::events::EventsSettings::default();
+        Self {
+            max_attempts: d.max_attempts,
+            retry_min: d.retry_min,
+            retry_max: d.retry_max,
+            relay_batch: d.relay_batch,
+            relay_interval: d.relay_interval,
+            claim_lease: d.claim_lease,
+            stream_claim_idle: d.stream_claim_idle,
+            outbox_retention: d.outbox_retention,
+        }
+    }
+}
+
+impl EventsConfig {
+    pub fn settings(&self) -> actors::events::EventsSettings {
+        actors::events::EventsSettings {
+            max_attempts: self.max_attempts,
+            retry_min: self.retry_min,
+            retry_max: self.retry_max,
+            relay_batch: self.relay_batch,
+            relay_interval: self.relay_interval,
+            claim_lease: self.claim_lease,
+            stream_claim_idle: self.stream_claim_idle,
+            outbox_retention: self.outbox_retention,
+        }
+    }
+}
+
+/// The billing service.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// What invoice numbers start with: `INV-` gives `INV-000001`.
+    pub invoice_prefix: String,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            invoice_prefix: "INV-".into(),
         }
     }
 }
@@ -314,6 +393,8 @@ impl Default for Config {
             auth: AuthConfig::default(),
             cors: CorsConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            events: EventsConfig::default(),
+            billing: BillingConfig::default(),
             services: BTreeMap::new(),
         }
     }
@@ -432,7 +513,12 @@ impl Config {
                         .join("; "),
                 )
             })?;
-        config.validate(actors::SERVICES.iter().map(|s| s.name))?;
+        config.validate(
+            actors::SERVICES
+                .iter()
+                .map(|s| s.name)
+                .chain([actors::events::bus::SERVICE_NAME]),
+        )?;
         Ok(config)
     }
 
@@ -475,6 +561,17 @@ impl Config {
         positive(
             "database.acquire_timeout".into(),
             self.database.acquire_timeout,
+        );
+        positive("events.retry_min".into(), self.events.retry_min);
+        positive("events.relay_interval".into(), self.events.relay_interval);
+        positive("events.claim_lease".into(), self.events.claim_lease);
+        positive(
+            "events.stream_claim_idle".into(),
+            self.events.stream_claim_idle,
+        );
+        positive(
+            "events.outbox_retention".into(),
+            self.events.outbox_retention,
         );
         for (name, s) in &self.services {
             positive(format!("services.{name}.call_timeout"), s.call_timeout);
@@ -562,6 +659,25 @@ impl Config {
         }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             problems.push("auth.issuer, auth.audience: must not be empty".into());
+        }
+        if self.events.max_attempts == 0 {
+            problems.push("events.max_attempts: must be at least 1".into());
+        }
+        if self.events.retry_max < self.events.retry_min {
+            problems.push("events.retry_max: must not be shorter than events.retry_min".into());
+        }
+        if self.events.relay_batch == 0 {
+            problems.push("events.relay_batch: must be at least 1".into());
+        }
+        if self.billing.invoice_prefix.len() > 16
+            || !self
+                .billing
+                .invoice_prefix
+                .bytes()
+                .all(|b| b.is_ascii_graphic())
+        {
+            problems
+                .push("billing.invoice_prefix: must be at most 16 visible ASCII characters".into());
         }
         if self.redis.pool_size == 0 {
             problems.push("redis.pool_size: must be at least 1".into());

@@ -307,7 +307,12 @@ async fn a_database_down_at_start_up_is_waited_for_not_fatal() {
     }
     // Workers cannot start: spawn without waiting for them.
     config
-        .validate(actors::SERVICES.iter().map(|s| s.name))
+        .validate(
+            actors::SERVICES
+                .iter()
+                .map(|s| s.name)
+                .chain([actors::events::bus::SERVICE_NAME]),
+        )
         .unwrap();
     let app = stageworks::app::App::start(config)
         .await

@@ -2,26 +2,16 @@
 //! into the actors, SIGTERM → graceful exit 0, data kept across a restart, and
 //! the `check-config`, `healthcheck` and `--version` commands.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use serde_json::{json, Value};
 
 mod common;
+use common::binary::{command, start, wait_ready, Running, BIN};
 use common::{test_database_url, TestDatabase};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stageworks");
 const EMAIL: &str = "carol@example.com";
 const PASSWORD: &str = "a long and secret passphrase";
-
-struct Running {
-    child: Child,
-    addr: String,
-    lines: mpsc::Receiver<String>,
-}
 
 /// A database of the test's own when tests run on PostgreSQL.
 async fn database() -> Option<TestDatabase> {
@@ -29,52 +19,6 @@ async fn database() -> Option<TestDatabase> {
         Some(admin) => Some(TestDatabase::create(&admin).await),
         None => None,
     }
-}
-
-fn command(data: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env("STAGEWORKS__DATA_DIR", data)
-        .env("STAGEWORKS__SERVER__LISTEN", "127.0.0.1:0")
-        .env("STAGEWORKS__ADMIN__LISTEN", "127.0.0.1:0")
-        .env("STAGEWORKS__LOG__FORMAT", "json")
-        .env("STAGEWORKS__LOG__LEVEL", "info")
-        .env_remove("RUST_LOG")
-        .env_remove("STAGEWORKS__DATABASE__URL")
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    cmd
-}
-
-/// Starts `stageworks serve` and reads its address from the start-up log line.
-fn start(data: &Path, database: Option<&TestDatabase>) -> Running {
-    let mut command = command(data);
-    if let Some(db) = database {
-        command.env("STAGEWORKS__DATABASE__URL", &db.url);
-    }
-    let mut child = command
-        .args(["serve", "--config", "config.toml"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("binary starts");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let addr = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("start-up log line");
-        let entry: Value = serde_json::from_str(&line).expect("log lines are JSON");
-        if entry["fields"]["message"] == "stageworks is serving" {
-            break entry["fields"]["public_addr"].as_str().unwrap().to_owned();
-        }
-    };
-    Running { child, addr, lines }
 }
 
 fn terminate(mut running: Running) -> (std::process::ExitStatus, Vec<String>) {
@@ -121,21 +65,6 @@ async fn sign_in(addr: &str) -> (String, String) {
 }
 
 /// Serving starts before the workers are up: wait for `/ready`.
-async fn wait_ready(addr: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let ready = client().get(format!("http://{addr}/ready")).send().await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{addr} never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test]
 async fn orders_survive_a_restart_and_sigterm_exits_cleanly() {
     let data = tempfile::tempdir().unwrap();

@@ -153,3 +153,85 @@ async fn a_logout_on_one_replica_ends_the_token_on_the_other_at_once() {
         "the revocation reached the other replica"
     );
 }
+
+/// Events go through Redis Streams with one consumer group per subscriber:
+/// orders spread over both replicas make exactly one invoice each, and the
+/// numbers stay unique and gap-free across replicas.
+#[tokio::test(flavor = "multi_thread")]
+async fn five_hundred_orders_over_two_replicas_make_five_hundred_invoices() {
+    use futures::StreamExt;
+    const ORDERS: usize = 500;
+    let (one, two) = two_replicas().await;
+    let replicas = [&one, &two];
+    let created: Vec<String> = futures::stream::iter(0..ORDERS)
+        .map(|i| async move {
+            let response = replicas[i % 2]
+                .create_order(ALICE, json!({"amount": 100 + i}))
+                .await;
+            assert_eq!(response.status(), 201);
+            let order: Value = response.json().await.unwrap();
+            order["id"].as_str().unwrap().to_owned()
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let page = one.get_json("/api/v1/invoices?limit=1", ALICE).await;
+        if page["pagination"]["total"] == ORDERS {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "invoicing did not catch up: {page}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut invoices = Vec::new();
+    for page in 1..=ORDERS.div_ceil(100) {
+        let body = two
+            .get_json(&format!("/api/v1/invoices?limit=100&page={page}"), ALICE)
+            .await;
+        invoices.extend(body["data"].as_array().unwrap().clone());
+    }
+    let invoiced: std::collections::HashSet<&str> = invoices
+        .iter()
+        .map(|i| i["order_id"].as_str().unwrap())
+        .collect();
+    let ordered: std::collections::HashSet<&str> = created.iter().map(String::as_str).collect();
+    assert_eq!(invoices.len(), ORDERS);
+    assert_eq!(invoiced, ordered, "every order has exactly one invoice");
+    let mut numbers: Vec<String> = invoices
+        .iter()
+        .map(|i| i["number"].as_str().unwrap().to_owned())
+        .collect();
+    numbers.sort();
+    let expected: Vec<String> = (1..=ORDERS).map(|n| format!("INV-{n:06}")).collect();
+    assert_eq!(numbers, expected);
+
+    // Both replicas consumed from the group: the work was shared, not repeated.
+    let mut delivered = Vec::new();
+    for replica in replicas {
+        let overview: Value = replica
+            .admin_get("/admin/events")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(overview["transport"], "redis_streams");
+        let billing = overview["subscribers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "billing")
+            .unwrap()["delivered"]
+            .as_u64()
+            .unwrap();
+        delivered.push(billing);
+    }
+    eprintln!("billing deliveries per replica: {delivered:?}");
+    assert!(delivered.iter().sum::<u64>() >= ORDERS as u64);
+}

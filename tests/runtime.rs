@@ -308,7 +308,9 @@ async fn the_request_timeout_bounds_a_whole_request() {
     let app = spawn_app_with(|c| {
         c.server.request_timeout = Duration::from_millis(300);
         // A call timeout may not exceed the request timeout (checked at start-up).
-        c.services.get_mut("orders").unwrap().call_timeout = Duration::from_millis(300);
+        for service in c.services.values_mut() {
+            service.call_timeout = Duration::from_millis(300);
+        }
     })
     .await;
     let slow = app

@@ -47,3 +47,50 @@ impl Fault {
         }
     }
 }
+
+/// Poisoned events, for tests of the dead-letter path: in a
+/// `fault-injection` build an operator (a test) marks a subscriber and a
+/// user through the admin listener, and the subscriber panics on every event
+/// that user caused until the mark is removed. Other builds never panic here.
+pub mod poison {
+    #[cfg(feature = "fault-injection")]
+    use uuid::Uuid;
+
+    use crate::events::Event;
+
+    #[cfg(feature = "fault-injection")]
+    static POISONED: std::sync::Mutex<Vec<(String, Uuid)>> = std::sync::Mutex::new(Vec::new());
+
+    /// Marks (or unmarks) the events `actor` causes as poison for `subscriber`.
+    #[cfg(feature = "fault-injection")]
+    pub fn set(subscriber: &str, actor: Uuid, poisoned: bool) {
+        let mut marks = POISONED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        marks.retain(|(s, a)| !(s == subscriber && *a == actor));
+        if poisoned {
+            marks.push((subscriber.to_owned(), actor));
+        }
+    }
+
+    /// Panics if `event` is poison for `subscriber`.
+    #[cfg(feature = "fault-injection")]
+    pub fn strike(subscriber: &str, event: &Event) {
+        let hit = event.actor_id.is_some_and(|actor| {
+            POISONED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .any(|(s, a)| s == subscriber && *a == actor)
+        });
+        if hit {
+            panic!(
+                "injected fault: {subscriber} is poisoned for event {}",
+                event.id
+            );
+        }
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    pub fn strike(_subscriber: &str, _event: &Event) {}
+}

@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod error;
+pub mod events;
 pub mod fault;
 pub mod idempotency;
 pub mod kv;
@@ -31,4 +32,4 @@ macro_rules! services {
     };
 }
 
-services![auth, orders];
+services![auth, orders, billing];

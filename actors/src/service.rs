@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use supervision::{ServiceStarter, SupervisionPolicy};
 
 use crate::api::Route;
+use crate::events::{Outbox, Subscription};
 use crate::kv::KvStore;
 use crate::storage::{Dependency, StorageSettings, StoreError};
 
@@ -24,6 +25,8 @@ pub struct ServiceContext {
     pub storage: StorageSettings,
     /// ISO 4217 code used when a request names none.
     pub default_currency: String,
+    /// What invoice numbers start with (`billing.invoice_prefix`, `INV-`).
+    pub invoice_prefix: String,
     /// The shared key-value store (memory, or Redis shared by replicas).
     pub kv: Arc<dyn KvStore>,
     /// Sign-in attempts allowed per email (`rate_limit.auth_email`); `None`
@@ -34,12 +37,16 @@ pub struct ServiceContext {
     pub tokens: Arc<crate::auth::TokenKeys>,
 }
 
-/// A started service: the supervisor for the root to run, its routes, and the
-/// dependencies its health depends on.
+/// A started service: the supervisor for the root to run, its routes, the
+/// dependencies its health depends on, and its place in the event flow.
 pub struct StartedService {
     pub starter: Arc<dyn ServiceStarter>,
     pub routes: Vec<Route>,
     pub dependencies: Vec<Arc<dyn Dependency>>,
+    /// Its outbox, if it publishes events: the relay delivers from it.
+    pub outbox: Option<Outbox>,
+    /// The topics it consumes, if any.
+    pub subscriptions: Vec<Subscription>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use actors::api::{PageRequest, Role};
 use actors::auth::model::{ClientInfo, DisplayName, Email, Password};
-use actors::auth::store::{AuthStore, CreateUser, GrantAdmin, Rotation};
+use actors::auth::store::{
+    ActedBy, AuthStore, Cause, CreateUser, GrantAdmin, RevokeReason, Rotation,
+};
 use actors::auth::tokens::RefreshToken;
 use actors::idempotency::{Claim, IdempotencyKey};
 use actors::storage::StorageSettings;
@@ -171,6 +173,7 @@ on_both_backends![
     check_touch,
     check_grant_admin,
     check_revoked_since_and_purge,
+    check_events,
 ];
 
 // ---------------------------------------------------------------- helpers --
@@ -183,13 +186,20 @@ fn name(s: &str) -> DisplayName {
     DisplayName::parse(s).expect("valid name")
 }
 
+/// The cause of the changes the checks make: their events are only looked
+/// at by `check_events`.
+const CAUSE: Cause<'static> = Cause {
+    request_id: Some("test"),
+    actor: ActedBy::Subject,
+};
+
 /// A stand-in for an argon2 hash: the store never looks inside it.
 const HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
 
 async fn user(store: &AuthStore, address: &str) -> actors::auth::model::User {
     match store
-        .create_user(&email(address), &name("Ann"), HASH, Role::User, None)
+        .create_user(CAUSE, &email(address), &name("Ann"), HASH, Role::User, None)
         .await
         .expect("store")
     {
@@ -214,6 +224,7 @@ async fn check_unique_email(store: &AuthStore) {
     // The email is the parsed one: trimmed and lowercased, so this is the same.
     let again = store
         .create_user(
+            CAUSE,
             &email(" ANN@Example.com "),
             &name("Other"),
             HASH,
@@ -269,6 +280,7 @@ async fn check_idempotent_registration(store: &AuthStore) {
     assert_eq!(store.claim(&key).await.expect("store"), Claim::InFlight);
     let created = store
         .create_user(
+            CAUSE,
             &email("kim@example.com"),
             &name("Kim"),
             HASH,
@@ -298,6 +310,7 @@ async fn check_idempotent_registration(store: &AuthStore) {
     assert_eq!(store.claim(&other).await.expect("store"), Claim::Claimed);
     let taken = store
         .create_user(
+            CAUSE,
             &email("kim@example.com"),
             &name("Kim"),
             HASH,
@@ -315,7 +328,7 @@ async fn check_rotation(store: &AuthStore) {
     let ann = user(store, "ann@example.com").await;
     let first = token();
     let session = store
-        .create_session(ann.id, &first.hash(), DAY, &client())
+        .create_session(CAUSE, ann.id, &first.hash(), DAY, &client())
         .await
         .expect("store");
     assert_eq!(session.user_id, ann.id);
@@ -328,7 +341,7 @@ async fn check_rotation(store: &AuthStore) {
 
     let second = token();
     let rotated = store
-        .rotate_refresh(&first.hash(), &second.hash(), 2 * DAY)
+        .rotate_refresh(CAUSE, &first.hash(), &second.hash(), 2 * DAY)
         .await
         .expect("store");
     let Rotation::Rotated(after) = rotated else {
@@ -345,7 +358,7 @@ async fn check_rotation(store: &AuthStore) {
     let third = token();
     assert!(matches!(
         store
-            .rotate_refresh(&second.hash(), &third.hash(), DAY)
+            .rotate_refresh(CAUSE, &second.hash(), &third.hash(), DAY)
             .await
             .expect("store"),
         Rotation::Rotated(_)
@@ -356,12 +369,12 @@ async fn check_reuse_revokes_the_session(store: &AuthStore) {
     let ann = user(store, "ann@example.com").await;
     let (first, second, third) = (token(), token(), token());
     let session = store
-        .create_session(ann.id, &first.hash(), DAY, &client())
+        .create_session(CAUSE, ann.id, &first.hash(), DAY, &client())
         .await
         .expect("store");
     assert!(matches!(
         store
-            .rotate_refresh(&first.hash(), &second.hash(), DAY)
+            .rotate_refresh(CAUSE, &first.hash(), &second.hash(), DAY)
             .await
             .expect("store"),
         Rotation::Rotated(_)
@@ -369,7 +382,7 @@ async fn check_reuse_revokes_the_session(store: &AuthStore) {
     // The spent token comes back: the session ends.
     assert_eq!(
         store
-            .rotate_refresh(&first.hash(), &third.hash(), DAY)
+            .rotate_refresh(CAUSE, &first.hash(), &third.hash(), DAY)
             .await
             .expect("store"),
         Rotation::Reused {
@@ -386,14 +399,14 @@ async fn check_reuse_revokes_the_session(store: &AuthStore) {
     // Its current token is dead too, and the failed attempt issued nothing.
     assert_eq!(
         store
-            .rotate_refresh(&second.hash(), &third.hash(), DAY)
+            .rotate_refresh(CAUSE, &second.hash(), &third.hash(), DAY)
             .await
             .expect("store"),
         Rotation::Invalid
     );
     assert_eq!(
         store
-            .rotate_refresh(&third.hash(), &token().hash(), DAY)
+            .rotate_refresh(CAUSE, &third.hash(), &token().hash(), DAY)
             .await
             .expect("store"),
         Rotation::Invalid
@@ -401,7 +414,7 @@ async fn check_reuse_revokes_the_session(store: &AuthStore) {
     // Replaying the spent token again still reports reuse (for the audit log).
     assert!(matches!(
         store
-            .rotate_refresh(&first.hash(), &token().hash(), DAY)
+            .rotate_refresh(CAUSE, &first.hash(), &token().hash(), DAY)
             .await
             .expect("store"),
         Rotation::Reused { .. }
@@ -418,7 +431,7 @@ async fn check_concurrent_rotation_rotates_once(store: &AuthStore) {
     let ann = user(store, "ann@example.com").await;
     let first = token();
     store
-        .create_session(ann.id, &first.hash(), DAY, &client())
+        .create_session(CAUSE, ann.id, &first.hash(), DAY, &client())
         .await
         .expect("store");
     let attempts: Vec<_> = (0..4)
@@ -426,7 +439,7 @@ async fn check_concurrent_rotation_rotates_once(store: &AuthStore) {
             let (store, presented) = (store.clone(), first.hash());
             tokio::spawn(async move {
                 store
-                    .rotate_refresh(&presented, &token().hash(), DAY)
+                    .rotate_refresh(CAUSE, &presented, &token().hash(), DAY)
                     .await
                     .expect("store")
             })
@@ -445,12 +458,22 @@ async fn check_concurrent_rotation_rotates_once(store: &AuthStore) {
         .filter(|o| matches!(o, Rotation::Reused { .. }))
         .count();
     assert_eq!((rotated, reused), (1, 3), "{outcomes:?}");
+    // Only the first reuse changed the session: one event.
+    let revocations = store
+        .outbox()
+        .claim(100, Duration::from_secs(30))
+        .await
+        .expect("outbox")
+        .iter()
+        .filter(|r| r.event.topic.as_str() == "session.revoked")
+        .count();
+    assert_eq!(revocations, 1);
 }
 
 async fn check_unknown_and_expired_tokens_are_invalid(store: &AuthStore) {
     assert_eq!(
         store
-            .rotate_refresh(&token().hash(), &token().hash(), DAY)
+            .rotate_refresh(CAUSE, &token().hash(), &token().hash(), DAY)
             .await
             .expect("store"),
         Rotation::Invalid
@@ -458,12 +481,12 @@ async fn check_unknown_and_expired_tokens_are_invalid(store: &AuthStore) {
     let ann = user(store, "ann@example.com").await;
     let first = token();
     let session = store
-        .create_session(ann.id, &first.hash(), Duration::ZERO, &client())
+        .create_session(CAUSE, ann.id, &first.hash(), Duration::ZERO, &client())
         .await
         .expect("store");
     assert_eq!(
         store
-            .rotate_refresh(&first.hash(), &token().hash(), DAY)
+            .rotate_refresh(CAUSE, &first.hash(), &token().hash(), DAY)
             .await
             .expect("store"),
         Rotation::Invalid
@@ -482,12 +505,21 @@ async fn check_revoke(store: &AuthStore) {
     let ann = user(store, "ann@example.com").await;
     let first = token();
     let session = store
-        .create_session(ann.id, &first.hash(), DAY, &client())
+        .create_session(CAUSE, ann.id, &first.hash(), DAY, &client())
         .await
         .expect("store");
-    assert!(store.revoke_session(session.id).await.expect("store"));
-    assert!(!store.revoke_session(session.id).await.expect("store"));
-    assert!(!store.revoke_session(Uuid::now_v7()).await.expect("store"));
+    assert!(store
+        .revoke_session(session.id, CAUSE, RevokeReason::Revoked)
+        .await
+        .expect("store"));
+    assert!(!store
+        .revoke_session(session.id, CAUSE, RevokeReason::Revoked)
+        .await
+        .expect("store"));
+    assert!(!store
+        .revoke_session(Uuid::now_v7(), CAUSE, RevokeReason::Revoked)
+        .await
+        .expect("store"));
     let revoked = store
         .get_session(session.id)
         .await
@@ -497,7 +529,7 @@ async fn check_revoke(store: &AuthStore) {
     assert!(!revoked.is_active(OffsetDateTime::now_utc()));
     assert_eq!(
         store
-            .rotate_refresh(&first.hash(), &token().hash(), DAY)
+            .rotate_refresh(CAUSE, &first.hash(), &token().hash(), DAY)
             .await
             .expect("store"),
         Rotation::Invalid
@@ -510,21 +542,24 @@ async fn check_list_sessions(store: &AuthStore) {
     let mut ids = Vec::new();
     for _ in 0..5 {
         let s = store
-            .create_session(ann.id, &token().hash(), DAY, &client())
+            .create_session(CAUSE, ann.id, &token().hash(), DAY, &client())
             .await
             .expect("store");
         ids.push(s.id);
     }
     store
-        .create_session(bob.id, &token().hash(), DAY, &client())
+        .create_session(CAUSE, bob.id, &token().hash(), DAY, &client())
         .await
         .expect("store");
     // Expired and revoked sessions are not listed.
     store
-        .create_session(ann.id, &token().hash(), Duration::ZERO, &client())
+        .create_session(CAUSE, ann.id, &token().hash(), Duration::ZERO, &client())
         .await
         .expect("store");
-    assert!(store.revoke_session(ids[0]).await.expect("store"));
+    assert!(store
+        .revoke_session(ids[0], CAUSE, RevokeReason::Revoked)
+        .await
+        .expect("store"));
 
     let page = PageRequest { page: 1, limit: 3 };
     let (first, total) = store.list_sessions(ann.id, page).await.expect("store");
@@ -550,7 +585,7 @@ async fn check_list_sessions(store: &AuthStore) {
 async fn check_touch(store: &AuthStore) {
     let ann = user(store, "ann@example.com").await;
     let session = store
-        .create_session(ann.id, &token().hash(), DAY, &client())
+        .create_session(CAUSE, ann.id, &token().hash(), DAY, &client())
         .await
         .expect("store");
     // Within the granularity: nothing is written.
@@ -630,19 +665,28 @@ async fn check_revoked_since_and_purge(store: &AuthStore) {
     let ann = user(store, "ann@example.com").await;
     let before = OffsetDateTime::now_utc() - time::Duration::seconds(1);
     let live = store
-        .create_session(ann.id, &token().hash(), DAY, &client())
+        .create_session(CAUSE, ann.id, &token().hash(), DAY, &client())
         .await
         .expect("store");
     let revoked = store
-        .create_session(ann.id, &token().hash(), DAY, &client())
+        .create_session(CAUSE, ann.id, &token().hash(), DAY, &client())
         .await
         .expect("store");
     let expired_token = token();
     let expired = store
-        .create_session(ann.id, &expired_token.hash(), Duration::ZERO, &client())
+        .create_session(
+            CAUSE,
+            ann.id,
+            &expired_token.hash(),
+            Duration::ZERO,
+            &client(),
+        )
         .await
         .expect("store");
-    assert!(store.revoke_session(revoked.id).await.expect("store"));
+    assert!(store
+        .revoke_session(revoked.id, CAUSE, RevokeReason::Revoked)
+        .await
+        .expect("store"));
 
     let recent = store.revoked_since(before).await.expect("store");
     assert_eq!(
@@ -670,11 +714,210 @@ async fn check_revoked_since_and_purge(store: &AuthStore) {
     // Its refresh tokens went with it.
     assert_eq!(
         store
-            .rotate_refresh(&expired_token.hash(), &token().hash(), DAY)
+            .rotate_refresh(CAUSE, &expired_token.hash(), &token().hash(), DAY)
             .await
             .expect("store"),
         Rotation::Invalid
     );
+}
+
+/// Every change others must hear of is in the outbox, in order, with the
+/// request and the actor that caused it; a change that did not happen
+/// (taken email, a session revoked already, a rotation) wrote nothing; no
+/// event holds a password hash or a refresh token.
+async fn check_events(store: &AuthStore) {
+    let request = |id: &'static str, actor: ActedBy| Cause::request(id, actor);
+    let eve_email = email("eve@example.com");
+    let created = store
+        .create_user(
+            request("r-register", ActedBy::Subject),
+            &eve_email,
+            &name("Eve"),
+            HASH,
+            Role::User,
+            None,
+        )
+        .await
+        .expect("store");
+    let CreateUser::Created(eve) = created else {
+        panic!("not created: {created:?}");
+    };
+    let taken = store
+        .create_user(
+            request("r-taken", ActedBy::Subject),
+            &eve_email,
+            &name("Other"),
+            HASH,
+            Role::User,
+            None,
+        )
+        .await
+        .expect("store");
+    assert!(matches!(taken, CreateUser::EmailTaken), "{taken:?}");
+
+    // Logged in, then revoked by someone else (an admin): once only.
+    let first = token();
+    let login = store
+        .create_session(
+            request("r-login", ActedBy::User(eve.id)),
+            eve.id,
+            &first.hash(),
+            DAY,
+            &client(),
+        )
+        .await
+        .expect("store");
+    let admin = Uuid::now_v7();
+    for id in ["r-revoke", "r-revoke-again"] {
+        store
+            .revoke_session(
+                login.id,
+                request(id, ActedBy::User(admin)),
+                RevokeReason::Revoked,
+            )
+            .await
+            .expect("store");
+    }
+
+    // A rotation announces nothing; the reuse of its spent token revokes the
+    // session, announced once, in the owner's name.
+    let (second, third) = (token(), token());
+    let reused = store
+        .create_session(
+            request("r-login-2", ActedBy::User(eve.id)),
+            eve.id,
+            &second.hash(),
+            DAY,
+            &client(),
+        )
+        .await
+        .expect("store");
+    let rotation = store
+        .rotate_refresh(
+            request("r-refresh", ActedBy::Subject),
+            &second.hash(),
+            &third.hash(),
+            DAY,
+        )
+        .await
+        .expect("store");
+    assert!(matches!(rotation, Rotation::Rotated(_)), "{rotation:?}");
+    for id in ["r-reuse", "r-reuse-again"] {
+        let rotation = store
+            .rotate_refresh(
+                request(id, ActedBy::Subject),
+                &second.hash(),
+                &token().hash(),
+                DAY,
+            )
+            .await
+            .expect("store");
+        assert!(matches!(rotation, Rotation::Reused { .. }), "{rotation:?}");
+    }
+
+    let fourth = token();
+    let logout = store
+        .create_session(
+            request("r-login-3", ActedBy::User(eve.id)),
+            eve.id,
+            &fourth.hash(),
+            DAY,
+            &client(),
+        )
+        .await
+        .expect("store");
+    assert!(store
+        .revoke_session(
+            logout.id,
+            request("r-logout", ActedBy::User(eve.id)),
+            RevokeReason::Logout,
+        )
+        .await
+        .expect("store"));
+
+    // An admin created by the operator's command: no request, no actor.
+    let created = store
+        .grant_admin(
+            &email("root@example.com"),
+            Some((&name("Administrator"), HASH)),
+        )
+        .await
+        .expect("store");
+    let GrantAdmin::Created(root) = created else {
+        panic!("not created: {created:?}");
+    };
+
+    let records = store
+        .outbox()
+        .claim(100, Duration::from_secs(30))
+        .await
+        .expect("outbox");
+    let seen: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r.event.topic.as_str(),
+                r.event.request_id.as_deref(),
+                r.event.actor_id,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("user.registered", Some("r-register"), Some(eve.id)),
+            ("user.logged_in", Some("r-login"), Some(eve.id)),
+            ("session.revoked", Some("r-revoke"), Some(admin)),
+            ("user.logged_in", Some("r-login-2"), Some(eve.id)),
+            ("session.revoked", Some("r-reuse"), Some(eve.id)),
+            ("user.logged_in", Some("r-login-3"), Some(eve.id)),
+            ("session.revoked", Some("r-logout"), Some(eve.id)),
+            ("user.registered", None, None),
+        ]
+    );
+
+    let data: Vec<_> = records.iter().map(|r| r.event.data.clone()).collect();
+    assert_eq!(
+        data[0],
+        serde_json::to_value(&eve).expect("json"),
+        "the public user"
+    );
+    let mut fields: Vec<_> = data[0]
+        .as_object()
+        .expect("object")
+        .keys()
+        .cloned()
+        .collect();
+    fields.sort();
+    assert_eq!(fields, ["created_at", "email", "id", "name", "role"]);
+    assert_eq!(
+        data[1],
+        serde_json::json!({
+            "user_id": eve.id,
+            "session_id": login.id,
+            "ip": "192.0.2.7",
+            "user_agent": "test-agent/1.0",
+        })
+    );
+    let revoked = |session: Uuid, reason: &str| serde_json::json!({"session_id": session, "user_id": eve.id, "reason": reason});
+    assert_eq!(data[2], revoked(login.id, "revoked"));
+    assert_eq!(data[4], revoked(reused.id, "refresh_token_reused"));
+    assert_eq!(data[6], revoked(logout.id, "logout"));
+    assert_eq!(data[7]["id"], root.id.to_string());
+    assert_eq!(data[7]["role"], "admin");
+
+    let secrets: Vec<String> = [&first, &second, &third, &fourth]
+        .iter()
+        .flat_map(|t| [t.as_str().to_owned(), t.hash().as_str().to_owned()])
+        .chain([HASH.to_owned()])
+        .collect();
+    for record in &records {
+        let json = record.event.to_json().expect("json");
+        assert!(!json.contains("password"), "{json}");
+        for secret in &secrets {
+            assert!(!json.contains(secret.as_str()), "a secret in {json}");
+        }
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! The admin listener (loopback by default): Prometheus metrics and the live
-//! supervision tree, with operator actions (restart an actor, force a circuit).
+//! The admin listener (loopback by default): Prometheus metrics, the live
+//! supervision tree with operator actions (restart an actor, force a
+//! circuit), and the event flow (per subscriber, dead letters, replay).
 //! A bearer token guards it when `admin.token` is set.
 
 use std::net::SocketAddr;
@@ -12,6 +13,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use subtle::ConstantTimeEq;
 use supervision::{ControlError, Tree};
 
+use actors::events::bus::ReplayError;
+use actors::events::EventBus;
 use actors::storage::Dependency;
 use actors::ServiceError;
 
@@ -29,20 +32,26 @@ pub struct Admin {
     tree: Tree,
     dependencies: Vec<Arc<dyn Dependency>>,
     metrics: PrometheusHandle,
+    events: EventBus,
     token: Option<String>,
 }
+
+/// How many dead letters one listing shows (newest first).
+const DEAD_LETTER_PAGE: u32 = 100;
 
 impl Admin {
     pub fn new(
         tree: Tree,
         dependencies: Vec<Arc<dyn Dependency>>,
         metrics: PrometheusHandle,
+        events: EventBus,
         token: Option<String>,
     ) -> Self {
         Self {
             tree,
             dependencies,
             metrics,
+            events,
             token: token.filter(|t| !t.is_empty()),
         }
     }
@@ -79,7 +88,12 @@ impl Admin {
         response
     }
 
-    async fn route(&self, method: &Method, path: &str) -> Result<Response, ServiceError> {
+    async fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Response, ServiceError> {
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         match (method, segments.as_slice()) {
             (&Method::GET, ["metrics"]) => {
@@ -122,6 +136,42 @@ impl Admin {
                     .map_err(control_error)?;
                 node(StatusCode::OK, &forced)
             }
+            (&Method::GET, ["admin", "events"]) => {
+                node(StatusCode::OK, &self.events.overview().await)
+            }
+            (&Method::GET, ["admin", "events", "dead-letters"]) => {
+                let all = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                    .any(|(k, v)| k == "all" && v == "true");
+                let letters = self
+                    .events
+                    .dead_letters(all, DEAD_LETTER_PAGE)
+                    .await
+                    .map_err(ServiceError::internal)?;
+                node(StatusCode::OK, &serde_json::json!({ "data": letters }))
+            }
+            (&Method::POST, ["admin", "events", "dead-letters", id, "replay"]) => {
+                let id = uuid::Uuid::parse_str(id)
+                    .map_err(|_| ServiceError::NotFound(format!("no dead letter `{id}`")))?;
+                let letter = self.events.replay(id).await.map_err(replay_error)?;
+                node(StatusCode::OK, &letter)
+            }
+            #[cfg(feature = "fault-injection")]
+            (&Method::PUT | &Method::DELETE, ["admin", "faults", "poison", subscriber, user]) => {
+                let user = uuid::Uuid::parse_str(user)
+                    .map_err(|_| ServiceError::NotFound(format!("`{user}` is not a user id")))?;
+                actors::fault::poison::set(subscriber, user, method == Method::PUT);
+                Ok(response::json(StatusCode::NO_CONTENT, ""))
+            }
+            (_, ["admin", "events"] | ["admin", "events", "dead-letters"]) => {
+                Err(ServiceError::MethodNotAllowed {
+                    allow: vec![Method::GET],
+                })
+            }
+            (_, ["admin", "events", "dead-letters", _, "replay"]) => {
+                Err(ServiceError::MethodNotAllowed {
+                    allow: vec![Method::POST],
+                })
+            }
             (_, ["metrics"] | ["admin", "actors"] | ["admin", "actors", _]) => {
                 Err(ServiceError::MethodNotAllowed {
                     allow: vec![Method::GET],
@@ -146,6 +196,20 @@ fn not_found(name: &str) -> ServiceError {
     ServiceError::NotFound(format!("no actor named `{name}`"))
 }
 
+fn replay_error(err: ReplayError) -> ServiceError {
+    match err {
+        ReplayError::NotFound => ServiceError::NotFound(err.to_string()),
+        ReplayError::AlreadyReplayed
+        | ReplayError::NoSubscriber(_)
+        | ReplayError::FailedAgain(_) => ServiceError::Conflict(err.to_string()),
+        ReplayError::Unavailable { retry_after, .. } => ServiceError::Unavailable {
+            message: err.to_string(),
+            retry_after,
+        },
+        ReplayError::Store(store) => ServiceError::internal(store),
+    }
+}
+
 fn control_error(err: ControlError) -> ServiceError {
     match err {
         ControlError::NotFound(name) => not_found(&name),
@@ -164,7 +228,7 @@ impl Handler for Admin {
         let mut response = if is_live_page {
             Self::live_page()
         } else if self.authorized(req.headers()) {
-            self.route(req.method(), req.uri().path())
+            self.route(req.method(), req.uri().path(), req.uri().query())
                 .await
                 .unwrap_or_else(|err| response::error(&err))
         } else {

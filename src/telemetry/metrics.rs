@@ -20,6 +20,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Event delivery lag spans retries and outages: up to minutes.
+const EVENT_LAG_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+];
+
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
@@ -42,6 +47,10 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
         return Ok(handle.clone());
     }
     let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full("event_delivery_lag_seconds".into()),
+            EVENT_LAG_BUCKETS,
+        )?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .build_recorder();
     let handle = recorder.handle();
@@ -145,5 +154,26 @@ fn describe() {
     describe_counter!(
         "rate_limit_errors_total",
         "Requests let through because the rate-limit store could not answer"
+    );
+    describe_counter!(
+        "events_published_total",
+        "Events handed from an outbox to the event bus, by topic"
+    );
+    describe_counter!(
+        "events_delivered_total",
+        "Events applied by a subscribing service, by topic and subscriber"
+    );
+    describe_counter!(
+        "events_failed_total",
+        "Failed delivery attempts (retried, then dead-lettered), by topic and subscriber"
+    );
+    describe_histogram!(
+        "event_delivery_lag_seconds",
+        Unit::Seconds,
+        "Time from an event's commit to its application by a subscriber"
+    );
+    describe_gauge!(
+        "events_dead_letters",
+        "Dead letters waiting for a replay, by subscriber"
     );
 }

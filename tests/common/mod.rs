@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod own_servers;
 
 use std::time::{Duration, Instant};
@@ -158,7 +159,15 @@ pub fn test_config(data: &TempDir) -> Config {
         open_for: Duration::from_secs(1),
         ..Default::default()
     };
+    config.services.insert("billing".into(), orders.clone());
     config.services.insert("orders".into(), orders);
+    // Retries and take-overs in test time, not production time.
+    config.events.max_attempts = 3;
+    config.events.retry_min = Duration::from_millis(20);
+    config.events.retry_max = Duration::from_millis(200);
+    config.events.relay_interval = Duration::from_millis(100);
+    config.events.claim_lease = Duration::from_secs(3);
+    config.events.stream_claim_idle = Duration::from_secs(3);
     config
 }
 
@@ -190,7 +199,12 @@ pub async fn spawn_app_in(
     database: Option<TestDatabase>,
 ) -> TestApp {
     config
-        .validate(actors::SERVICES.iter().map(|s| s.name))
+        .validate(
+            actors::SERVICES
+                .iter()
+                .map(|s| s.name)
+                .chain([actors::events::bus::SERVICE_NAME]),
+        )
         .expect("test config is valid");
     let admin_token = config.admin.token.clone();
     let app = App::start(config).await.expect("app starts");
@@ -210,6 +224,7 @@ pub async fn spawn_app_in(
     };
     test_app.wait_for_status("auth", "running").await;
     test_app.wait_for_status("orders", "running").await;
+    test_app.wait_for_status("billing", "running").await;
     for email in [ALICE, BOB] {
         let user = test_app.sign_in(email).await;
         test_app.users.insert(email, user);
@@ -368,6 +383,43 @@ impl TestApp {
                 "timed out waiting for {what}: {node}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls `path` as `user` until it answers 200 and `ready` holds for its
+    /// JSON (events are applied after the request that caused them).
+    pub async fn eventually(
+        &self,
+        path: &str,
+        user: &str,
+        ready: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let response = self
+                .as_user(reqwest::Method::GET, path, user)
+                .send()
+                .await
+                .expect("request sent");
+            let status = response.status();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            if status == 200 && ready(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out polling {path}: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// A request on the admin listener, with the token if one is configured.
+    pub fn admin_request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.client.request(method, self.admin_url(path));
+        match &self.admin_token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
         }
     }
 

@@ -20,14 +20,14 @@ use super::messages::{AuthMsg, Registered, TokenPair};
 use super::model::{ClientInfo, Credentials, NewUser, Session, User};
 use super::password::{self, PasswordError};
 use super::revocation::{revocation_ttl, revoke_session_tokens};
-use super::store::{AuthStore, CreateUser, Rotation};
+use super::store::{ActedBy, AuthStore, Cause, CreateUser, RevokeReason, Rotation};
 use super::tokens::{IssueError, RefreshToken, TokenKeys};
 use crate::api::{Caller, Page, PageRequest, RequestContext, Role};
 use crate::fault::Fault;
 use crate::idempotency::{Claim, IdempotencyKey};
 use crate::kv::KvStore;
-use crate::storage::StoreError;
 use crate::service::respond;
+use crate::storage::StoreError;
 use crate::ServiceError;
 
 /// The one message for every failed login, so that a wrong password and an
@@ -238,9 +238,18 @@ async fn register(
         let hash = password::hash(new.password.clone())
             .await
             .map_err(hashing_failed)?;
+        // The new user is the actor of their own registration.
+        let cause = Cause::request(&ctx.request_id, ActedBy::Subject);
         match state
             .store
-            .create_user(&new.email, &new.name, &hash, Role::User, key.as_ref())
+            .create_user(
+                cause,
+                &new.email,
+                &new.name,
+                &hash,
+                Role::User,
+                key.as_ref(),
+            )
             .await
             .map_err(internal)?
         {
@@ -317,9 +326,16 @@ async fn login(
         }
     }
     let refresh = RefreshToken::generate().map_err(issuing_failed)?;
+    let cause = Cause::request(&ctx.request_id, ActedBy::User(user.id));
     let session = state
         .store
-        .create_session(user.id, &refresh.hash(), state.keys.refresh_ttl(), client)
+        .create_session(
+            cause,
+            user.id,
+            &refresh.hash(),
+            state.keys.refresh_ttl(),
+            client,
+        )
         .await
         .map_err(internal)?;
     tracing::info!(audit = "login", user_id = %user.id, session_id = %session.id, "login");
@@ -333,9 +349,16 @@ async fn refresh(
 ) -> Result<TokenPair, ServiceError> {
     Fault::strike(ctx.fault).await?;
     let next = RefreshToken::generate().map_err(issuing_failed)?;
+    // A refresh is anonymous: a revocation for reuse is put on the session's owner.
+    let cause = Cause::request(&ctx.request_id, ActedBy::Subject);
     let rotation = state
         .store
-        .rotate_refresh(&presented.hash(), &next.hash(), state.keys.refresh_ttl())
+        .rotate_refresh(
+            cause,
+            &presented.hash(),
+            &next.hash(),
+            state.keys.refresh_ttl(),
+        )
         .await
         .map_err(internal)?;
     match rotation {
@@ -399,9 +422,10 @@ async fn logout(
             "session does not belong to the caller".into(),
         ));
     }
+    let cause = Cause::request(&ctx.request_id, ActedBy::User(caller.user_id));
     state
         .store
-        .revoke_session(session_id)
+        .revoke_session(session_id, cause, RevokeReason::Logout)
         .await
         .map_err(internal)?;
     revoke_tokens(state, session_id).await?;
@@ -470,7 +494,12 @@ async fn revoke_session(
         .map_err(internal)?
         .filter(|s| caller.may_access(s.user_id))
         .ok_or_else(not_found)?;
-    state.store.revoke_session(id).await.map_err(internal)?;
+    let cause = Cause::request(&ctx.request_id, ActedBy::User(caller.user_id));
+    state
+        .store
+        .revoke_session(id, cause, RevokeReason::Revoked)
+        .await
+        .map_err(internal)?;
     revoke_tokens(state, id).await?;
     tracing::info!(
         audit = "session_revoked",

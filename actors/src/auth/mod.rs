@@ -5,7 +5,8 @@
 //! * `messages.rs` — [`AuthMsg`], the service's API
 //! * `actor.rs` — the worker that handles them
 //! * `store/` + `migrations/` — its own database (users, sessions, refresh
-//!   token hashes, idempotency keys)
+//!   token hashes, idempotency keys, the outbox of the events it publishes:
+//!   `user.registered`, `user.logged_in`, `session.revoked`)
 //! * `model.rs` — typed input values ([`model::Email`],
 //!   [`model::Password`], …), the user and the session
 //! * `password.rs` — argon2id hashing on the blocking pool
@@ -100,6 +101,8 @@ pub async fn start_with(
         starter,
         routes: routes::routes(handle, keys, ctx.kv.clone(), ctx.per_email_limit),
         dependencies: vec![store.dependency()],
+        outbox: Some(store.outbox()),
+        subscriptions: Vec::new(),
     })
 }
 

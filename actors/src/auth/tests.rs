@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::revocation::is_session_revoked;
 use super::tokens::{TokenKeys, TokenSettings};
 use crate::api::{ApiRequest, ApiResponse, Caller, RequestContext, Role, Route};
+use crate::events::Outbox;
 use crate::kv::{KvStore, MemoryKv};
 use crate::service::ServiceContext;
 use crate::storage::StorageSettings;
@@ -27,6 +28,8 @@ const PASSWORD: &str = "correct horse battery staple";
 
 struct Service {
     routes: Vec<Route>,
+    /// Where its events wait (no relay runs here: they stay unclaimed).
+    outbox: Outbox,
     keys: Arc<TokenKeys>,
     kv: Arc<dyn KvStore>,
     root: ActorRef<<RootSupervisor as Actor>::Msg>,
@@ -52,11 +55,13 @@ async fn start() -> Service {
         data_dir: data.path().to_owned(),
         storage: StorageSettings::default(),
         default_currency: "USD".into(),
+        invoice_prefix: "INV-".into(),
         kv: kv.clone(),
         tokens: keys.clone(),
         per_email_limit: None,
     };
     let started = super::start_with(ctx, keys.clone()).await.expect("starts");
+    let outbox = started.outbox.clone().expect("auth publishes events");
     let shared = started.starter.shared().clone();
     let (root, _) = Actor::spawn(None, RootSupervisor, vec![started.starter])
         .await
@@ -68,6 +73,7 @@ async fn start() -> Service {
     }
     Service {
         routes: started.routes,
+        outbox,
         keys,
         kv,
         root,
@@ -79,6 +85,8 @@ async fn start() -> Service {
 struct Req {
     method: Method,
     path: &'static str,
+    /// A fresh UUID unless set.
+    request_id: Option<&'static str>,
     params: Vec<(String, String)>,
     query: Option<String>,
     caller: Option<Caller>,
@@ -91,6 +99,7 @@ impl Req {
         Self {
             method,
             path,
+            request_id: None,
             params: Vec::new(),
             query: None,
             caller: None,
@@ -127,6 +136,11 @@ impl Req {
         self.header("authorization", &format!("Bearer {access_token}"))
     }
 
+    fn request_id(mut self, id: &'static str) -> Self {
+        self.request_id = Some(id);
+        self
+    }
+
     fn param(mut self, name: &str, value: &str) -> Self {
         self.params.push((name.to_owned(), value.to_owned()));
         self
@@ -148,7 +162,9 @@ impl Service {
         route
             .call(ApiRequest {
                 ctx: RequestContext {
-                    request_id: Uuid::now_v7().to_string(),
+                    request_id: req
+                        .request_id
+                        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned),
                     fault: None,
                 },
                 caller: req.caller,
@@ -539,6 +555,128 @@ async fn sessions_are_listed_and_revoked_by_owner_or_admin() {
         svc.validate(text(&bob["access_token"])).await["reason"],
         "revoked"
     );
+}
+
+/// The events of register, login, refresh-token reuse, logout and
+/// `DELETE /sessions/{id}` carry the request's id and who acted; what did
+/// not change anything (a taken email, a second logout) announces nothing;
+/// no event holds the password or a token.
+#[tokio::test]
+async fn events_name_the_request_and_the_actor() {
+    let svc = start().await;
+    let register = |id| {
+        Req::post(
+            "/api/v1/auth/register",
+            json!({"email": "ann@example.com", "password": PASSWORD, "name": "Ann"}),
+        )
+        .request_id(id)
+    };
+    let login = |id| {
+        Req::post(
+            "/api/v1/auth/login",
+            json!({"email": "ann@example.com", "password": PASSWORD}),
+        )
+        .header("user-agent", "tests/1.0")
+        .request_id(id)
+    };
+    let refresh = |token: &Value, id| {
+        Req::post("/api/v1/auth/refresh", json!({"refresh_token": token})).request_id(id)
+    };
+    let sid = |pair: &Value| {
+        svc.keys
+            .verify_access(text(&pair["access_token"]))
+            .expect("verifies")
+            .session_id
+    };
+
+    let (_, user) = svc.ok(register("r-register"), StatusCode::CREATED).await;
+    let ann = Uuid::parse_str(text(&user["id"])).expect("uuid");
+    let taken = svc.call(register("r-taken")).await.expect_err("taken");
+    assert_eq!(taken.status(), StatusCode::CONFLICT);
+
+    let (_, first) = svc.ok(login("r-login"), StatusCode::OK).await;
+    let (_, second) = svc
+        .ok(
+            refresh(&first["refresh_token"], "r-refresh"),
+            StatusCode::OK,
+        )
+        .await;
+    let reuse = svc
+        .call(refresh(&first["refresh_token"], "r-reuse"))
+        .await
+        .expect_err("reuse");
+    assert_eq!(reuse.status(), StatusCode::UNAUTHORIZED);
+
+    let (_, other) = svc.ok(login("r-login-2"), StatusCode::OK).await;
+    let access = text(&other["access_token"]);
+    for id in ["r-logout", "r-logout-again"] {
+        let logout = Req::new(Method::POST, "/api/v1/auth/logout")
+            .authenticated(&svc.keys, access)
+            .request_id(id);
+        svc.ok(logout, StatusCode::NO_CONTENT).await;
+    }
+
+    let (_, third) = svc.ok(login("r-login-3"), StatusCode::OK).await;
+    let delete = Req::new(Method::DELETE, "/api/v1/auth/sessions/{id}")
+        .authenticated(&svc.keys, text(&third["access_token"]))
+        .param("id", &sid(&third).to_string())
+        .request_id("r-delete");
+    svc.ok(delete, StatusCode::NO_CONTENT).await;
+
+    let records = svc
+        .outbox
+        .claim(100, Duration::from_secs(30))
+        .await
+        .expect("outbox");
+    let seen: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r.event.topic.as_str(),
+                r.event.request_id.as_deref(),
+                r.event.actor_id,
+                r.event.data["reason"].as_str(),
+            )
+        })
+        .collect();
+    let a = Some(ann);
+    assert_eq!(
+        seen,
+        vec![
+            ("user.registered", Some("r-register"), a, None),
+            ("user.logged_in", Some("r-login"), a, None),
+            (
+                "session.revoked",
+                Some("r-reuse"),
+                a,
+                Some("refresh_token_reused")
+            ),
+            ("user.logged_in", Some("r-login-2"), a, None),
+            ("session.revoked", Some("r-logout"), a, Some("logout")),
+            ("user.logged_in", Some("r-login-3"), a, None),
+            ("session.revoked", Some("r-delete"), a, Some("revoked")),
+        ]
+    );
+    assert_eq!(records[0].event.data, user);
+    assert_eq!(records[1].event.data["session_id"], sid(&first).to_string());
+    assert_eq!(records[1].event.data["user_agent"], "tests/1.0");
+    assert_eq!(records[2].event.data["session_id"], sid(&first).to_string());
+    assert_eq!(records[4].event.data["session_id"], sid(&other).to_string());
+    assert_eq!(records[6].event.data["session_id"], sid(&third).to_string());
+
+    let mut secrets = vec![PASSWORD.to_owned()];
+    for pair in [&first, &second, &other, &third] {
+        secrets.push(text(&pair["access_token"]).to_owned());
+        secrets.push(text(&pair["refresh_token"]).to_owned());
+    }
+    for record in &records {
+        let json = record.event.to_json().expect("json");
+        assert!(!json.contains("password"), "{json}");
+        assert!(!json.contains("$argon2"), "{json}");
+        for secret in &secrets {
+            assert!(!json.contains(secret.as_str()), "a secret in {json}");
+        }
+    }
 }
 
 #[tokio::test]

@@ -313,7 +313,7 @@ fn stop_in_background(pool: Pool) {
 
 /// Splits `protocol=resp2|resp3` off the URL's query string: fred does not
 /// know the parameter. RESP3 unless told otherwise.
-fn split_protocol(url: &str) -> Result<(String, RespVersion), KvError> {
+pub(crate) fn split_protocol(url: &str) -> Result<(String, RespVersion), KvError> {
     let Some((base, query)) = url.split_once('?') else {
         return Ok((url.to_owned(), RespVersion::RESP3));
     };

@@ -6,8 +6,9 @@ use supervision::{BoxError, WorkerHandler};
 
 use super::messages::{Created, OrdersMsg};
 use super::model::NewOrder;
-use super::store::{CancelOutcome, OrdersStore};
+use super::store::{CancelOutcome, Cause, InvoicePaid, OrdersStore, PaidOutcome};
 use crate::api::{Caller, Page, RequestContext};
+use crate::events::{Event, Topic};
 use crate::fault::Fault;
 use crate::idempotency::{Claim, IdempotencyKey};
 use crate::storage::StoreError;
@@ -78,6 +79,7 @@ impl WorkerHandler for OrdersWorker {
                 id,
                 reply,
             } => respond(reply, cancel(store, &ctx, &caller, id).await),
+            OrdersMsg::Apply { event, reply } => respond(reply, apply(store, &event).await),
         }
     }
 }
@@ -103,7 +105,11 @@ async fn create(
     }
     let result = async {
         Fault::strike(ctx.fault).await?;
-        store.insert(caller.user_id, order, key.as_ref()).await.map_err(internal)
+        let cause = Cause {
+            request_id: &ctx.request_id,
+            actor: caller.user_id,
+        };
+        store.insert(cause, order, key.as_ref()).await.map_err(internal)
     }
     .await;
     match result {
@@ -135,7 +141,11 @@ async fn cancel(
     if !caller.may_access(existing.user_id) {
         return Err(not_found());
     }
-    match store.cancel(id).await.map_err(internal)? {
+    let cause = Cause {
+        request_id: &ctx.request_id,
+        actor: caller.user_id,
+    };
+    match store.cancel(id, cause).await.map_err(internal)? {
         CancelOutcome::Cancelled(order) => {
             tracing::info!(order_id = %order.id, user_id = %caller.user_id, "order cancelled");
             Ok(order)
@@ -146,4 +156,24 @@ async fn cancel(
         ))),
         CancelOutcome::NotFound => Err(not_found()),
     }
+}
+
+/// Applies an event orders subscribes to (`invoice.paid`: the order is paid).
+async fn apply(store: &OrdersStore, event: &Event) -> Result<(), ServiceError> {
+    crate::fault::poison::strike("orders", event);
+    if event.topic != Topic::InvoicePaid {
+        return Ok(());
+    }
+    let paid: InvoicePaid = event.payload()?;
+    match store.apply_invoice_paid(event, &paid).await.map_err(internal)? {
+        PaidOutcome::Paid => tracing::info!(order_id = %paid.order_id, "order paid"),
+        PaidOutcome::AlreadyApplied => tracing::debug!(order_id = %paid.order_id, "invoice.paid seen before"),
+        PaidOutcome::NotPayable(status) => tracing::warn!(
+            order_id = %paid.order_id,
+            status = status.as_str(),
+            "invoice paid for an order that is no longer open; left as it is (refund is a manual step)"
+        ),
+        PaidOutcome::Unknown => tracing::warn!(order_id = %paid.order_id, "invoice paid for an unknown order"),
+    }
+    Ok(())
 }

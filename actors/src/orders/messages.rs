@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use super::model::{NewOrder, Order, OrderFilter};
 use crate::api::{Caller, Page, PageRequest, RequestContext};
+use crate::events::{Applied, Event};
 use crate::idempotency::IdempotencyKey;
 use crate::ServiceError;
 
@@ -47,6 +48,8 @@ pub enum OrdersMsg {
         id: Uuid,
         reply: Reply<Order>,
     },
+    /// An event orders subscribes to, from the event bus.
+    Apply { event: Event, reply: Applied },
 }
 
 impl OrdersMsg {

@@ -1,4 +1,6 @@
-//! The orders service: users create, read, list and cancel orders.
+//! The orders service: users create, read, list and cancel orders. It
+//! publishes `order.created` and `order.cancelled`, and consumes
+//! `invoice.paid` (the order becomes `paid`).
 //!
 //! * `messages.rs` — [`OrdersMsg`], the service's API
 //! * `actor.rs` — the worker that handles them
@@ -18,6 +20,7 @@ use supervision::ServiceSupervisor;
 
 pub use messages::OrdersMsg;
 
+use crate::events::{Subscription, Topic};
 use crate::service::{ServiceContext, ServiceDefinition, StartError, StartedService};
 use crate::storage::StoreError;
 use actor::OrdersWorker;
@@ -52,10 +55,19 @@ async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
         ctx.call_timeout,
         store.clone(),
     );
+    let subscription = Subscription::new(
+        "orders",
+        &[Topic::InvoicePaid],
+        ctx.workers,
+        handle.clone(),
+        |event, reply| OrdersMsg::Apply { event, reply },
+    );
     Ok(StartedService {
         starter,
         routes: routes::routes(handle, default_currency),
         dependencies: vec![store.dependency()],
+        outbox: Some(store.outbox()),
+        subscriptions: vec![subscription],
     })
 }
 

@@ -10,6 +10,13 @@
 //! (PostgreSQL) or the single writer connection (SQLite), so of two
 //! concurrent refreshes with one token exactly one rotates and the other is
 //! seen as reuse.
+//!
+//! Events: every change others must hear of writes its event to the outbox
+//! in the same transaction — `user.registered` (a user created),
+//! `user.logged_in` (a session opened), `session.revoked` (a session ended
+//! by logout, by `DELETE /sessions/{id}`, or by refresh-token reuse; only
+//! when the revocation changed a row). Their data never holds a password,
+//! a hash or a token.
 
 mod postgres;
 mod sqlite;
@@ -18,6 +25,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use sqlx::migrate::Migrator;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -25,6 +33,7 @@ use uuid::Uuid;
 use super::model::{parse_role, ClientInfo, DisplayName, Email, SessionRecord, User};
 use super::tokens::RefreshHash;
 use crate::api::{PageRequest, Role};
+use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
 use crate::storage::{Database, Dependency, Migrations, StorageSettings, StoreError};
 
@@ -104,9 +113,94 @@ pub(crate) struct NewSession<'a> {
     pub refresh: &'a RefreshHash,
 }
 
+/// Who caused a change, for the event that announces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cause<'a> {
+    /// The request's id; `None` outside a request (an operator's command).
+    pub request_id: Option<&'a str>,
+    pub actor: ActedBy,
+}
+
+impl<'a> Cause<'a> {
+    /// An operator's command (`stageworks user create --admin`, the
+    /// bootstrap admin): no request, nobody acting.
+    pub const COMMAND: Cause<'static> = Cause {
+        request_id: None,
+        actor: ActedBy::Nobody,
+    };
+
+    /// The request `request_id`, made by `actor`.
+    pub fn request(request_id: &'a str, actor: ActedBy) -> Self {
+        Self {
+            request_id: Some(request_id),
+            actor,
+        }
+    }
+}
+
+/// Who acted, as an event names them (its `actor_id`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActedBy {
+    /// This user (the caller).
+    User(Uuid),
+    /// The user the change is about, whose id only the store knows: the new
+    /// user of a registration, the owner of a session whose spent refresh
+    /// token came back.
+    Subject,
+    /// Nobody: an operator's command.
+    Nobody,
+}
+
+impl ActedBy {
+    fn resolve(self, subject: Uuid) -> Option<Uuid> {
+        match self {
+            ActedBy::User(id) => Some(id),
+            ActedBy::Subject => Some(subject),
+            ActedBy::Nobody => None,
+        }
+    }
+}
+
+/// Why a session was revoked: the `reason` of its `session.revoked` event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevokeReason {
+    /// Its holder logged out with it.
+    Logout,
+    /// Revoked through the sessions API, by its owner or an admin (the
+    /// event's actor says which).
+    Revoked,
+    /// A spent refresh token of it was presented (see [`Rotation::Reused`]).
+    RefreshTokenReused,
+}
+
+/// `user.logged_in`'s data.
+#[derive(Debug, Serialize)]
+struct LoggedIn<'a> {
+    user_id: Uuid,
+    session_id: Uuid,
+    ip: Option<&'a str>,
+    user_agent: Option<&'a str>,
+}
+
+/// `session.revoked`'s data.
+#[derive(Debug, Serialize)]
+struct SessionRevoked {
+    session_id: Uuid,
+    user_id: Uuid,
+    reason: RevokeReason,
+}
+
+/// Builds the event announcing a session's revocation, given the session
+/// (id, owner) the revocation actually changed; the backends call it inside
+/// their transaction, once they know.
+pub(crate) type AnnounceRevocation<'a> =
+    dyn Fn(Uuid, Uuid) -> Result<Event, StoreError> + Send + Sync + 'a;
+
 #[derive(Clone, Debug)]
 pub struct AuthStore {
     db: Database,
+    outbox: Outbox,
     /// How long an unfinished idempotency claim holds its key.
     claim_lease: Duration,
 }
@@ -122,7 +216,17 @@ impl AuthStore {
             postgres: &POSTGRES_MIGRATIONS,
         };
         let db = Database::open("auth", data_dir, settings, &migrations).await?;
-        Ok(Self { db, claim_lease })
+        let outbox = Outbox::new("auth", db.clone());
+        Ok(Self {
+            db,
+            outbox,
+            claim_lease,
+        })
+    }
+
+    /// Where the relay finds this service's events.
+    pub fn outbox(&self) -> Outbox {
+        self.outbox.clone()
     }
 
     /// Called by each worker as it starts: fails while the database is unreachable.
@@ -159,11 +263,13 @@ impl AuthStore {
         }
     }
 
-    /// Creates a user with an already hashed password. With an idempotency
-    /// key, its response (201 and the user) is stored in the same
-    /// transaction. A taken email changes nothing.
+    /// Creates a user with an already hashed password, and in the same
+    /// transaction its `user.registered` event (data: the user as the API
+    /// shows it, never the hash) and, with an idempotency key, its response
+    /// (201 and the user). A taken email changes nothing.
     pub async fn create_user(
         &self,
+        cause: Cause<'_>,
         email: &Email,
         name: &DisplayName,
         password_hash: &str,
@@ -186,13 +292,17 @@ impl AuthStore {
             None => None,
         };
         let response = body.as_ref().map(|(key, body)| (*key, body.as_slice()));
+        let event = event(Topic::UserRegistered, cause, user.id, &user)?;
         let inserted = match &self.db {
-            Database::Sqlite(db) => sqlite::insert_user(db, &user, password_hash, response).await?,
+            Database::Sqlite(db) => {
+                sqlite::insert_user(db, &user, password_hash, response, &event).await?
+            }
             Database::Postgres(db) => {
-                postgres::insert_user(db, &user, password_hash, response).await?
+                postgres::insert_user(db, &user, password_hash, response, &event).await?
             }
         };
         Ok(if inserted {
+            self.outbox.committed();
             CreateUser::Created(user)
         } else {
             CreateUser::EmailTaken
@@ -228,7 +338,9 @@ impl AuthStore {
 
     /// Makes the user with this email an admin; creates them (as admin, with
     /// `new_user`'s name and password hash) if there is none and `new_user`
-    /// is given. An existing user's password is never changed here.
+    /// is given. An existing user's password is never changed here. A user
+    /// created here is announced (`user.registered`) as an operator's
+    /// command: no request id, no actor.
     pub async fn grant_admin(
         &self,
         email: &Email,
@@ -241,7 +353,7 @@ impl AuthStore {
             return Ok(GrantAdmin::NoSuchUser);
         };
         match self
-            .create_user(email, name, hash, Role::Admin, None)
+            .create_user(Cause::COMMAND, email, name, hash, Role::Admin, None)
             .await?
         {
             CreateUser::Created(user) => Ok(GrantAdmin::Created(user)),
@@ -265,9 +377,11 @@ impl AuthStore {
     }
 
     /// Opens a session for the user whose first refresh token is `refresh`;
-    /// it expires after `ttl` unless refreshed.
+    /// it expires after `ttl` unless refreshed. Its `user.logged_in` event
+    /// is written in the same transaction.
     pub async fn create_session(
         &self,
+        cause: Cause<'_>,
         user_id: Uuid,
         refresh: &RefreshHash,
         ttl: Duration,
@@ -284,30 +398,51 @@ impl AuthStore {
             user_agent: client.user_agent.clone(),
             ip: client.ip.map(|ip| ip.to_string()),
         };
+        let logged_in = LoggedIn {
+            user_id,
+            session_id: record.id,
+            ip: record.ip.as_deref(),
+            user_agent: record.user_agent.as_deref(),
+        };
+        let event = event(Topic::UserLoggedIn, cause, user_id, &logged_in)?;
         let new = NewSession {
             record: record.clone(),
             refresh,
         };
         match &self.db {
-            Database::Sqlite(db) => sqlite::insert_session(db, &new).await?,
-            Database::Postgres(db) => postgres::insert_session(db, &new).await?,
+            Database::Sqlite(db) => sqlite::insert_session(db, &new, &event).await?,
+            Database::Postgres(db) => postgres::insert_session(db, &new, &event).await?,
         }
+        self.outbox.committed();
         Ok(record)
     }
 
     /// Redeems `presented` for `next`, atomically (see [`Rotation`] and
     /// [`judge_rotation`]); on success the session expires `ttl` from now.
+    /// A reuse that revokes a live session writes its `session.revoked`
+    /// event (reason `refresh_token_reused`) in the same transaction; one
+    /// that finds it revoked already writes none.
     pub async fn rotate_refresh(
         &self,
+        cause: Cause<'_>,
         presented: &RefreshHash,
         next: &RefreshHash,
         ttl: Duration,
     ) -> Result<Rotation, StoreError> {
         let now = now_micros();
-        match &self.db {
-            Database::Sqlite(db) => sqlite::rotate(db, presented, next, now, now + ttl).await,
-            Database::Postgres(db) => postgres::rotate(db, presented, next, now, now + ttl).await,
+        let announce = revocation(cause, RevokeReason::RefreshTokenReused);
+        let (rotation, announced) = match &self.db {
+            Database::Sqlite(db) => {
+                sqlite::rotate(db, presented, next, now, now + ttl, &announce).await?
+            }
+            Database::Postgres(db) => {
+                postgres::rotate(db, presented, next, now, now + ttl, &announce).await?
+            }
+        };
+        if announced {
+            self.outbox.committed();
         }
+        Ok(rotation)
     }
 
     pub async fn get_session(&self, id: Uuid) -> Result<Option<SessionRecord>, StoreError> {
@@ -317,13 +452,25 @@ impl AuthStore {
         }
     }
 
-    /// Revokes the session; returns whether it was active until now.
-    pub async fn revoke_session(&self, id: Uuid) -> Result<bool, StoreError> {
+    /// Revokes the session; returns whether it was active until now (only
+    /// then is its `session.revoked` event written, in the same
+    /// transaction).
+    pub async fn revoke_session(
+        &self,
+        id: Uuid,
+        cause: Cause<'_>,
+        reason: RevokeReason,
+    ) -> Result<bool, StoreError> {
         let now = now_micros();
-        match &self.db {
-            Database::Sqlite(db) => sqlite::revoke(db, id, now).await,
-            Database::Postgres(db) => postgres::revoke(db, id, now).await,
+        let announce = revocation(cause, reason);
+        let revoked = match &self.db {
+            Database::Sqlite(db) => sqlite::revoke(db, id, now, &announce).await?,
+            Database::Postgres(db) => postgres::revoke(db, id, now, &announce).await?,
+        };
+        if revoked {
+            self.outbox.committed();
         }
+        Ok(revoked)
     }
 
     /// One page of a user's active sessions, newest first, and their total.
@@ -370,6 +517,33 @@ impl AuthStore {
             Database::Sqlite(db) => sqlite::purge_sessions(db, cutoff).await,
             Database::Postgres(db) => postgres::purge_sessions(db, cutoff).await,
         }
+    }
+}
+
+/// An event about `subject` (a user), caused by `cause`.
+fn event(
+    topic: Topic,
+    cause: Cause<'_>,
+    subject: Uuid,
+    data: &impl Serialize,
+) -> Result<Event, StoreError> {
+    Event::new(topic, cause.request_id, cause.actor.resolve(subject), data)
+        .map_err(|e| StoreError::Corrupt(format!("{topic} event for user {subject}: {e}")))
+}
+
+/// What announces a revocation by `cause` for `reason`, once the backend
+/// knows which session (and whose) it changed.
+fn revocation(
+    cause: Cause<'_>,
+    reason: RevokeReason,
+) -> impl Fn(Uuid, Uuid) -> Result<Event, StoreError> + Send + Sync + '_ {
+    move |session_id, user_id| {
+        let data = SessionRevoked {
+            session_id,
+            user_id,
+            reason,
+        };
+        event(Topic::SessionRevoked, cause, user_id, &data)
     }
 }
 

@@ -2,17 +2,20 @@
 //! for reads and writes. A rotation locks its session's row
 //! (`SELECT … FOR UPDATE`), so replicas redeeming the same refresh token at
 //! once are serialised: the first rotates, the second sees a spent token.
+//! Events go to the outbox inside the transaction of their change.
 
 use sqlx::{Acquire, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    judge_rotation, stored_role, NewSession, Rotation, RotationStep, SESSION_COLUMNS, USER_COLUMNS,
+    judge_rotation, stored_role, AnnounceRevocation, NewSession, Rotation, RotationStep,
+    SESSION_COLUMNS, USER_COLUMNS,
 };
 use crate::api::{PageRequest, Role};
 use crate::auth::model::{role_str, SessionRecord, User};
 use crate::auth::tokens::RefreshHash;
+use crate::events::{outbox, Event};
 use crate::idempotency::{self, IdempotencyKey};
 use crate::storage::postgres::PgDb;
 use crate::storage::StoreError;
@@ -47,6 +50,7 @@ pub(super) async fn insert_user(
     user: &User,
     password_hash: &str,
     response: Option<(&IdempotencyKey, &[u8])>,
+    event: &Event,
 ) -> Result<bool, StoreError> {
     let mut conn = db.acquire().await?;
     let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
@@ -68,6 +72,7 @@ pub(super) async fn insert_user(
         // Dropping the transaction rolls it back: nothing was written.
         return Ok(false);
     }
+    outbox::postgres::append_in(&mut tx, event).await?;
     if let Some((key, body)) = response {
         idempotency::postgres::complete_in(&mut tx, key, 201, body).await?;
     }
@@ -148,7 +153,11 @@ pub(super) async fn promote(
     Ok(Some((user, was)))
 }
 
-pub(super) async fn insert_session(db: &PgDb, new: &NewSession<'_>) -> Result<(), StoreError> {
+pub(super) async fn insert_session(
+    db: &PgDb,
+    new: &NewSession<'_>,
+    event: &Event,
+) -> Result<(), StoreError> {
     let s = &new.record;
     let mut conn = db.acquire().await?;
     let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
@@ -175,17 +184,21 @@ pub(super) async fn insert_session(db: &PgDb, new: &NewSession<'_>) -> Result<()
     .bind(s.created_at)
     .execute(&mut *tx)
     .await?;
+    outbox::postgres::append_in(&mut tx, event).await?;
     tx.commit().await?;
     Ok(())
 }
 
+/// The rotation's outcome, and whether it wrote an event (a reuse that
+/// revoked a live session).
 pub(super) async fn rotate(
     db: &PgDb,
     presented: &RefreshHash,
     next: &RefreshHash,
     now: OffsetDateTime,
     expires_at: OffsetDateTime,
-) -> Result<Rotation, StoreError> {
+    announce: &AnnounceRevocation<'_>,
+) -> Result<(Rotation, bool), StoreError> {
     let mut conn = db.acquire().await?;
     let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
     let session_id: Option<Uuid> =
@@ -194,7 +207,7 @@ pub(super) async fn rotate(
             .fetch_optional(&mut *tx)
             .await?;
     let Some(session_id) = session_id else {
-        return Ok(Rotation::Invalid);
+        return Ok((Rotation::Invalid, false));
     };
     // The lock makes a concurrent rotation wait, then read the hash this one
     // wrote: the current hash is judged after the lock, never before.
@@ -205,22 +218,33 @@ pub(super) async fn rotate(
     .fetch_optional(&mut *tx)
     .await?;
     let Some((id, user_id, created, used, expires, revoked, agent, ip, current)) = row else {
-        return Ok(Rotation::Invalid);
+        return Ok((Rotation::Invalid, false));
     };
     let mut session = session_from_row((id, user_id, created, used, expires, revoked, agent, ip));
     match judge_rotation(&session, &current, presented, now) {
-        RotationStep::Refuse => Ok(Rotation::Invalid),
+        RotationStep::Refuse => Ok((Rotation::Invalid, false)),
         RotationStep::RevokeForReuse => {
-            sqlx::query("UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
-                .bind(now)
-                .bind(session_id)
-                .execute(&mut *tx)
-                .await?;
+            // A session revoked already keeps its first revocation and its
+            // one event (the row lock orders concurrent reuses).
+            let revoked = sqlx::query(
+                "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(session_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if revoked {
+                outbox::postgres::append_in(&mut tx, &announce(session.id, session.user_id)?)
+                    .await?;
+            }
             tx.commit().await?;
-            Ok(Rotation::Reused {
+            let reused = Rotation::Reused {
                 session_id: session.id,
                 user_id: session.user_id,
-            })
+            };
+            Ok((reused, revoked))
         }
         RotationStep::Rotate => {
             sqlx::query(
@@ -250,7 +274,7 @@ pub(super) async fn rotate(
             tx.commit().await?;
             session.last_used_at = now;
             session.expires_at = expires_at;
-            Ok(Rotation::Rotated(session))
+            Ok((Rotation::Rotated(session), false))
         }
     }
 }
@@ -266,15 +290,31 @@ pub(super) async fn session(db: &PgDb, id: Uuid) -> Result<Option<SessionRecord>
     Ok(row.map(session_from_row))
 }
 
-pub(super) async fn revoke(db: &PgDb, id: Uuid, now: OffsetDateTime) -> Result<bool, StoreError> {
+/// Whether the session was active until now; if so its event (from
+/// `announce`) is written in the same transaction.
+pub(super) async fn revoke(
+    db: &PgDb,
+    id: Uuid,
+    now: OffsetDateTime,
+    announce: &AnnounceRevocation<'_>,
+) -> Result<bool, StoreError> {
     let mut conn = db.acquire().await?;
-    let done =
-        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
-    Ok(done.rows_affected() == 1)
+    let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
+    let owner: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL
+         RETURNING user_id",
+    )
+    .bind(now)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(user_id) = owner else {
+        // Unknown or revoked already: nothing changed, nothing to announce.
+        return Ok(false);
+    };
+    outbox::postgres::append_in(&mut tx, &announce(id, user_id)?).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 pub(super) async fn list_sessions(

@@ -1,7 +1,8 @@
 //! The auth SQL on SQLite: ids and times stored as text (hyphenated UUIDs,
 //! RFC 3339 with six fraction digits, so both sort and compare as text);
 //! writes through the single writer connection, which also serialises every
-//! rotation, and reads through the reader pool.
+//! rotation, and reads through the reader pool. Events go to the outbox
+//! inside the transaction of their change.
 
 use sqlx::{Sqlite, Transaction};
 use time::format_description::well_known::Rfc3339;
@@ -9,12 +10,13 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    corrupt, judge_rotation, stored_role, NewSession, Rotation, RotationStep, SESSION_COLUMNS,
-    USER_COLUMNS,
+    corrupt, judge_rotation, stored_role, AnnounceRevocation, NewSession, Rotation, RotationStep,
+    SESSION_COLUMNS, USER_COLUMNS,
 };
 use crate::api::{PageRequest, Role};
 use crate::auth::model::{role_str, SessionRecord, User};
 use crate::auth::tokens::RefreshHash;
+use crate::events::{outbox, Event};
 use crate::idempotency::{self, IdempotencyKey};
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::StoreError;
@@ -54,6 +56,7 @@ pub(super) async fn insert_user(
     user: &User,
     password_hash: &str,
     response: Option<(&IdempotencyKey, &[u8])>,
+    event: &Event,
 ) -> Result<bool, StoreError> {
     let mut tx: Transaction<'_, Sqlite> = db.writer().begin().await?;
     let now = timestamp(user.created_at)?;
@@ -75,6 +78,7 @@ pub(super) async fn insert_user(
         // Dropping the transaction rolls it back: nothing was written.
         return Ok(false);
     }
+    outbox::sqlite::append_in(&mut tx, event).await?;
     if let Some((key, body)) = response {
         idempotency::sqlite::complete_in(&mut tx, key, 201, body).await?;
     }
@@ -153,7 +157,11 @@ pub(super) async fn promote(
     Ok(Some((user, was)))
 }
 
-pub(super) async fn insert_session(db: &SqliteDb, new: &NewSession<'_>) -> Result<(), StoreError> {
+pub(super) async fn insert_session(
+    db: &SqliteDb,
+    new: &NewSession<'_>,
+    event: &Event,
+) -> Result<(), StoreError> {
     let s = &new.record;
     let created_at = timestamp(s.created_at)?;
     let mut tx: Transaction<'_, Sqlite> = db.writer().begin().await?;
@@ -180,17 +188,21 @@ pub(super) async fn insert_session(db: &SqliteDb, new: &NewSession<'_>) -> Resul
     .bind(&created_at)
     .execute(&mut *tx)
     .await?;
+    outbox::sqlite::append_in(&mut tx, event).await?;
     tx.commit().await?;
     Ok(())
 }
 
+/// The rotation's outcome, and whether it wrote an event (a reuse that
+/// revoked a live session).
 pub(super) async fn rotate(
     db: &SqliteDb,
     presented: &RefreshHash,
     next: &RefreshHash,
     now: OffsetDateTime,
     expires_at: OffsetDateTime,
-) -> Result<Rotation, StoreError> {
+    announce: &AnnounceRevocation<'_>,
+) -> Result<(Rotation, bool), StoreError> {
     // Everything on the writer, in one transaction: the single writer
     // connection makes this read-decide-write sequence atomic.
     let mut tx: Transaction<'_, Sqlite> = db.writer().begin().await?;
@@ -200,7 +212,7 @@ pub(super) async fn rotate(
             .fetch_optional(&mut *tx)
             .await?;
     let Some(session_id) = session_id else {
-        return Ok(Rotation::Invalid);
+        return Ok((Rotation::Invalid, false));
     };
     let row: Option<SessionAndHashRow> = sqlx::query_as(&format!(
         "SELECT {SESSION_COLUMNS}, refresh_hash FROM sessions WHERE id = $1"
@@ -209,23 +221,33 @@ pub(super) async fn rotate(
     .fetch_optional(&mut *tx)
     .await?;
     let Some((id, user_id, created, used, expires, revoked, agent, ip, current)) = row else {
-        return Ok(Rotation::Invalid);
+        return Ok((Rotation::Invalid, false));
     };
     let mut session = session_from_row((id, user_id, created, used, expires, revoked, agent, ip))?;
     let now_text = timestamp(now)?;
     match judge_rotation(&session, &current, presented, now) {
-        RotationStep::Refuse => Ok(Rotation::Invalid),
+        RotationStep::Refuse => Ok((Rotation::Invalid, false)),
         RotationStep::RevokeForReuse => {
-            sqlx::query("UPDATE sessions SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
-                .bind(&now_text)
-                .bind(&session_id)
-                .execute(&mut *tx)
-                .await?;
+            // A session revoked already keeps its first revocation and its
+            // one event.
+            let revoked = sqlx::query(
+                "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+            )
+            .bind(&now_text)
+            .bind(&session_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if revoked {
+                outbox::sqlite::append_in(&mut tx, &announce(session.id, session.user_id)?).await?;
+            }
             tx.commit().await?;
-            Ok(Rotation::Reused {
+            let reused = Rotation::Reused {
                 session_id: session.id,
                 user_id: session.user_id,
-            })
+            };
+            Ok((reused, revoked))
         }
         RotationStep::Rotate => {
             sqlx::query(
@@ -255,7 +277,7 @@ pub(super) async fn rotate(
             tx.commit().await?;
             session.last_used_at = now;
             session.expires_at = expires_at;
-            Ok(Rotation::Rotated(session))
+            Ok((Rotation::Rotated(session), false))
         }
     }
 }
@@ -272,18 +294,32 @@ pub(super) async fn session(db: &SqliteDb, id: Uuid) -> Result<Option<SessionRec
     row.map(session_from_row).transpose()
 }
 
+/// Whether the session was active until now; if so its event (from
+/// `announce`) is written in the same transaction.
 pub(super) async fn revoke(
     db: &SqliteDb,
     id: Uuid,
     now: OffsetDateTime,
+    announce: &AnnounceRevocation<'_>,
 ) -> Result<bool, StoreError> {
-    let done =
-        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(timestamp(now)?)
-            .bind(id.to_string())
-            .execute(db.writer())
-            .await?;
-    Ok(done.rows_affected() == 1)
+    let mut tx: Transaction<'_, Sqlite> = db.writer().begin().await?;
+    let owner: Option<String> = sqlx::query_scalar(
+        "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL
+         RETURNING user_id",
+    )
+    .bind(timestamp(now)?)
+    .bind(id.to_string())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(owner) = owner else {
+        // Unknown or revoked already: nothing changed, nothing to announce.
+        return Ok(false);
+    };
+    let user_id = Uuid::parse_str(&owner)
+        .map_err(|_| corrupt("session", &id.to_string(), "user_id", &owner))?;
+    outbox::sqlite::append_in(&mut tx, &announce(id, user_id)?).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 pub(super) async fn list_sessions(

@@ -2,6 +2,10 @@
 //! `orders.db`) or PostgreSQL (`postgres.rs`, the schema `orders`), with the
 //! migrations of each in `../migrations/`. Nothing outside this service reads
 //! these tables. This module holds what both backends share and picks one.
+//!
+//! Every change that others must hear of writes its event (`order.created`,
+//! `order.cancelled`) to the outbox in the same transaction; applied events
+//! (`invoice.paid`) are recorded in the same transaction as their effect.
 
 mod postgres;
 mod sqlite;
@@ -15,6 +19,7 @@ use uuid::Uuid;
 
 use super::model::{NewOrder, Order, OrderFilter, OrderStatus};
 use crate::api::PageRequest;
+use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
 use crate::storage::{Database, Dependency, Migrations, StorageSettings, StoreError};
 
@@ -32,9 +37,36 @@ pub enum CancelOutcome {
     NotFound,
 }
 
+/// What applying an `invoice.paid` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PaidOutcome {
+    /// The order is now `paid`.
+    Paid,
+    /// It was not `created` any more (cancelled meanwhile): left as it is.
+    NotPayable(OrderStatus),
+    /// No such order here.
+    Unknown,
+    /// The event had been applied before.
+    AlreadyApplied,
+}
+
+/// The payload of `invoice.paid` that orders reads.
+#[derive(Debug, serde::Deserialize)]
+pub struct InvoicePaid {
+    pub order_id: Uuid,
+}
+
+/// Who caused a change, for the event that announces it.
+#[derive(Clone, Copy, Debug)]
+pub struct Cause<'a> {
+    pub request_id: &'a str,
+    pub actor: Uuid,
+}
+
 #[derive(Clone, Debug)]
 pub struct OrdersStore {
     db: Database,
+    outbox: Outbox,
     /// How long an unfinished idempotency claim holds its key.
     claim_lease: Duration,
 }
@@ -50,7 +82,17 @@ impl OrdersStore {
             postgres: &POSTGRES_MIGRATIONS,
         };
         let db = Database::open("orders", data_dir, settings, &migrations).await?;
-        Ok(Self { db, claim_lease })
+        let outbox = Outbox::new("orders", db.clone());
+        Ok(Self {
+            db,
+            outbox,
+            claim_lease,
+        })
+    }
+
+    /// Where the relay finds this service's events.
+    pub fn outbox(&self) -> Outbox {
+        self.outbox.clone()
     }
 
     /// Called by each worker as it starts: fails while the database is unreachable.
@@ -83,14 +125,15 @@ impl OrdersStore {
         }
     }
 
-    /// Inserts the order and, in the same transaction, stores the response for
-    /// its idempotency key.
+    /// Inserts the order and, in the same transaction, its `order.created`
+    /// event and the response for its idempotency key.
     pub async fn insert(
         &self,
-        user_id: Uuid,
+        cause: Cause<'_>,
         new: &NewOrder,
         key: Option<&IdempotencyKey>,
     ) -> Result<Order, StoreError> {
+        let user_id = cause.actor;
         let now = now_micros();
         let order = Order {
             id: Uuid::now_v7(),
@@ -107,10 +150,12 @@ impl OrdersStore {
             None => None,
         };
         let response = response.as_ref().map(|(key, body)| (*key, body.as_slice()));
+        let event = event(Topic::OrderCreated, cause, &order)?;
         match &self.db {
-            Database::Sqlite(db) => sqlite::insert(db, &order, response).await?,
-            Database::Postgres(db) => postgres::insert(db, &order, response).await?,
+            Database::Sqlite(db) => sqlite::insert(db, &order, response, &event).await?,
+            Database::Postgres(db) => postgres::insert(db, &order, response, &event).await?,
         }
+        self.outbox.committed();
         Ok(order)
     }
 
@@ -131,19 +176,52 @@ impl OrdersStore {
         Ok((orders, u64::try_from(total).unwrap_or(0)))
     }
 
-    /// Cancels an order that is still `created`, atomically.
-    pub async fn cancel(&self, id: Uuid) -> Result<CancelOutcome, StoreError> {
+    /// Cancels an order that is still `created`, atomically, with its
+    /// `order.cancelled` event.
+    pub async fn cancel(&self, id: Uuid, cause: Cause<'_>) -> Result<CancelOutcome, StoreError> {
         let now = now_micros();
+        let announce = |order: &Order| event(Topic::OrderCancelled, cause, order);
         let (updated, current) = match &self.db {
-            Database::Sqlite(db) => sqlite::cancel(db, id, now).await?,
-            Database::Postgres(db) => postgres::cancel(db, id, now).await?,
+            Database::Sqlite(db) => sqlite::cancel(db, id, now, &announce).await?,
+            Database::Postgres(db) => postgres::cancel(db, id, now, &announce).await?,
         };
         Ok(match (updated, current) {
-            (Some(order), _) => CancelOutcome::Cancelled(order),
+            (Some(order), _) => {
+                self.outbox.committed();
+                CancelOutcome::Cancelled(order)
+            }
             (None, Some(order)) => CancelOutcome::NotCancellable(order),
             (None, None) => CancelOutcome::NotFound,
         })
     }
+}
+
+impl OrdersStore {
+    /// Applies `invoice.paid`: the order becomes `paid` if it is still
+    /// `created`, in one transaction with the record of the event.
+    pub async fn apply_invoice_paid(&self, event: &Event, paid: &InvoicePaid) -> Result<PaidOutcome, StoreError> {
+        let now = now_micros();
+        let (first_time, status) = match &self.db {
+            Database::Sqlite(db) => sqlite::mark_paid(db, event, paid.order_id, now).await?,
+            Database::Postgres(db) => postgres::mark_paid(db, event, paid.order_id, now).await?,
+        };
+        if !first_time {
+            return Ok(PaidOutcome::AlreadyApplied);
+        }
+        Ok(match status {
+            None => PaidOutcome::Unknown,
+            Some(status) => match parse_status(&paid.order_id.to_string(), &status)? {
+                OrderStatus::Paid => PaidOutcome::Paid,
+                other => PaidOutcome::NotPayable(other),
+            },
+        })
+    }
+}
+
+/// The event announcing a change to `order` (its data is the order, as the API shows it).
+fn event(topic: Topic, cause: Cause<'_>, order: &Order) -> Result<Event, StoreError> {
+    Event::new(topic, Some(cause.request_id), Some(cause.actor), order)
+        .map_err(|e| StoreError::Corrupt(format!("order {}: {e}", order.id)))
 }
 
 /// Now, truncated to microseconds (PostgreSQL's precision) so that what is

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{parse_status, COLUMNS};
 use crate::api::PageRequest;
+use crate::events::{inbox, outbox, Event};
 use crate::idempotency::{self, IdempotencyKey};
 use crate::orders::model::{Order, OrderFilter};
 use crate::storage::postgres::PgDb;
@@ -21,16 +22,15 @@ pub(super) async fn insert(
     db: &PgDb,
     order: &Order,
     response: Option<(&IdempotencyKey, &[u8])>,
+    event: &Event,
 ) -> Result<(), StoreError> {
     let mut conn = db.acquire().await?;
-    let Some((key, body)) = response else {
-        // One statement: nothing else to keep atomic with it.
-        insert_order(order).execute(&mut *conn).await?;
-        return Ok(());
-    };
     let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
     insert_order(order).execute(&mut *tx).await?;
-    idempotency::postgres::complete_in(&mut tx, key, 201, body).await?;
+    outbox::postgres::append_in(&mut tx, event).await?;
+    if let Some((key, body)) = response {
+        idempotency::postgres::complete_in(&mut tx, key, 201, body).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -78,29 +78,62 @@ pub(super) async fn list(db: &PgDb, filter: OrderFilter, page: PageRequest) -> R
     Ok((orders, total))
 }
 
-/// The cancelled order if it was `created`, else the order as it is (if any).
+/// The cancelled order (and its event, from `announce`, in the same
+/// transaction) if it was `created`, else the order as it is (if any).
 pub(super) async fn cancel(
     db: &PgDb,
     id: Uuid,
     now: OffsetDateTime,
+    announce: &(dyn Fn(&Order) -> Result<Event, StoreError> + Sync),
 ) -> Result<(Option<Order>, Option<Order>), StoreError> {
     let mut conn = db.acquire().await?;
+    let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
     let updated: Option<OrderRow> = sqlx::query_as(&format!(
         "UPDATE orders SET status = 'cancelled', updated_at = $1
          WHERE id = $2 AND status = 'created' RETURNING {COLUMNS}"
     ))
     .bind(now)
     .bind(id)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut *tx)
     .await?;
     if let Some(row) = updated {
-        return Ok((Some(order_from_row(row)?), None));
+        let order = order_from_row(row)?;
+        outbox::postgres::append_in(&mut tx, &announce(&order)?).await?;
+        tx.commit().await?;
+        return Ok((Some(order), None));
     }
+    tx.rollback().await?;
     let current: Option<OrderRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
     Ok((None, current.map(order_from_row).transpose()?))
+}
+
+/// Records `event` and marks the order paid if it is `created`. Answers
+/// whether the event was new, and the order's status after (if it exists).
+pub(super) async fn mark_paid(
+    db: &PgDb,
+    event: &Event,
+    order_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<(bool, Option<String>), StoreError> {
+    let mut conn = db.acquire().await?;
+    let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
+    if !inbox::postgres::record_in(&mut tx, event).await? {
+        return Ok((false, None));
+    }
+    let status: Option<String> = sqlx::query_scalar(
+        "UPDATE orders SET status = CASE WHEN status = 'created' THEN 'paid' ELSE status END,
+                updated_at = CASE WHEN status = 'created' THEN $1 ELSE updated_at END
+         WHERE id = $2 RETURNING status",
+    )
+    .bind(now)
+    .bind(order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((true, status))
 }
 
 fn order_from_row(row: OrderRow) -> Result<Order, StoreError> {

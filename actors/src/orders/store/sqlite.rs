@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::{corrupt, parse_status, COLUMNS};
 use crate::api::PageRequest;
+use crate::events::{inbox, outbox, Event};
 use crate::idempotency::{self, IdempotencyKey};
 use crate::orders::model::{Order, OrderFilter};
 use crate::storage::sqlite::SqliteDb;
@@ -27,15 +28,14 @@ pub(super) async fn insert(
     db: &SqliteDb,
     order: &Order,
     response: Option<(&IdempotencyKey, &[u8])>,
+    event: &Event,
 ) -> Result<(), StoreError> {
-    let Some((key, body)) = response else {
-        // One statement, one round trip: nothing else to keep atomic with it.
-        insert_order(order)?.execute(db.writer()).await?;
-        return Ok(());
-    };
     let mut tx: Transaction<'_, Sqlite> = db.writer().begin().await?;
     insert_order(order)?.execute(&mut *tx).await?;
-    idempotency::sqlite::complete_in(&mut tx, key, 201, body).await?;
+    outbox::sqlite::append_in(&mut tx, event).await?;
+    if let Some((key, body)) = response {
+        idempotency::sqlite::complete_in(&mut tx, key, 201, body).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -86,29 +86,61 @@ pub(super) async fn list(db: &SqliteDb, filter: OrderFilter, page: PageRequest) 
     Ok((orders, total))
 }
 
-/// The cancelled order if it was `created`, else the order as it is (if any).
+/// The cancelled order (and its event, from `announce`, in the same
+/// transaction) if it was `created`, else the order as it is (if any).
 pub(super) async fn cancel(
     db: &SqliteDb,
     id: Uuid,
     now: OffsetDateTime,
+    announce: &(dyn Fn(&Order) -> Result<Event, StoreError> + Sync),
 ) -> Result<(Option<Order>, Option<Order>), StoreError> {
+    let mut tx: Transaction<'_, Sqlite> = db.writer().begin().await?;
     let updated: Option<OrderRow> = sqlx::query_as(&format!(
         "UPDATE orders SET status = 'cancelled', updated_at = $1
          WHERE id = $2 AND status = 'created' RETURNING {COLUMNS}"
     ))
     .bind(timestamp(now)?)
     .bind(id.to_string())
-    .fetch_optional(db.writer())
+    .fetch_optional(&mut *tx)
     .await?;
     if let Some(row) = updated {
-        return Ok((Some(order_from_row(row)?), None));
+        let order = order_from_row(row)?;
+        outbox::sqlite::append_in(&mut tx, &announce(&order)?).await?;
+        tx.commit().await?;
+        return Ok((Some(order), None));
     }
+    tx.rollback().await?;
     // Read through the writer: the reader pool may not see the latest commit yet.
     let current: Option<OrderRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
         .bind(id.to_string())
         .fetch_optional(db.writer())
         .await?;
     Ok((None, current.map(order_from_row).transpose()?))
+}
+
+/// Records `event` and marks the order paid if it is `created`. Answers
+/// whether the event was new, and the order's status after (if it exists).
+pub(super) async fn mark_paid(
+    db: &SqliteDb,
+    event: &Event,
+    order_id: Uuid,
+    now: OffsetDateTime,
+) -> Result<(bool, Option<String>), StoreError> {
+    let mut tx: Transaction<'_, Sqlite> = db.writer().begin().await?;
+    if !inbox::sqlite::record_in(&mut tx, event).await? {
+        return Ok((false, None));
+    }
+    sqlx::query("UPDATE orders SET status = 'paid', updated_at = $1 WHERE id = $2 AND status = 'created'")
+        .bind(timestamp(now)?)
+        .bind(order_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+        .bind(order_id.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok((true, status))
 }
 
 fn timestamp(t: OffsetDateTime) -> Result<String, StoreError> {

@@ -1,0 +1,58 @@
+//! The billing service's API: the messages its workers handle, from its
+//! routes and from the event bus.
+
+use ractor::RpcReplyPort;
+use uuid::Uuid;
+
+use super::model::{Invoice, InvoiceFilter};
+use crate::api::{Caller, Page, PageRequest, RequestContext};
+use crate::events::{Applied, Event};
+use crate::ServiceError;
+
+pub type Reply<T> = RpcReplyPort<Result<T, ServiceError>>;
+
+pub enum BillingMsg {
+    List {
+        ctx: RequestContext,
+        caller: Caller,
+        /// Admins may ask for one user's invoices; `None` means "the caller's
+        /// own" for users and "everyone's" for admins.
+        user_id: Option<Uuid>,
+        page: PageRequest,
+        reply: Reply<Page<Invoice>>,
+    },
+    Get {
+        ctx: RequestContext,
+        caller: Caller,
+        id: Uuid,
+        reply: Reply<Invoice>,
+    },
+    /// The invoice of an order (404 until its `order.created` is applied).
+    ByOrder {
+        ctx: RequestContext,
+        caller: Caller,
+        order_id: Uuid,
+        reply: Reply<Invoice>,
+    },
+    Pay {
+        ctx: RequestContext,
+        caller: Caller,
+        id: Uuid,
+        reply: Reply<Invoice>,
+    },
+    /// A consumed event (`order.created`, `order.cancelled`), delivered by
+    /// the bus; `Ok` once applied or found applied before, and an error for
+    /// the bus to retry.
+    Apply { event: Event, reply: Applied },
+}
+
+impl BillingMsg {
+    /// The filter a list request resolves to, given who asks.
+    pub fn list_filter(caller: &Caller, user_id: Option<Uuid>) -> InvoiceFilter {
+        match (caller.is_admin(), user_id) {
+            (true, Some(user)) => InvoiceFilter::User(user),
+            (true, None) => InvoiceFilter::All,
+            (false, _) => InvoiceFilter::User(caller.user_id),
+        }
+    }
+}

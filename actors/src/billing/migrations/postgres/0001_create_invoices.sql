@@ -1,0 +1,51 @@
+-- The billing service's own tables (in its own schema, `billing`): invoices,
+-- the counter their numbers come from, and the event tables of a service that
+-- both consumes and publishes.
+CREATE TABLE invoices (
+    id          UUID PRIMARY KEY,               -- UUIDv7
+    seq         BIGINT NOT NULL UNIQUE,         -- from invoice_counter: 1, 2, 3, … without gaps
+    number      TEXT NOT NULL UNIQUE,           -- prefix + seq, at least six digits (INV-000001)
+    order_id    UUID NOT NULL UNIQUE,           -- one invoice per order, whatever the events say
+    user_id     UUID NOT NULL,
+    amount      BIGINT NOT NULL CHECK (amount > 0),
+    currency    TEXT NOT NULL CHECK (length(currency) = 3),
+    status      TEXT NOT NULL CHECK (status IN ('open', 'paid', 'void')),
+    created_at  TIMESTAMPTZ NOT NULL,
+    paid_at     TIMESTAMPTZ,
+    voided_at   TIMESTAMPTZ
+);
+
+-- Lists are newest first by id (UUIDv7 ids sort by creation time).
+CREATE INDEX invoices_by_user ON invoices (user_id, id DESC);
+
+-- The last invoice number handed out: one row, bumped inside the
+-- transaction that creates the invoice. Its row lock serializes concurrent
+-- creators (replicas included), and a rollback gives the number back.
+CREATE TABLE invoice_counter (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    last BIGINT NOT NULL CHECK (last >= 0)
+);
+
+INSERT INTO invoice_counter (id, last) VALUES (1, 0);
+
+-- Events billing publishes (invoice.*), written in the transaction of the
+-- change they announce; the relay hands them on (see events/outbox).
+CREATE TABLE outbox (
+    seq           BIGSERIAL PRIMARY KEY,             -- relay order
+    id            UUID NOT NULL UNIQUE,              -- the event id
+    topic         TEXT NOT NULL,
+    event         TEXT NOT NULL,                     -- the event, JSON (API.md)
+    created_at    BIGINT NOT NULL,                   -- unix ms
+    claimed_until BIGINT NOT NULL DEFAULT 0,         -- unix ms: a relay's lease
+    published_at  BIGINT                             -- unix ms; NULL until handed on
+);
+
+CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
+
+-- Events billing consumed (order.*), recorded in the transaction of their
+-- effect, so a redelivered event changes nothing (see events/inbox).
+CREATE TABLE processed_events (
+    event_id     UUID PRIMARY KEY,
+    topic        TEXT NOT NULL,
+    processed_at BIGINT NOT NULL                     -- unix ms
+);

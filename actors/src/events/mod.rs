@@ -1,0 +1,290 @@
+//! Events between services: nothing a service accepted is lost.
+//!
+//! * A service writes its state change and its [`Event`] into its own
+//!   **outbox** table in one transaction ([`outbox`]); nothing else is needed
+//!   for the event to be delivered eventually, even if the process is killed
+//!   the next instant.
+//! * A **relay** per producing service ([`relay`]) claims committed outbox
+//!   rows and hands them to the **event bus** ([`bus`]), an actor in the
+//!   supervision tree, which fans them out to the subscribing services —
+//!   in-process by default, through Redis Streams with one consumer group per
+//!   subscriber when replicas share Redis ([`stream`]).
+//! * Delivery is at-least-once. A subscriber records the ids of the events
+//!   it applied in its own database, in the same transaction as the effect
+//!   ([`inbox`]), so a redelivered event changes nothing.
+//! * A delivery that fails is retried with backoff; after
+//!   `events.max_attempts` the event is kept in the **dead-letter** store
+//!   ([`dead_letters`], the bus's own database) with its last error, for the
+//!   operator to see and replay (`/admin/events`). A subscriber whose circuit
+//!   is open is not failing *this* event: its events wait, uncounted.
+
+pub mod bus;
+pub mod dead_letters;
+pub mod delivery;
+pub mod inbox;
+pub mod memory;
+pub mod outbox;
+pub mod relay;
+pub mod stream;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use ractor::RpcReplyPort;
+use serde::{Deserialize, Serialize};
+use supervision::{CallError, ServiceHandle};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::ServiceError;
+
+pub use bus::{EventBus, EventsSettings};
+pub use outbox::Outbox;
+
+/// What a service publishes (API.md, Events). Serialized as is into the
+/// outbox, the stream and the dead-letter store.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: Uuid,
+    pub topic: Topic,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    /// The request that caused it, so one request can be followed from the
+    /// HTTP call to the last consumer in the logs.
+    pub request_id: Option<String>,
+    /// The user who acted, if any.
+    pub actor_id: Option<Uuid>,
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    /// A new event (UUIDv7 id: ids sort by creation time).
+    pub fn new(
+        topic: Topic,
+        request_id: Option<&str>,
+        actor_id: Option<Uuid>,
+        data: &impl Serialize,
+    ) -> Result<Self, serde_json::Error> {
+        let now = OffsetDateTime::now_utc();
+        Ok(Self {
+            id: Uuid::now_v7(),
+            topic,
+            occurred_at: now
+                .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+                .unwrap_or(now),
+            request_id: request_id.map(str::to_owned),
+            actor_id,
+            data: serde_json::to_value(data)?,
+        })
+    }
+
+    /// The event's `data` read as the payload type its topic carries.
+    pub fn payload<T: serde::de::DeserializeOwned>(&self) -> Result<T, ServiceError> {
+        T::deserialize(&self.data).map_err(|e| {
+            ServiceError::Conflict(format!(
+                "event {} ({}) has a malformed payload: {e}",
+                self.id, self.topic
+            ))
+        })
+    }
+
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string(self)
+    }
+
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    /// Seconds from the event to now (0 if the clocks disagree).
+    pub fn age(&self) -> Duration {
+        let age = OffsetDateTime::now_utc() - self.occurred_at;
+        Duration::try_from(age).unwrap_or_default()
+    }
+}
+
+/// The topics (API.md, Events).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Topic {
+    #[serde(rename = "user.registered")]
+    UserRegistered,
+    #[serde(rename = "user.logged_in")]
+    UserLoggedIn,
+    #[serde(rename = "session.revoked")]
+    SessionRevoked,
+    #[serde(rename = "order.created")]
+    OrderCreated,
+    #[serde(rename = "order.cancelled")]
+    OrderCancelled,
+    #[serde(rename = "invoice.created")]
+    InvoiceCreated,
+    #[serde(rename = "invoice.paid")]
+    InvoicePaid,
+    #[serde(rename = "invoice.voided")]
+    InvoiceVoided,
+}
+
+impl Topic {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::UserRegistered => "user.registered",
+            Topic::UserLoggedIn => "user.logged_in",
+            Topic::SessionRevoked => "session.revoked",
+            Topic::OrderCreated => "order.created",
+            Topic::OrderCancelled => "order.cancelled",
+            Topic::InvoiceCreated => "invoice.created",
+            Topic::InvoicePaid => "invoice.paid",
+            Topic::InvoiceVoided => "invoice.voided",
+        }
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a delivery did not apply.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryError {
+    /// The subscriber is not taking messages (circuit open, restarting): the
+    /// event waits for it and the attempt does not count.
+    #[error("subscriber unavailable: {reason}")]
+    Unavailable {
+        retry_after: Duration,
+        reason: String,
+    },
+    /// The subscriber tried and failed (an error, a panic, a timeout): the
+    /// attempt counts towards `events.max_attempts`.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The reply a subscriber's worker sends once it has applied an event (or
+/// found it applied before).
+pub type Applied = RpcReplyPort<Result<(), ServiceError>>;
+
+type DeliverFn = dyn Fn(Event) -> BoxFuture<'static, Result<(), DeliveryError>> + Send + Sync;
+
+/// A service's subscription: the topics it consumes and how an event reaches
+/// its workers.
+#[derive(Clone)]
+pub struct Subscription {
+    pub subscriber: &'static str,
+    pub topics: &'static [Topic],
+    /// How many events it is handed at once (its worker count).
+    pub concurrency: usize,
+    deliver: Arc<DeliverFn>,
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("subscriber", &self.subscriber)
+            .field("topics", &self.topics)
+            .finish()
+    }
+}
+
+impl Subscription {
+    /// Events reach the service as a message built by `message`, asked
+    /// through its supervised handle like any request: its crash, timeout
+    /// or open circuit follows the supervision rules.
+    pub fn new<M: Send + 'static>(
+        subscriber: &'static str,
+        topics: &'static [Topic],
+        concurrency: usize,
+        handle: ServiceHandle<M>,
+        message: fn(Event, Applied) -> M,
+    ) -> Self {
+        let deliver = move |event: Event| -> BoxFuture<'static, Result<(), DeliveryError>> {
+            let handle = handle.clone();
+            Box::pin(async move {
+                match handle.call(|reply| message(event, reply)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(err)) => Err(DeliveryError::Failed(err.to_string())),
+                    Err(err) => Err(call_failure(err)),
+                }
+            })
+        };
+        Self {
+            subscriber,
+            topics,
+            concurrency: concurrency.max(1),
+            deliver: Arc::new(deliver),
+        }
+    }
+
+    pub fn wants(&self, topic: Topic) -> bool {
+        self.topics.contains(&topic)
+    }
+
+    /// One delivery attempt.
+    pub async fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
+        (self.deliver)(event).await
+    }
+}
+
+/// Resolves once `stop` turns true (the process is shutting down).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn call_failure(err: CallError) -> DeliveryError {
+    match err {
+        CallError::CircuitOpen { retry_after, .. } | CallError::Unavailable { retry_after, .. } => {
+            DeliveryError::Unavailable {
+                retry_after,
+                reason: err.to_string(),
+            }
+        }
+        CallError::Timeout { .. } | CallError::Crashed { .. } => {
+            DeliveryError::Failed(err.to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_as_the_api_documents_them() {
+        let event = Event::new(
+            Topic::OrderCreated,
+            Some("req-1"),
+            None,
+            &serde_json::json!({"a": 1}),
+        )
+        .expect("serializable");
+        let json: serde_json::Value =
+            serde_json::from_str(&event.to_json().expect("json")).expect("parse");
+        assert_eq!(json["topic"], "order.created");
+        assert_eq!(json["request_id"], "req-1");
+        assert!(json["actor_id"].is_null());
+        assert_eq!(json["data"]["a"], 1);
+        assert_eq!(
+            Event::from_json(&event.to_json().expect("json")).expect("back"),
+            event
+        );
+    }
+
+    #[test]
+    fn topic_names_match_their_serde_names() {
+        for topic in [
+            Topic::UserRegistered,
+            Topic::UserLoggedIn,
+            Topic::SessionRevoked,
+            Topic::OrderCreated,
+            Topic::OrderCancelled,
+            Topic::InvoiceCreated,
+            Topic::InvoicePaid,
+            Topic::InvoiceVoided,
+        ] {
+            assert_eq!(serde_json::to_value(topic).expect("json"), topic.as_str());
+        }
+    }
+}

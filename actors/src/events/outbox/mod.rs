@@ -1,0 +1,160 @@
+//! The transactional outbox. Each producing service has a table `outbox` in
+//! its own database (created by its migrations, see `TABLES` below) and
+//! appends its events with [`sqlite::append_in`] / [`postgres::append_in`]
+//! inside the transaction that makes the change they announce. The relay
+//! ([`crate::events::relay`]) reads them back through an [`Outbox`].
+//!
+//! Rows are *claimed* for a lease before they are handed on, so replicas
+//! sharing one PostgreSQL database each take their own rows (`FOR UPDATE
+//! SKIP LOCKED`), and a row whose relay died is taken again once its lease
+//! has run out. A row is marked published when every subscriber has it
+//! (in-process: applied or dead-lettered; Redis: appended to the stream).
+//!
+//! The tables every producing service creates in its migrations (SQLite;
+//! PostgreSQL uses `BIGSERIAL`/`BIGINT`):
+//!
+//! ```sql
+//! CREATE TABLE outbox (
+//!     seq           INTEGER PRIMARY KEY AUTOINCREMENT, -- relay order
+//!     id            TEXT NOT NULL UNIQUE,              -- the event id
+//!     topic         TEXT NOT NULL,
+//!     event         TEXT NOT NULL,                     -- the event, JSON (API.md)
+//!     created_at    INTEGER NOT NULL,                  -- unix ms
+//!     claimed_until INTEGER NOT NULL DEFAULT 0,        -- unix ms: a relay's lease
+//!     published_at  INTEGER                            -- unix ms; NULL until handed on
+//! );
+//! CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
+//! ```
+
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::Notify;
+
+use super::Event;
+use crate::storage::{Database, StoreError};
+
+/// An event read back from an outbox, with its place in it.
+#[derive(Clone, Debug)]
+pub struct OutboxRecord {
+    pub seq: i64,
+    pub event: Event,
+}
+
+/// How far behind an outbox is.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Backlog {
+    pub unpublished: u64,
+    /// Age of the oldest unpublished event.
+    pub oldest: Option<Duration>,
+}
+
+/// A producing service's outbox, as the relay sees it. Cloned into the
+/// service's store, which calls [`Outbox::committed`] after each commit that
+/// appended an event, so the relay picks it up at once instead of at its
+/// next poll.
+#[derive(Clone, Debug)]
+pub struct Outbox {
+    service: &'static str,
+    db: Database,
+    committed: Arc<Notify>,
+}
+
+impl Outbox {
+    pub fn new(service: &'static str, db: Database) -> Self {
+        Self {
+            service,
+            db,
+            committed: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// Wakes the relay: an event was committed.
+    pub fn committed(&self) {
+        self.committed.notify_one();
+    }
+
+    /// Resolves when [`Outbox::committed`] was called (at most one wake-up is
+    /// kept while nobody waits).
+    pub async fn wait_committed(&self) {
+        self.committed.notified().await;
+    }
+
+    /// Claims up to `limit` unpublished rows that no live lease holds, for
+    /// `lease`; oldest first.
+    pub async fn claim(
+        &self,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let now = OffsetDateTime::now_utc();
+        let mut rows = match &self.db {
+            Database::Sqlite(db) => {
+                sqlite::claim(db, millis(now), millis(now + lease), limit).await?
+            }
+            Database::Postgres(db) => {
+                postgres::claim(db, millis(now), millis(now + lease), limit).await?
+            }
+        };
+        rows.sort_by_key(|(seq, _)| *seq);
+        rows.into_iter()
+            .map(|(seq, json)| {
+                let event = Event::from_json(&json).map_err(|e| {
+                    StoreError::Corrupt(format!("{} outbox row {seq}: {e}", self.service))
+                })?;
+                Ok(OutboxRecord { seq, event })
+            })
+            .collect()
+    }
+
+    pub async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let now = millis(OffsetDateTime::now_utc());
+        match &self.db {
+            Database::Sqlite(db) => sqlite::mark_published(db, seqs, now).await,
+            Database::Postgres(db) => postgres::mark_published(db, seqs, now).await,
+        }
+    }
+
+    pub async fn backlog(&self) -> Result<Backlog, StoreError> {
+        let (count, oldest) = match &self.db {
+            Database::Sqlite(db) => sqlite::backlog(db).await?,
+            Database::Postgres(db) => postgres::backlog(db).await?,
+        };
+        let now = millis(OffsetDateTime::now_utc());
+        Ok(Backlog {
+            unpublished: u64::try_from(count).unwrap_or(0),
+            oldest: oldest.map(|at| Duration::from_millis(u64::try_from(now - at).unwrap_or(0))),
+        })
+    }
+
+    /// Deletes published rows older than `retention`.
+    pub async fn purge_published(&self, retention: Duration) -> Result<u64, StoreError> {
+        let cutoff = millis(OffsetDateTime::now_utc() - retention);
+        match &self.db {
+            Database::Sqlite(db) => sqlite::purge_published(db, cutoff).await,
+            Database::Postgres(db) => postgres::purge_published(db, cutoff).await,
+        }
+    }
+}
+
+/// Unix milliseconds.
+pub(crate) fn millis(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+fn serialize(event: &Event) -> Result<String, StoreError> {
+    event
+        .to_json()
+        .map_err(|e| StoreError::Corrupt(format!("event {} does not serialize: {e}", event.id)))
+}

@@ -1,0 +1,76 @@
+//! The outbox SQL on PostgreSQL. Claims take `FOR UPDATE SKIP LOCKED`, so
+//! replicas relaying from one database each take their own rows.
+
+use sqlx::{Postgres, Transaction};
+use time::OffsetDateTime;
+
+use super::{millis, serialize};
+use crate::events::Event;
+use crate::storage::postgres::PgDb;
+use crate::storage::StoreError;
+
+/// Appends `event` inside the caller's transaction.
+pub async fn append_in(
+    tx: &mut Transaction<'_, Postgres>,
+    event: &Event,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO outbox (id, topic, event, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(event.id)
+        .bind(event.topic.as_str())
+        .bind(serialize(event)?)
+        .bind(millis(OffsetDateTime::now_utc()))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn claim(
+    db: &PgDb,
+    now: i64,
+    until: i64,
+    limit: u32,
+) -> Result<Vec<(i64, String)>, StoreError> {
+    let mut conn = db.acquire().await?;
+    Ok(sqlx::query_as(
+        "UPDATE outbox SET claimed_until = $1
+         WHERE seq IN (SELECT seq FROM outbox
+                       WHERE published_at IS NULL AND claimed_until < $2
+                       ORDER BY seq LIMIT $3
+                       FOR UPDATE SKIP LOCKED)
+         RETURNING seq, event",
+    )
+    .bind(until)
+    .bind(now)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *conn)
+    .await?)
+}
+
+pub(super) async fn mark_published(db: &PgDb, seqs: &[i64], now: i64) -> Result<(), StoreError> {
+    let mut conn = db.acquire().await?;
+    sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq = ANY($2)")
+        .bind(now)
+        .bind(seqs)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn backlog(db: &PgDb) -> Result<(i64, Option<i64>), StoreError> {
+    let mut conn = db.acquire().await?;
+    Ok(
+        sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
+pub(super) async fn purge_published(db: &PgDb, cutoff: i64) -> Result<u64, StoreError> {
+    let mut conn = db.acquire().await?;
+    let done =
+        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
+            .bind(cutoff)
+            .execute(&mut *conn)
+            .await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,77 @@
+//! The outbox SQL on SQLite. Writes go through the service's single writer
+//! connection, so claims never race; `json_each` passes a list of seqs as
+//! one parameter.
+
+use sqlx::{Sqlite, Transaction};
+use time::OffsetDateTime;
+
+use super::{millis, serialize};
+use crate::events::Event;
+use crate::storage::sqlite::SqliteDb;
+use crate::storage::StoreError;
+
+/// Appends `event` inside the caller's transaction.
+pub async fn append_in(tx: &mut Transaction<'_, Sqlite>, event: &Event) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO outbox (id, topic, event, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(event.id.to_string())
+        .bind(event.topic.as_str())
+        .bind(serialize(event)?)
+        .bind(millis(OffsetDateTime::now_utc()))
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn claim(
+    db: &SqliteDb,
+    now: i64,
+    until: i64,
+    limit: u32,
+) -> Result<Vec<(i64, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "UPDATE outbox SET claimed_until = $1
+         WHERE seq IN (SELECT seq FROM outbox
+                       WHERE published_at IS NULL AND claimed_until < $2
+                       ORDER BY seq LIMIT $3)
+         RETURNING seq, event",
+    )
+    .bind(until)
+    .bind(now)
+    .bind(i64::from(limit))
+    .fetch_all(db.writer())
+    .await?)
+}
+
+pub(super) async fn mark_published(
+    db: &SqliteDb,
+    seqs: &[i64],
+    now: i64,
+) -> Result<(), StoreError> {
+    let list = serde_json::to_string(seqs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    sqlx::query(
+        "UPDATE outbox SET published_at = $1 WHERE seq IN (SELECT value FROM json_each($2))",
+    )
+    .bind(now)
+    .bind(list)
+    .execute(db.writer())
+    .await?;
+    Ok(())
+}
+
+pub(super) async fn backlog(db: &SqliteDb) -> Result<(i64, Option<i64>), StoreError> {
+    let mut conn = db.read().await?;
+    Ok(
+        sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&mut *conn)
+            .await?,
+    )
+}
+
+pub(super) async fn purge_published(db: &SqliteDb, cutoff: i64) -> Result<u64, StoreError> {
+    let done =
+        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
+            .bind(cutoff)
+            .execute(db.writer())
+            .await?;
+    Ok(done.rows_affected())
+}
