@@ -7,9 +7,11 @@
 #   bench/pipeline.sh                       # both backends, 10 s, 16 writers
 #   DURATION=30 CONCURRENCY=32 bench/pipeline.sh
 #   BACKENDS=sqlite bench/pipeline.sh
+#   RATES="250 500 1000" bench/pipeline.sh  # open loop at these orders/s
 #
 # Environment: DURATION (seconds, 10), CONCURRENCY (16), BACKENDS ("sqlite
-# postgres"), PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/test: where the
+# postgres"), RATES (orders/s, each run on a fresh server; "0", the default,
+# is closed loop: as fast as the writers go), PG_ADMIN_URL (postgres://postgres@127.0.0.1:5432/test: where the
 # bench's own database is created, and dropped on exit), SKIP_BUILD (1 to use
 # the release binaries already built). STAGEWORKS__* variables reach stageworks.
 set -euo pipefail
@@ -76,22 +78,31 @@ stop() {
     server=""
 }
 
+RATES=${RATES:-0}
+run=0
 for backend in $BACKENDS; do
-    case $backend in
-        sqlite)
-            start "$tmp/sqlite"
-            ;;
-        postgres)
-            pg_db="stageworks_pipeline_$$"
-            psql "$PG_ADMIN_URL" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$pg_db\"" >/dev/null
-            start "$tmp/postgres" STAGEWORKS__DATABASE__URL="${PG_ADMIN_URL%/*}/$pg_db"
-            ;;
-        *)
-            echo "unknown backend $backend (sqlite, postgres)" >&2
-            exit 2
-            ;;
-    esac
-    target/release/pipeline-bench --url "http://$public" --admin "http://$admin" \
-        --duration "$DURATION" --concurrency "$CONCURRENCY" --label "$backend"
-    stop
+    for rate in $RATES; do
+        run=$((run + 1))
+        case $backend in
+            sqlite)
+                start "$tmp/sqlite-$run"
+                ;;
+            postgres)
+                pg_db="stageworks_pipeline_$$_$run"
+                psql "$PG_ADMIN_URL" -X -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE \"$pg_db\"" >/dev/null
+                start "$tmp/postgres-$run" STAGEWORKS__DATABASE__URL="${PG_ADMIN_URL%/*}/$pg_db"
+                ;;
+            *)
+                echo "unknown backend $backend (sqlite, postgres)" >&2
+                exit 2
+                ;;
+        esac
+        target/release/pipeline-bench --url "http://$public" --admin "http://$admin" \
+            --duration "$DURATION" --concurrency "$CONCURRENCY" --rate "$rate" --label "$backend"
+        stop
+        if [[ -n $pg_db ]]; then
+            psql "$PG_ADMIN_URL" -X -q -c "DROP DATABASE IF EXISTS \"$pg_db\" WITH (FORCE)" >/dev/null || true
+            pg_db=""
+        fi
+    done
 done

@@ -1,5 +1,6 @@
 //! Load generator for the order-to-invoice pipeline. Signs in, creates
-//! orders from `--concurrency` writers for `--duration`, samples the billing
+//! orders from `--concurrency` writers for `--duration` (as fast as they can,
+//! or at `--rate` orders/s in total), samples the billing
 //! subscriber's lag on the admin listener every second, waits for invoicing
 //! to catch up, then reads every invoice back and reports:
 //!
@@ -36,6 +37,10 @@ struct Args {
     /// Concurrent order writers.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Orders per second in total, spread over the writers; 0: as fast as
+    /// the writers go (closed loop).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
     /// How long to create orders, in seconds.
     #[arg(long, default_value_t = 10)]
     duration: u64,
@@ -58,8 +63,19 @@ async fn main() -> Result<()> {
         .map(|_| {
             let (client, token, url) = (client.clone(), token.clone(), args.url.clone());
             let (accepted, failed, stop) = (accepted.clone(), failed.clone(), stop.clone());
+            // Open loop: each writer keeps its share of the rate (a late
+            // request does not delay the next one's start by more than it took).
+            let mut pace = (args.rate > 0).then(|| {
+                let every = Duration::from_secs_f64(args.concurrency as f64 / args.rate as f64);
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                ticks
+            });
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
+                    if let Some(ticks) = pace.as_mut() {
+                        ticks.tick().await;
+                    }
                     let created = client
                         .post(format!("{url}/api/v1/orders"))
                         .bearer_auth(&token)
@@ -112,10 +128,11 @@ async fn main() -> Result<()> {
         latencies.get(i).copied().unwrap_or(0.0) * 1000.0
     };
     println!(
-        "{label}orders {orders} in {secs:.1} s = {rate:.0} orders/s ({failed} failed) | \
+        "{label}{target}orders {orders} in {secs:.1} s = {rate:.0} orders/s ({failed} failed) | \
          order→invoice p50 {p50:.1} ms p99 {p99:.1} ms max {max:.1} ms (n={n}) | \
          billing lag max {max_lag:.2} s, pending max {max_pending} | caught up {drain:.2} s after the load",
         label = if args.label.is_empty() { String::new() } else { format!("{}: ", args.label) },
+        target = if args.rate > 0 { format!("target {}/s, ", args.rate) } else { "closed loop, ".into() },
         secs = load_time.as_secs_f64(),
         rate = orders as f64 / load_time.as_secs_f64(),
         failed = failed.load(Ordering::Relaxed),

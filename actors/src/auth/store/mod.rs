@@ -257,6 +257,8 @@ impl AuthStore {
     }
 
     pub async fn purge_expired_keys(&self) -> Result<u64, StoreError> {
+        // The first purge runs at boot, maybe before the migrations.
+        self.db.ensure_ready().await?;
         match &self.db {
             Database::Sqlite(db) => idempotency::sqlite::purge_expired(db.writer()).await,
             Database::Postgres(db) => idempotency::postgres::purge_expired(db.pool()).await,
@@ -513,6 +515,7 @@ impl AuthStore {
     /// Deletes sessions that expired before `cutoff`, with their refresh
     /// tokens; returns how many sessions.
     pub async fn purge_sessions(&self, cutoff: OffsetDateTime) -> Result<u64, StoreError> {
+        self.db.ensure_ready().await?;
         match &self.db {
             Database::Sqlite(db) => sqlite::purge_sessions(db, cutoff).await,
             Database::Postgres(db) => postgres::purge_sessions(db, cutoff).await,

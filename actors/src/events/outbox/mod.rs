@@ -95,6 +95,9 @@ impl Outbox {
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
+        // The relay starts with the process: on PostgreSQL the table may not
+        // exist before the service's migrations ran (once; cheap after).
+        self.db.ensure_ready().await?;
         let now = OffsetDateTime::now_utc();
         let mut rows = match &self.db {
             Database::Sqlite(db) => {
@@ -127,6 +130,7 @@ impl Outbox {
     }
 
     pub async fn backlog(&self) -> Result<Backlog, StoreError> {
+        self.db.ensure_ready().await?;
         let (count, oldest) = match &self.db {
             Database::Sqlite(db) => sqlite::backlog(db).await?,
             Database::Postgres(db) => postgres::backlog(db).await?,

@@ -119,6 +119,8 @@ impl OrdersStore {
     }
 
     pub async fn purge_expired_keys(&self) -> Result<u64, StoreError> {
+        // The first purge runs at boot, maybe before the migrations.
+        self.db.ensure_ready().await?;
         match &self.db {
             Database::Sqlite(db) => idempotency::sqlite::purge_expired(db.writer()).await,
             Database::Postgres(db) => idempotency::postgres::purge_expired(db.pool()).await,
