@@ -8,6 +8,8 @@
 //! message saying so: a suite that silently skipped them would report green
 //! without having tested PostgreSQL at all.
 
+mod common;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -19,8 +21,7 @@ use actors::auth::store::{
 use actors::auth::tokens::RefreshToken;
 use actors::idempotency::{Claim, IdempotencyKey};
 use actors::storage::StorageSettings;
-use sqlx::Connection;
-use tempfile::TempDir;
+use common::Guard;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -29,105 +30,18 @@ use uuid::Uuid;
 const LEASE: Duration = Duration::from_secs(10);
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
-fn postgres_url() -> String {
-    std::env::var("STAGEWORKS_TEST_DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-}
-
-/// The same server URL, naming another database.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{server}/{database}?{query}"),
-        None => format!("{server}/{database}"),
-    }
-}
-
-/// What a test's store needs kept alive, and cleaned up after it.
-enum Guard {
-    Sqlite(#[allow(dead_code)] TempDir),
-    /// A database made for one test, dropped when this is dropped.
-    Postgres {
-        admin_url: String,
-        name: String,
-    },
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let Guard::Postgres { admin_url, name } = self else {
-            return;
-        };
-        let (admin_url, database) = (admin_url.clone(), name.clone());
-        // Drop runs inside the test's runtime, which must not be blocked on:
-        // a thread of its own with a runtime of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut admin = sqlx::postgres::PgConnection::connect(&admin_url).await?;
-                sqlx::query(&format!(
-                    "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-                ))
-                .execute(&mut admin)
-                .await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("warning: could not drop test database {name}");
-        }
-    }
-}
-
 async fn sqlite_store() -> (AuthStore, Guard) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = AuthStore::open(dir.path(), &StorageSettings::default(), LEASE)
+    let (dir, guard) = common::sqlite_dir();
+    let store = AuthStore::open(&dir, &StorageSettings::default(), LEASE)
         .await
         .expect("SQLite store opens");
     store.ensure_ready().await.expect("ready");
-    (store, Guard::Sqlite(dir))
+    (store, guard)
 }
 
 async fn postgres_store() -> (AuthStore, Guard) {
-    let admin_url = postgres_url();
-    let name = format!("stageworks_test_{}", Uuid::now_v7().simple());
-    let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "the PostgreSQL store tests need a server at {admin_url} (set \
-                 STAGEWORKS_TEST_DATABASE_URL to point elsewhere), and connecting failed: {e}"
-            )
-        });
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .expect("create the test database");
-    let _ = admin.close().await;
-    let guard = Guard::Postgres {
-        admin_url: admin_url.clone(),
-        name: name.clone(),
-    };
-    let settings = StorageSettings {
-        url: Some(with_database(&admin_url, &name)),
-        max_connections: 4,
-        ..StorageSettings::default()
-    };
-    let dir = std::env::temp_dir();
-    let store = AuthStore::open(&dir, &settings, LEASE)
+    let (settings, guard) = common::postgres_database().await;
+    let store = AuthStore::open(&std::env::temp_dir(), &settings, LEASE)
         .await
         .expect("PostgreSQL store opens");
     store

@@ -5,11 +5,11 @@
 //! numbers have no gaps under concurrency, and every change has its event in
 //! the outbox.
 //!
-//! PostgreSQL comes from `STAGEWORKS_TEST_DATABASE_URL`; each test creates a
-//! database of its own there (`stageworks_test_<uuid>`) and drops it at the
-//! end, pass or fail. When the variable is unset the PostgreSQL variants
-//! only say so and pass (CI's second run sets it); when it is set and the
-//! server cannot be reached they fail.
+//! PostgreSQL comes from `STAGEWORKS_TEST_DATABASE_URL`, or the machine's
+//! server (see `common/`); each test creates a database of its own there
+//! (`stageworks_test_<uuid>`) and drops it at the end, pass or fail.
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -20,123 +20,33 @@ use actors::billing::store::{ApplyOutcome, BillingStore, PayOutcome};
 use actors::events::{Event, Topic};
 use actors::storage::StorageSettings;
 use actors::ServiceError;
+use common::Guard;
 use serde_json::json;
-use sqlx::Connection;
-use tempfile::TempDir;
 use uuid::Uuid;
 
 // ---------------------------------------------------------------- harness --
 
 const PREFIX: &str = "INV-";
 
-fn postgres_url() -> Option<String> {
-    std::env::var("STAGEWORKS_TEST_DATABASE_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-}
-
-/// The same server URL, naming another database.
-fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[scheme_end..].find('/') {
-        Some(slash) => &base[..scheme_end + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{server}/{database}?{query}"),
-        None => format!("{server}/{database}"),
-    }
-}
-
-/// What a test's store needs kept alive, and cleaned up after it.
-enum Guard {
-    Sqlite(#[allow(dead_code)] TempDir),
-    /// A database made for one test, dropped when this is dropped.
-    Postgres {
-        admin_url: String,
-        name: String,
-    },
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let Guard::Postgres { admin_url, name } = self else {
-            return;
-        };
-        let (admin_url, database) = (admin_url.clone(), name.clone());
-        // Drop runs inside the test's runtime, which must not be blocked on:
-        // a thread of its own with a runtime of its own.
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            runtime.block_on(async {
-                let mut admin = sqlx::postgres::PgConnection::connect(&admin_url).await?;
-                sqlx::query(&format!(
-                    "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
-                ))
-                .execute(&mut admin)
-                .await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("warning: could not drop test database {name}");
-        }
-    }
-}
-
 async fn sqlite_store() -> (BillingStore, Guard) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = BillingStore::open(dir.path(), &StorageSettings::default(), PREFIX)
+    let (dir, guard) = common::sqlite_dir();
+    let store = BillingStore::open(&dir, &StorageSettings::default(), PREFIX)
         .await
         .expect("SQLite store opens");
     store.ensure_ready().await.expect("ready");
-    (store, Guard::Sqlite(dir))
+    (store, guard)
 }
 
-/// `None` when no PostgreSQL is configured.
-async fn postgres_store() -> Option<(BillingStore, Guard)> {
-    let Some(admin_url) = postgres_url() else {
-        eprintln!(
-            "STAGEWORKS_TEST_DATABASE_URL is not set: skipping the PostgreSQL billing store test"
-        );
-        return None;
-    };
-    let name = format!("stageworks_test_{}", Uuid::now_v7().simple());
-    let mut admin = sqlx::postgres::PgConnection::connect(&admin_url)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("STAGEWORKS_TEST_DATABASE_URL names {admin_url}, and connecting failed: {e}")
-        });
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .expect("create the test database");
-    let _ = admin.close().await;
-    let guard = Guard::Postgres {
-        admin_url: admin_url.clone(),
-        name: name.clone(),
-    };
-    let settings = StorageSettings {
-        url: Some(with_database(&admin_url, &name)),
-        max_connections: 4,
-        ..StorageSettings::default()
-    };
-    let dir = std::env::temp_dir();
-    let store = BillingStore::open(&dir, &settings, PREFIX)
+async fn postgres_store() -> (BillingStore, Guard) {
+    let (settings, guard) = common::postgres_database().await;
+    let store = BillingStore::open(&std::env::temp_dir(), &settings, PREFIX)
         .await
         .expect("PostgreSQL store opens");
     store
         .ensure_ready()
         .await
         .expect("schema and migrations in place");
-    Some((store, guard))
+    (store, guard)
 }
 
 /// Runs each check on both backends, as `sqlite::<check>` and
@@ -157,9 +67,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $check() {
-                    let Some((store, _guard)) = super::postgres_store().await else {
-                        return;
-                    };
+                    let (store, _guard) = super::postgres_store().await;
                     super::$check(&store).await;
                 }
             )*
