@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::{parse_status, ApplyOutcome, Cause, PayOutcome, COLUMNS};
 use crate::api::PageRequest;
-use crate::billing::model::{invoice_number, Invoice, InvoiceFilter, InvoiceStatus};
+use crate::billing::model::{invoice_number, Invoice, InvoiceFilter, InvoiceStatus, NUMBER_DIGITS};
 use crate::events::{inbox, outbox, Event, Topic};
 use crate::storage::postgres::PgDb;
 use crate::storage::StoreError;
@@ -91,39 +91,46 @@ pub(super) async fn create(
         tx.rollback().await?;
         return Ok(ApplyOutcome::AlreadyApplied);
     }
-    // Lock the counter before looking for the order's invoice: a concurrent
-    // creator for the same order (under another event id) has committed by
-    // the time the lock is ours, and the look-up (a fresh snapshot under READ
-    // COMMITTED) sees its invoice. Looking first would let both take a
-    // number, and the loser's would be a gap.
-    sqlx::query("SELECT last FROM invoice_counter WHERE id = 1 FOR UPDATE")
-        .execute(&mut *tx)
-        .await?;
-    if let Some(existing) = locked_by_order(&mut tx, invoice.order_id).await? {
+    if let Some(existing) = by_order(&mut tx, invoice.order_id).await? {
         tx.commit().await?;
         return Ok(ApplyOutcome::AlreadyInvoiced(existing));
     }
-    let seq: i64 = sqlx::query_scalar(
-        "UPDATE invoice_counter SET last = last + 1 WHERE id = 1 RETURNING last",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    invoice.number = invoice_number(prefix, seq);
-    sqlx::query(
-        "INSERT INTO invoices (id, seq, number, order_id, user_id, amount, currency, status, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    // The counter row's lock serialises invoice creators (gap-free numbers),
+    // so it is taken as late as possible and held for three round trips:
+    // this statement (number and insert at once), the outbox row, the commit.
+    // Another creator for the same order (under another event id) that
+    // committed meanwhile makes the insert do nothing: the transaction is
+    // rolled back, which gives the number back, and the order's invoice is
+    // the answer.
+    let numbered: Option<(i64, String)> = sqlx::query_as(
+        "WITH next AS (UPDATE invoice_counter SET last = last + 1 WHERE id = 1 RETURNING last)
+         INSERT INTO invoices (id, seq, number, order_id, user_id, amount, currency, status, created_at)
+         SELECT $1, next.last, $2 || lpad(next.last::text, greatest($3, length(next.last::text)), '0'),
+                $4, $5, $6, $7, $8, $9
+         FROM next
+         ON CONFLICT (order_id) DO NOTHING
+         RETURNING seq, number",
     )
     .bind(invoice.id)
-    .bind(seq)
-    .bind(&invoice.number)
+    .bind(prefix)
+    .bind(i32::try_from(NUMBER_DIGITS).unwrap_or(6))
     .bind(invoice.order_id)
     .bind(invoice.user_id)
     .bind(invoice.amount)
     .bind(&invoice.currency)
     .bind(invoice.status.as_str())
     .bind(invoice.created_at)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await?;
+    let Some((seq, number)) = numbered else {
+        tx.rollback().await?;
+        let existing = get(db, "order_id", invoice.order_id).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("order {} conflicted but has no invoice", invoice.order_id))
+        })?;
+        return Ok(ApplyOutcome::AlreadyInvoiced(existing));
+    };
+    debug_assert_eq!(number, invoice_number(prefix, seq));
+    invoice.number = number;
     outbox::postgres::append_in(&mut tx, &cause.announce(Topic::InvoiceCreated, &invoice)?).await?;
     tx.commit().await?;
     Ok(ApplyOutcome::Invoiced(invoice))
@@ -209,6 +216,20 @@ pub(super) async fn pay(
     outbox::postgres::append_in(&mut tx, &cause.announce(Topic::InvoicePaid, &paid)?).await?;
     tx.commit().await?;
     Ok(PayOutcome::Paid(paid))
+}
+
+/// The order's invoice, as this transaction sees it.
+async fn by_order(
+    tx: &mut Transaction<'_, Postgres>,
+    order_id: Uuid,
+) -> Result<Option<Invoice>, StoreError> {
+    let row: Option<InvoiceRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM invoices WHERE order_id = $1"
+    ))
+    .bind(order_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.map(invoice_from_row).transpose()
 }
 
 /// The order's invoice, its row locked until the transaction ends.
