@@ -54,7 +54,7 @@ pub enum AppError {
     #[error(transparent)]
     Keys(#[from] actors::auth::tokens::KeyError),
     #[error("cannot start the event bus: {0}")]
-    Events(#[from] actors::storage::StoreError),
+    Events(#[from] actors::events::bus::BusError),
     #[error("cannot start the supervision tree: {0}")]
     Supervision(String),
 }
@@ -129,11 +129,11 @@ impl App {
         }
         // Started last, so it is stopped first: no event is taken from an
         // outbox while the services stop.
-        let bus_settings = config.service("events");
+        let bus_settings = config.service(actors::events::bus::SERVICE_NAME);
         let events = EventBus::start(BusConfig {
             settings: config.events.settings(),
             data_dir: config.data_dir.clone(),
-            storage: config.storage("events"),
+            storage: config.storage(actors::events::bus::SERVICE_NAME),
             redis: redis_settings(&config.redis),
             policy: bus_settings.policy(config.server.shutdown_timeout),
             call_timeout: bus_settings.call_timeout,

@@ -160,12 +160,11 @@ impl EventBus {
     /// Opens the dead-letter store, picks the transport, and starts the
     /// relays and the subscribers' consumers (they wait for the bus and the
     /// subscribers to be up: the root starts those).
-    pub async fn start(config: BusConfig) -> Result<StartedBus, StoreError> {
+    pub async fn start(config: BusConfig) -> Result<StartedBus, BusError> {
         let dead_letters = DeadLetterStore::open(&config.data_dir, &config.storage).await?;
         let transport = match &config.redis {
             Some(redis) => Transport::Redis(
-                RedisStream::start(redis, config.settings.stream_claim_idle)
-                    .map_err(StoreError::Corrupt)?,
+                RedisStream::start(redis, config.settings.stream_claim_idle).map_err(BusError::Stream)?,
             ),
             None => Transport::Memory(MemoryBus::new(&config.subscriptions)),
         };
@@ -406,6 +405,15 @@ impl EventBus {
             }
         }
     }
+}
+
+/// Why the bus could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("dead-letter store: {0}")]
+    Store(#[from] StoreError),
+    #[error("event stream: {0}")]
+    Stream(String),
 }
 
 /// How often the dead-letter gauge is refreshed.
