@@ -219,6 +219,7 @@ async fn a_poisoned_event_is_retried_dead_lettered_and_replayed() {
     let order_id = order["id"].as_str().unwrap();
 
     // Three failed attempts (events.max_attempts in the test config), then a dead letter.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let letter = loop {
         let letters: Value = app
             .admin_get("/admin/events/dead-letters")
@@ -237,6 +238,10 @@ async fn a_poisoned_event_is_retried_dead_lettered_and_replayed() {
         if let Some(letter) = found {
             break letter;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter: {letters}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     assert_eq!(letter["subscriber"], "billing");
@@ -298,7 +303,9 @@ async fn a_poisoned_event_is_retried_dead_lettered_and_replayed() {
         match response.status().as_u16() {
             200 => break response.json().await.unwrap(),
             // The panics may have opened billing's circuit: it closes by itself.
-            503 => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            503 if std::time::Instant::now() < deadline + std::time::Duration::from_secs(30) => {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await
+            }
             other => panic!(
                 "replay answered {other}: {}",
                 response.text().await.unwrap()

@@ -164,7 +164,8 @@ impl EventBus {
         let dead_letters = DeadLetterStore::open(&config.data_dir, &config.storage).await?;
         let transport = match &config.redis {
             Some(redis) => Transport::Redis(
-                RedisStream::start(redis, config.settings.stream_claim_idle).map_err(BusError::Stream)?,
+                RedisStream::start(redis, config.settings.stream_claim_idle)
+                    .map_err(BusError::Stream)?,
             ),
             None => Transport::Memory(MemoryBus::new(&config.subscriptions)),
         };
