@@ -201,7 +201,7 @@ impl App {
             }
             // Relays and consumers stop first: what they had not settled
             // stays in the outboxes (or pending in the stream).
-            events.stop();
+            events.stop().await;
             tracing::info!("stopping services in reverse start order");
             if let Err(err) = root.stop_and_wait(Some("shutdown".into()), None).await {
                 tracing::warn!(error = %err, "root supervisor did not stop cleanly");

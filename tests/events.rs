@@ -1,10 +1,11 @@
 //! Orders become invoices through the event bus: end to end over HTTP, a
 //! poisoned event retried into the dead-letter store and replayed once the
-//! fault is gone, and what `/admin/events` shows.
+//! fault is gone, an unsettled event handed over at once by a graceful
+//! restart, and what `/admin/events` shows.
 
 mod common;
 
-use common::{expect_error, spawn_app, ALICE, BOB};
+use common::{expect_error, spawn_app, spawn_app_in, test_config, TestDatabase, ALICE, BOB};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -400,4 +401,85 @@ async fn admin_events_shows_every_subscriber_and_producer() {
         .await
         .unwrap();
     expect_error(wrong_method, 405, "METHOD_NOT_ALLOWED").await;
+}
+
+#[cfg(feature = "fault-injection")]
+#[tokio::test]
+async fn a_graceful_restart_hands_unsettled_events_over_at_once() {
+    // A lease far longer than the test may take: an event the stopped
+    // process still held would wait a minute, unless it was given back.
+    let data = tempfile::tempdir().unwrap();
+    let mut config = test_config(&data);
+    config.events.claim_lease = std::time::Duration::from_secs(60);
+    config.events.max_attempts = 1000;
+    let database = match common::test_database_url() {
+        Some(admin) => {
+            let database = TestDatabase::create(&admin).await;
+            config.database.url = database.url.clone();
+            Some(database)
+        }
+        None => None,
+    };
+    if let Some(redis) = common::test_redis_url() {
+        config.redis.url = redis;
+    }
+    let mut app = spawn_app_in(config.clone(), data, database).await;
+    let alice = app.user_id(ALICE).to_owned();
+    let poison = format!("/admin/faults/poison/billing/{alice}");
+    assert_eq!(
+        app.admin_request(Method::PUT, &poison)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let order: Value = app
+        .create_order(ALICE, json!({"amount": 321}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let order_id = order["id"].as_str().unwrap().to_owned();
+    // Billing is failing on it: the event is claimed and unsettled.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let overview: Value = app
+            .admin_get("/admin/events")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if overview["subscribers"][1]["failed_attempts"].as_u64() >= Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "billing never tried: {overview}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    app.stop().await;
+    // The admin listener is gone with the app; the mark lives in this process.
+    actors::fault::poison::set("billing", alice.parse().unwrap(), false);
+
+    let data = std::mem::replace(&mut app.data, tempfile::tempdir().unwrap());
+    let database = app.database.take();
+    let restarted_at = std::time::Instant::now();
+    let again = spawn_app_in(config, data, database).await;
+    let invoice = again
+        .eventually(
+            &format!("/api/v1/invoices/by-order/{order_id}"),
+            ALICE,
+            |_| true,
+        )
+        .await;
+    assert_eq!(invoice["order_id"], order_id.as_str());
+    assert!(
+        restarted_at.elapsed() < std::time::Duration::from_secs(30),
+        "the event waited for its lease: {:?}",
+        restarted_at.elapsed()
+    );
 }

@@ -112,6 +112,8 @@ pub struct BusCore {
     dead_letters: DeadLetterStore,
     counters: HashMap<&'static str, Arc<DeliveryCounters>>,
     stop: watch::Sender<bool>,
+    /// The relays' tasks, awaited at stop.
+    relays: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// A handle on the running bus (cheap to clone).
@@ -182,6 +184,7 @@ impl EventBus {
             dead_letters: dead_letters.clone(),
             counters,
             stop,
+            relays: std::sync::Mutex::new(Vec::new()),
         });
         let (handle, starter) = ServiceSupervisor::<BusWorker>::build(
             SERVICE_NAME,
@@ -192,14 +195,19 @@ impl EventBus {
         );
         let bus = EventBus { core };
         bus.spawn_consumers(&config.settings, stop_rx.clone());
-        for outbox in config.producers {
-            relay::spawn(
-                outbox,
-                handle.clone(),
-                config.settings.clone(),
-                stop_rx.clone(),
-            );
-        }
+        let relays = config
+            .producers
+            .into_iter()
+            .map(|outbox| {
+                relay::spawn(
+                    outbox,
+                    handle.clone(),
+                    config.settings.clone(),
+                    stop_rx.clone(),
+                )
+            })
+            .collect();
+        *lock(&bus.core.relays) = relays;
         bus.spawn_gauges(stop_rx);
         Ok(StartedBus {
             bus,
@@ -283,10 +291,15 @@ impl EventBus {
         }
     }
 
-    /// Stops the relays and consumers: what they had not settled stays in the
-    /// outboxes (or pending in the stream) for the next start.
-    pub fn stop(&self) {
+    /// Stops the relays and consumers and waits for the relays to give their
+    /// unsettled rows back: what was not settled stays in the outboxes (or
+    /// pending in the stream) for the next start, or another replica.
+    pub async fn stop(&self) {
         let _ = self.core.stop.send(true);
+        let relays = std::mem::take(&mut *lock(&self.core.relays));
+        for relay in relays {
+            let _ = relay.await;
+        }
     }
 
     pub fn transport(&self) -> &'static str {
@@ -471,4 +484,10 @@ pub struct ProducerView {
     /// Committed events not yet handed on.
     pub unpublished: Option<u64>,
     pub oldest_unpublished_seconds: Option<f64>,
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -3,12 +3,17 @@
 //! (in-process: settled by every subscriber; Redis: on the stream). It wakes
 //! on every commit in this process and polls every `relay_interval` for the
 //! rest (other replicas' commits, leases that ran out). Hourly it deletes
-//! published rows past `outbox_retention`.
+//! published rows past `outbox_retention`. Rows it holds but has not
+//! published are given back (their lease cleared) when the bus refuses them
+//! and when the relay stops, so a graceful restart or another replica takes
+//! them at once instead of after `claim_lease`.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use supervision::ServiceHandle;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 use super::bus::{BusMsg, EventsSettings, Published};
 use super::outbox::Outbox;
@@ -20,6 +25,9 @@ const MAX_IN_FLIGHT: usize = 10_000;
 /// How often published rows past their retention are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
 
+/// How long a stopping relay may spend giving its rows back.
+const GIVE_BACK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long to wait before claiming again after the bus or the database failed.
 const TROUBLE_PAUSE: Duration = Duration::from_secs(1);
 
@@ -28,8 +36,8 @@ pub(super) fn spawn(
     bus: ServiceHandle<BusMsg>,
     settings: EventsSettings,
     stop: watch::Receiver<bool>,
-) {
-    tokio::spawn(run(outbox, bus, settings, stop));
+) -> JoinHandle<()> {
+    tokio::spawn(run(outbox, bus, settings, stop))
 }
 
 struct Relay {
@@ -37,8 +45,9 @@ struct Relay {
     bus: ServiceHandle<BusMsg>,
     settings: EventsSettings,
     done_tx: mpsc::UnboundedSender<i64>,
-    /// Events handed to the in-process bus and not yet settled.
-    in_flight: usize,
+    /// Rows this relay has claimed and not yet marked published (in-process:
+    /// on the bus's queues until every subscriber settled them).
+    claimed: BTreeSet<i64>,
 }
 
 async fn run(
@@ -53,20 +62,19 @@ async fn run(
         bus,
         settings,
         done_tx,
-        in_flight: 0,
+        claimed: BTreeSet::new(),
     };
     let mut last_purge = Instant::now();
     let mut poll = tokio::time::interval(relay.settings.relay_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = super::stopped(&mut stop) => return,
+            _ = super::stopped(&mut stop) => return relay.give_back().await,
             Some(seq) = done_rx.recv() => {
                 let mut settled = vec![seq];
                 while let Ok(seq) = done_rx.try_recv() {
                     settled.push(seq);
                 }
-                relay.in_flight = relay.in_flight.saturating_sub(settled.len());
                 relay.mark_published(&settled).await;
                 continue;
             }
@@ -75,7 +83,7 @@ async fn run(
         }
         if !relay.pump().await {
             tokio::select! {
-                _ = super::stopped(&mut stop) => return,
+                _ = super::stopped(&mut stop) => return relay.give_back().await,
                 _ = tokio::time::sleep(TROUBLE_PAUSE) => {}
             }
         }
@@ -91,7 +99,7 @@ impl Relay {
     /// the in-process queues are full). `false` on trouble.
     async fn pump(&mut self) -> bool {
         loop {
-            if self.in_flight >= MAX_IN_FLIGHT {
+            if self.claimed.len() >= MAX_IN_FLIGHT {
                 return true;
             }
             let records = match self
@@ -110,6 +118,7 @@ impl Relay {
             }
             let full_batch = records.len() >= self.settings.relay_batch as usize;
             let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
+            self.claimed.extend(&seqs);
             let done = self.done_tx.clone();
             let published = self
                 .bus
@@ -120,15 +129,17 @@ impl Relay {
                 })
                 .await;
             match published {
-                Ok(Ok(Published::Queued(accepted))) => self.in_flight += accepted,
+                // Marked published as each is settled (`done`).
+                Ok(Ok(Published::Queued(_))) => {}
                 Ok(Ok(Published::Appended)) => self.mark_published(&seqs).await,
                 Ok(Err(err)) => {
-                    // The claimed rows are taken again when their lease runs out.
                     tracing::warn!(service = self.outbox.service(), error = %err, "the event bus could not publish");
+                    self.release(&seqs).await;
                     return false;
                 }
                 Err(err) => {
                     tracing::warn!(service = self.outbox.service(), error = %err, "the event bus is not taking events");
+                    self.release(&seqs).await;
                     return false;
                 }
             }
@@ -138,11 +149,48 @@ impl Relay {
         }
     }
 
-    async fn mark_published(&self, seqs: &[i64]) {
+    async fn mark_published(&mut self, seqs: &[i64]) {
+        for seq in seqs {
+            self.claimed.remove(seq);
+        }
         // If this fails the rows are claimed and delivered again after their
         // lease: subscribers ignore what they have applied.
         if let Err(err) = self.outbox.mark_published(seqs).await {
             tracing::warn!(service = self.outbox.service(), error = %err, "cannot mark outbox rows published");
+        }
+    }
+
+    /// Clears the lease of rows the bus did not take, so they are claimed
+    /// again on the next try rather than after `claim_lease`.
+    async fn release(&mut self, seqs: &[i64]) {
+        for seq in seqs {
+            self.claimed.remove(seq);
+        }
+        if let Err(err) = self.outbox.release(seqs).await {
+            // Their lease runs out by itself.
+            tracing::debug!(service = self.outbox.service(), error = %err, "cannot release outbox rows");
+        }
+    }
+
+    /// At stop: gives back every row not published yet (bounded, so a
+    /// database that is down does not hold up the shutdown).
+    async fn give_back(mut self) {
+        let seqs: Vec<i64> = std::mem::take(&mut self.claimed).into_iter().collect();
+        if seqs.is_empty() {
+            return;
+        }
+        let count = seqs.len();
+        match tokio::time::timeout(GIVE_BACK_TIMEOUT, self.release(&seqs)).await {
+            Ok(()) => tracing::info!(
+                service = self.outbox.service(),
+                events = count,
+                "unsettled events given back to the outbox"
+            ),
+            Err(_) => tracing::warn!(
+                service = self.outbox.service(),
+                events = count,
+                "could not give events back in time; they wait for their lease"
+            ),
         }
     }
 

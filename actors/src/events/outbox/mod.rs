@@ -129,6 +129,18 @@ impl Outbox {
         }
     }
 
+    /// Gives claimed rows back before their lease runs out (the relay is
+    /// stopping, or the bus refused them), so they are taken again at once.
+    pub async fn release(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        match &self.db {
+            Database::Sqlite(db) => sqlite::release(db, seqs).await,
+            Database::Postgres(db) => postgres::release(db, seqs).await,
+        }
+    }
+
     pub async fn backlog(&self) -> Result<Backlog, StoreError> {
         self.db.ensure_ready().await?;
         let (count, oldest) = match &self.db {

@@ -56,6 +56,15 @@ pub(super) async fn mark_published(db: &PgDb, seqs: &[i64], now: i64) -> Result<
     Ok(())
 }
 
+pub(super) async fn release(db: &PgDb, seqs: &[i64]) -> Result<(), StoreError> {
+    let mut conn = db.acquire().await?;
+    sqlx::query("UPDATE outbox SET claimed_until = 0 WHERE published_at IS NULL AND seq = ANY($1)")
+        .bind(seqs)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 pub(super) async fn backlog(db: &PgDb) -> Result<(i64, Option<i64>), StoreError> {
     let mut conn = db.acquire().await?;
     Ok(

@@ -58,6 +58,18 @@ pub(super) async fn mark_published(
     Ok(())
 }
 
+pub(super) async fn release(db: &SqliteDb, seqs: &[i64]) -> Result<(), StoreError> {
+    let list = serde_json::to_string(seqs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    sqlx::query(
+        "UPDATE outbox SET claimed_until = 0
+         WHERE published_at IS NULL AND seq IN (SELECT value FROM json_each($1))",
+    )
+    .bind(list)
+    .execute(db.writer())
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn backlog(db: &SqliteDb) -> Result<(i64, Option<i64>), StoreError> {
     let mut conn = db.read().await?;
     Ok(
