@@ -86,6 +86,7 @@ on_both_backends![
     check_pay,
     check_malformed_events_are_refused,
     check_list,
+    check_purged_event_ids_still_make_one_invoice,
 ];
 
 // ---------------------------------------------------------------- helpers --
@@ -513,4 +514,30 @@ async fn check_list(store: &BillingStore) {
         .expect("list");
     assert_eq!(total, 4);
     assert_eq!(all.first(), Some(&bobs));
+}
+
+/// Old processed-event ids are purged; a (very) late redelivery of a purged
+/// event still makes no second invoice, because an order has one.
+async fn check_purged_event_ids_still_make_one_invoice(store: &BillingStore) {
+    let (order, user) = (Uuid::now_v7(), Uuid::now_v7());
+    let event = created(order, user);
+    let ApplyOutcome::Invoiced(first) = apply(store, &event).await else {
+        panic!("first delivery invoices")
+    };
+    let inbox = store.inbox();
+    assert_eq!(
+        inbox
+            .purge(actors::events::inbox::RETENTION)
+            .await
+            .expect("purge"),
+        0,
+        "recent ids stay"
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(inbox.purge(Duration::ZERO).await.expect("purge"), 1);
+    assert_eq!(
+        apply(store, &event).await,
+        ApplyOutcome::AlreadyInvoiced(first.clone())
+    );
+    assert_eq!(by_order(store, order).await, first);
 }

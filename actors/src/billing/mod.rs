@@ -62,6 +62,7 @@ async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
             ctx.workers,
             handle,
             |event, reply| BillingMsg::Apply { event, reply },
-        )],
+        )
+        .with_inbox(store.inbox())],
     })
 }

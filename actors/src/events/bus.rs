@@ -208,6 +208,7 @@ impl EventBus {
             })
             .collect();
         *lock(&bus.core.relays) = relays;
+        bus.spawn_inbox_purges(stop_rx.clone());
         bus.spawn_gauges(stop_rx);
         Ok(StartedBus {
             bus,
@@ -256,6 +257,41 @@ impl EventBus {
                 }
             }
         }
+    }
+
+    /// Deletes old applied-event ids of every subscriber, hourly.
+    fn spawn_inbox_purges(&self, mut stop: watch::Receiver<bool>) {
+        let inboxes: Vec<_> = self
+            .core
+            .subscriptions
+            .iter()
+            .filter_map(|s| s.inbox.clone())
+            .collect();
+        if inboxes.is_empty() {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(INBOX_PURGE_EVERY);
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {}
+                    _ = super::stopped(&mut stop) => return,
+                }
+                for inbox in &inboxes {
+                    match inbox.purge(super::inbox::RETENTION).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            service = inbox.service(),
+                            deleted = n,
+                            "purged old processed-event ids"
+                        ),
+                        Err(err) => {
+                            tracing::warn!(service = inbox.service(), error = %err, "cannot purge processed-event ids")
+                        }
+                    }
+                }
+            }
+        });
     }
 
     /// Keeps `events_dead_letters{subscriber}` current.
@@ -429,6 +465,9 @@ pub enum BusError {
     #[error("event stream: {0}")]
     Stream(String),
 }
+
+/// How often subscribers' old processed-event ids are deleted.
+const INBOX_PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// How often the dead-letter gauge is refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(5);

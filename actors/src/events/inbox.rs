@@ -11,9 +11,53 @@
 //! );
 //! ```
 
+use std::time::Duration;
+
 use time::OffsetDateTime;
 
 use super::outbox::millis;
+use crate::storage::{Database, StoreError};
+
+/// How long an applied event's id is kept. A redelivery comes from an
+/// outbox row not yet marked published or a stream entry not yet
+/// acknowledged: minutes, or the length of an outage, never a month.
+pub const RETENTION: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// A subscribing service's record of applied events, for the bus's hourly purge.
+#[derive(Clone, Debug)]
+pub struct Inbox {
+    service: &'static str,
+    db: Database,
+}
+
+impl Inbox {
+    pub fn new(service: &'static str, db: Database) -> Self {
+        Self { service, db }
+    }
+
+    pub fn service(&self) -> &'static str {
+        self.service
+    }
+
+    /// Deletes the ids of events applied more than `retention` ago.
+    pub async fn purge(&self, retention: Duration) -> Result<u64, StoreError> {
+        self.db.ensure_ready().await?;
+        let cutoff = millis(OffsetDateTime::now_utc() - retention);
+        let query = "DELETE FROM processed_events WHERE processed_at < $1";
+        let deleted = match &self.db {
+            Database::Sqlite(db) => {
+                let done = sqlx::query(query).bind(cutoff).execute(db.writer()).await?;
+                done.rows_affected()
+            }
+            Database::Postgres(db) => {
+                let mut conn = db.acquire().await?;
+                let done = sqlx::query(query).bind(cutoff).execute(&mut *conn).await?;
+                done.rows_affected()
+            }
+        };
+        Ok(deleted)
+    }
+}
 
 /// SQLite.
 pub mod sqlite {

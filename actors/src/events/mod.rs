@@ -178,6 +178,8 @@ pub struct Subscription {
     /// How many events it is handed at once (its worker count).
     pub concurrency: usize,
     deliver: Arc<DeliverFn>,
+    /// Its applied-event ids, purged hourly past [`inbox::RETENTION`].
+    pub inbox: Option<inbox::Inbox>,
 }
 
 impl fmt::Debug for Subscription {
@@ -215,7 +217,14 @@ impl Subscription {
             topics,
             concurrency: concurrency.max(1),
             deliver: Arc::new(deliver),
+            inbox: None,
         }
+    }
+
+    /// Where the service records applied events, so the bus purges old ones.
+    pub fn with_inbox(mut self, inbox: inbox::Inbox) -> Self {
+        self.inbox = Some(inbox);
+        self
     }
 
     pub fn wants(&self, topic: Topic) -> bool {

@@ -61,7 +61,8 @@ async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
         ctx.workers,
         handle.clone(),
         |event, reply| OrdersMsg::Apply { event, reply },
-    );
+    )
+    .with_inbox(store.inbox());
     Ok(StartedService {
         starter,
         routes: routes::routes(handle, default_currency),

@@ -107,6 +107,11 @@ impl BillingStore {
         &self.outbox
     }
 
+    /// The events this service applied, for the bus's purge.
+    pub fn inbox(&self) -> crate::events::inbox::Inbox {
+        crate::events::inbox::Inbox::new("billing", self.db.clone())
+    }
+
     pub async fn get(&self, id: Uuid) -> Result<Option<Invoice>, StoreError> {
         match &self.db {
             Database::Sqlite(db) => sqlite::get(db, "id", id).await,

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::model::{NewOrder, Order, OrderFilter, OrderStatus};
 use crate::api::PageRequest;
+use crate::events::inbox::Inbox;
 use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
 use crate::storage::{Database, Dependency, Migrations, StorageSettings, StoreError};
@@ -93,6 +94,11 @@ impl OrdersStore {
     /// Where the relay finds this service's events.
     pub fn outbox(&self) -> Outbox {
         self.outbox.clone()
+    }
+
+    /// The events this service applied, for the bus's purge.
+    pub fn inbox(&self) -> Inbox {
+        Inbox::new("orders", self.db.clone())
     }
 
     /// Called by each worker as it starts: fails while the database is unreachable.
