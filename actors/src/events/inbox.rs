@@ -15,8 +15,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::outbox::millis;
-use crate::storage::{Database, StoreError};
+use crate::storage::{unix_millis, Database, StoreError};
 
 /// How long an applied event's id is kept. A redelivery comes from an
 /// outbox row not yet marked published or a stream entry not yet
@@ -42,7 +41,7 @@ impl Inbox {
     /// Deletes the ids of events applied more than `retention` ago.
     pub async fn purge(&self, retention: Duration) -> Result<u64, StoreError> {
         self.db.ensure_ready().await?;
-        let cutoff = millis(OffsetDateTime::now_utc() - retention);
+        let cutoff = unix_millis(OffsetDateTime::now_utc() - retention);
         let query = "DELETE FROM processed_events WHERE processed_at < $1";
         let deleted = match &self.db {
             Database::Sqlite(db) => {
@@ -79,7 +78,7 @@ pub mod sqlite {
         )
         .bind(event.id.to_string())
         .bind(event.topic.as_str())
-        .bind(millis(OffsetDateTime::now_utc()))
+        .bind(unix_millis(OffsetDateTime::now_utc()))
         .execute(&mut **tx)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -107,7 +106,7 @@ pub mod postgres {
         )
         .bind(event.id)
         .bind(event.topic.as_str())
-        .bind(millis(OffsetDateTime::now_utc()))
+        .bind(unix_millis(OffsetDateTime::now_utc()))
         .execute(&mut **tx)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -67,13 +67,10 @@ impl Event {
         actor_id: Option<Uuid>,
         data: &impl Serialize,
     ) -> Result<Self, serde_json::Error> {
-        let now = OffsetDateTime::now_utc();
         Ok(Self {
             id: Uuid::now_v7(),
             topic,
-            occurred_at: now
-                .replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-                .unwrap_or(now),
+            occurred_at: crate::storage::now_micros(),
             request_id: request_id.map(str::to_owned),
             actor_id,
             data: serde_json::to_value(data)?,

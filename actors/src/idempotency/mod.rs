@@ -20,7 +20,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::storage::StoreError;
+use crate::storage::{unix_millis, StoreError};
 use crate::{FieldError, ServiceError};
 
 /// How long a completed key answers with its stored response.
@@ -113,7 +113,7 @@ pub(crate) fn judge(
     now: OffsetDateTime,
 ) -> Result<Judgement, StoreError> {
     let (hash, status, response, locked_until, created_at) = row;
-    let now = millis(now);
+    let now = unix_millis(now);
     let past_retention = created_at < now - millis_of(RETENTION);
     Ok(match status {
         None if locked_until <= now => Judgement::TakeOver,
@@ -128,16 +128,11 @@ pub(crate) fn judge(
     })
 }
 
-/// Unix milliseconds: how keys store their times (the same on both backends).
-pub(crate) fn millis(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 fn millis_of(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The cut-off before which completed keys (and long-dead claims) are purged.
 pub(crate) fn retention_cutoff() -> i64 {
-    millis(OffsetDateTime::now_utc()) - millis_of(RETENTION)
+    unix_millis(OffsetDateTime::now_utc()) - millis_of(RETENTION)
 }

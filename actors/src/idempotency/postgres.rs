@@ -7,8 +7,8 @@ use std::time::Duration;
 use sqlx::{PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 
-use super::{judge, millis, retention_cutoff, Claim, IdempotencyKey, Judgement, KeyRow};
-use crate::storage::StoreError;
+use super::{judge, retention_cutoff, Claim, IdempotencyKey, Judgement, KeyRow};
+use crate::storage::{unix_millis, StoreError};
 
 /// Claims `key` for `lease` (how long before an unfinished claim is presumed dead).
 pub async fn claim(
@@ -17,7 +17,7 @@ pub async fn claim(
     lease: Duration,
 ) -> Result<Claim, StoreError> {
     let now = OffsetDateTime::now_utc();
-    let locked_until = millis(now + lease);
+    let locked_until = unix_millis(now + lease);
     let mut tx = pool.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (scope, key, request_hash, locked_until, created_at)
@@ -27,7 +27,7 @@ pub async fn claim(
     .bind(&key.key)
     .bind(&key.request_hash)
     .bind(locked_until)
-    .bind(millis(now))
+    .bind(unix_millis(now))
     .execute(&mut *tx)
     .await?;
     let outcome = if inserted.rows_affected() == 1 {
@@ -44,7 +44,7 @@ pub async fn claim(
         match judge(row, key, now)? {
             Judgement::Final(claim) => claim,
             Judgement::TakeOver => {
-                take_over(&mut tx, key, locked_until, millis(now)).await?;
+                take_over(&mut tx, key, locked_until, unix_millis(now)).await?;
                 Claim::Claimed
             }
         }

@@ -6,8 +6,8 @@ use std::time::Duration;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
 
-use super::{judge, millis, retention_cutoff, Claim, IdempotencyKey, Judgement, KeyRow};
-use crate::storage::StoreError;
+use super::{judge, retention_cutoff, Claim, IdempotencyKey, Judgement, KeyRow};
+use crate::storage::{unix_millis, StoreError};
 
 /// Claims `key` for `lease` (how long before an unfinished claim is presumed dead).
 pub async fn claim(
@@ -16,7 +16,7 @@ pub async fn claim(
     lease: Duration,
 ) -> Result<Claim, StoreError> {
     let now = OffsetDateTime::now_utc();
-    let locked_until = millis(now + lease);
+    let locked_until = unix_millis(now + lease);
     let mut tx = writer.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO idempotency_keys (scope, key, request_hash, locked_until, created_at)
@@ -26,7 +26,7 @@ pub async fn claim(
     .bind(&key.key)
     .bind(&key.request_hash)
     .bind(locked_until)
-    .bind(millis(now))
+    .bind(unix_millis(now))
     .execute(&mut *tx)
     .await?;
     let outcome = if inserted.rows_affected() == 1 {
@@ -43,7 +43,7 @@ pub async fn claim(
         match judge(row, key, now)? {
             Judgement::Final(claim) => claim,
             Judgement::TakeOver => {
-                take_over(&mut tx, key, locked_until, millis(now)).await?;
+                take_over(&mut tx, key, locked_until, unix_millis(now)).await?;
                 Claim::Claimed
             }
         }

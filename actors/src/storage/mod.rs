@@ -134,6 +134,20 @@ impl Database {
     }
 }
 
+/// Now, truncated to microseconds (PostgreSQL's precision), so that what a
+/// service stores is exactly what it returned.
+pub fn now_micros() -> time::OffsetDateTime {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(now)
+}
+
+/// Unix milliseconds: how the idempotency and event tables store their times
+/// (the same integer on both backends).
+pub fn unix_millis(t: time::OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
 /// Records how long a pool took to hand out a connection.
 pub(crate) fn record_acquire(service: &str, started: Instant) {
     metrics::histogram!("db_pool_acquire_duration_seconds", "service" => service.to_owned())

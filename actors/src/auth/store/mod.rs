@@ -35,7 +35,7 @@ use super::tokens::RefreshHash;
 use crate::api::{PageRequest, Role};
 use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
-use crate::storage::{Database, Dependency, Migrations, StorageSettings, StoreError};
+use crate::storage::{now_micros, Database, Dependency, Migrations, StorageSettings, StoreError};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/auth/migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/auth/migrations/postgres");
@@ -548,14 +548,6 @@ fn revocation(
         };
         event(Topic::SessionRevoked, cause, user_id, &data)
     }
-}
-
-/// Now, truncated to microseconds (PostgreSQL's precision) so that what is
-/// stored is what was returned.
-fn now_micros() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(now)
 }
 
 fn corrupt(what: &str, id: &str, field: &str, value: &str) -> StoreError {

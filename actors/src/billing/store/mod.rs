@@ -20,13 +20,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sqlx::migrate::Migrator;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::model::{Invoice, InvoiceFilter, InvoiceStatus, OrderEvent};
 use crate::api::PageRequest;
 use crate::events::{Event, Outbox, Topic};
-use crate::storage::{Database, Dependency, Migrations, StorageSettings, StoreError};
+use crate::storage::{now_micros, Database, Dependency, Migrations, StorageSettings, StoreError};
 use crate::ServiceError;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/billing/migrations/sqlite");
@@ -243,14 +242,6 @@ impl Cause<'_> {
             StoreError::Corrupt(format!("invoice {} does not serialize: {e}", invoice.id))
         })
     }
-}
-
-/// Now, truncated to microseconds (PostgreSQL's precision) so that what is
-/// stored is what was returned.
-fn now_micros() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)
-        .unwrap_or(now)
 }
 
 fn corrupt(id: &str, what: &str, value: &str) -> StoreError {

@@ -15,9 +15,8 @@ use sqlx::migrate::Migrator;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::outbox::millis;
 use super::Event;
-use crate::storage::{Database, Dependency, Migrations, StorageSettings, StoreError};
+use crate::storage::{unix_millis, Database, Dependency, Migrations, StorageSettings, StoreError};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/events/migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/events/migrations/postgres");
@@ -82,7 +81,7 @@ impl DeadLetterStore {
             json: &json,
             attempts: i64::from(attempts),
             last_error,
-            failed_at: millis(OffsetDateTime::now_utc()),
+            failed_at: unix_millis(OffsetDateTime::now_utc()),
         };
         match &self.db {
             Database::Sqlite(db) => sqlite::put(db, &letter).await,
@@ -124,7 +123,7 @@ impl DeadLetterStore {
 
     /// Records the outcome of a replay: applied (`Ok`) or failed again.
     pub async fn replayed(&self, id: Uuid, outcome: Result<(), &str>) -> Result<(), StoreError> {
-        let now = millis(OffsetDateTime::now_utc());
+        let now = unix_millis(OffsetDateTime::now_utc());
         match (&self.db, outcome) {
             (Database::Sqlite(db), Ok(())) => sqlite::mark_replayed(db, id, now).await,
             (Database::Postgres(db), Ok(())) => postgres::mark_replayed(db, id, now).await,

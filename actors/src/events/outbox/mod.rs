@@ -36,7 +36,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 use super::Event;
-use crate::storage::{Database, StoreError};
+use crate::storage::{unix_millis, Database, StoreError};
 
 /// An event read back from an outbox, with its place in it.
 #[derive(Clone, Debug)]
@@ -101,10 +101,10 @@ impl Outbox {
         let now = OffsetDateTime::now_utc();
         let mut rows = match &self.db {
             Database::Sqlite(db) => {
-                sqlite::claim(db, millis(now), millis(now + lease), limit).await?
+                sqlite::claim(db, unix_millis(now), unix_millis(now + lease), limit).await?
             }
             Database::Postgres(db) => {
-                postgres::claim(db, millis(now), millis(now + lease), limit).await?
+                postgres::claim(db, unix_millis(now), unix_millis(now + lease), limit).await?
             }
         };
         rows.sort_by_key(|(seq, _)| *seq);
@@ -122,7 +122,7 @@ impl Outbox {
         if seqs.is_empty() {
             return Ok(());
         }
-        let now = millis(OffsetDateTime::now_utc());
+        let now = unix_millis(OffsetDateTime::now_utc());
         match &self.db {
             Database::Sqlite(db) => sqlite::mark_published(db, seqs, now).await,
             Database::Postgres(db) => postgres::mark_published(db, seqs, now).await,
@@ -147,7 +147,7 @@ impl Outbox {
             Database::Sqlite(db) => sqlite::backlog(db).await?,
             Database::Postgres(db) => postgres::backlog(db).await?,
         };
-        let now = millis(OffsetDateTime::now_utc());
+        let now = unix_millis(OffsetDateTime::now_utc());
         Ok(Backlog {
             unpublished: u64::try_from(count).unwrap_or(0),
             oldest: oldest.map(|at| Duration::from_millis(u64::try_from(now - at).unwrap_or(0))),
@@ -156,17 +156,12 @@ impl Outbox {
 
     /// Deletes published rows older than `retention`.
     pub async fn purge_published(&self, retention: Duration) -> Result<u64, StoreError> {
-        let cutoff = millis(OffsetDateTime::now_utc() - retention);
+        let cutoff = unix_millis(OffsetDateTime::now_utc() - retention);
         match &self.db {
             Database::Sqlite(db) => sqlite::purge_published(db, cutoff).await,
             Database::Postgres(db) => postgres::purge_published(db, cutoff).await,
         }
     }
-}
-
-/// Unix milliseconds.
-pub(crate) fn millis(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 fn serialize(event: &Event) -> Result<String, StoreError> {

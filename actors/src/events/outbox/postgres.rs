@@ -4,10 +4,10 @@
 use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 
-use super::{millis, serialize};
+use super::serialize;
 use crate::events::Event;
 use crate::storage::postgres::PgDb;
-use crate::storage::StoreError;
+use crate::storage::{unix_millis, StoreError};
 
 /// Appends `event` inside the caller's transaction.
 pub async fn append_in(
@@ -18,7 +18,7 @@ pub async fn append_in(
         .bind(event.id)
         .bind(event.topic.as_str())
         .bind(serialize(event)?)
-        .bind(millis(OffsetDateTime::now_utc()))
+        .bind(unix_millis(OffsetDateTime::now_utc()))
         .execute(&mut **tx)
         .await?;
     Ok(())

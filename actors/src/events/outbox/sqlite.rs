@@ -5,10 +5,10 @@
 use sqlx::{Sqlite, Transaction};
 use time::OffsetDateTime;
 
-use super::{millis, serialize};
+use super::serialize;
 use crate::events::Event;
 use crate::storage::sqlite::SqliteDb;
-use crate::storage::StoreError;
+use crate::storage::{unix_millis, StoreError};
 
 /// Appends `event` inside the caller's transaction.
 pub async fn append_in(tx: &mut Transaction<'_, Sqlite>, event: &Event) -> Result<(), StoreError> {
@@ -16,7 +16,7 @@ pub async fn append_in(tx: &mut Transaction<'_, Sqlite>, event: &Event) -> Resul
         .bind(event.id.to_string())
         .bind(event.topic.as_str())
         .bind(serialize(event)?)
-        .bind(millis(OffsetDateTime::now_utc()))
+        .bind(unix_millis(OffsetDateTime::now_utc()))
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -14,7 +14,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::model::{NewOrder, Order, OrderFilter, OrderStatus};
@@ -22,7 +21,7 @@ use crate::api::PageRequest;
 use crate::events::inbox::Inbox;
 use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
-use crate::storage::{Database, Dependency, Migrations, StorageSettings, StoreError};
+use crate::storage::{now_micros, Database, Dependency, Migrations, StorageSettings, StoreError};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/orders/migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/orders/migrations/postgres");
@@ -230,13 +229,6 @@ impl OrdersStore {
 fn event(topic: Topic, cause: Cause<'_>, order: &Order) -> Result<Event, StoreError> {
     Event::new(topic, Some(cause.request_id), Some(cause.actor), order)
         .map_err(|e| StoreError::Corrupt(format!("order {}: {e}", order.id)))
-}
-
-/// Now, truncated to microseconds (PostgreSQL's precision) so that what is
-/// stored is what was returned.
-fn now_micros() -> OffsetDateTime {
-    let now = OffsetDateTime::now_utc();
-    now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000).unwrap_or(now)
 }
 
 fn corrupt(id: &str, what: &str, value: &str) -> StoreError {
