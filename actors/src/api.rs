@@ -126,6 +126,18 @@ impl ApiRequest {
             .unwrap_or_default()
     }
 
+    /// An optional UUID query parameter (`?user_id=`); a malformed one is a
+    /// 422 naming it.
+    pub fn uuid_query(&self, name: &str) -> Result<Option<Uuid>, ServiceError> {
+        self.query_pairs()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| {
+                Uuid::parse_str(&v).map_err(|_| ServiceError::validation(name, "must be a UUID"))
+            })
+            .transpose()
+    }
+
     /// `?page=&limit=`: page ≥ 1 (default 1), limit 1..=100 (default 20).
     pub fn page_request(&self) -> Result<PageRequest, ServiceError> {
         let mut page = PageRequest::default();

@@ -343,13 +343,7 @@ async fn list_sessions(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, Service
     let caller = req.caller()?.clone();
     let session_id = caller_session(&req, &ctx.keys)?;
     let page = req.page_request()?;
-    let user_id = match req.query_pairs().into_iter().find(|(k, _)| k == "user_id") {
-        None => None,
-        Some((_, v)) => Some(
-            Uuid::parse_str(&v)
-                .map_err(|_| ServiceError::validation("user_id", "must be a UUID"))?,
-        ),
-    };
+    let user_id = req.uuid_query("user_id")?;
     let req_ctx = req.ctx;
     let page = ctx
         .auth

@@ -4,7 +4,6 @@
 
 use http::{Method, StatusCode};
 use supervision::ServiceHandle;
-use uuid::Uuid;
 
 use super::messages::BillingMsg;
 use crate::api::{Access, ApiRequest, ApiResponse, Route};
@@ -60,13 +59,7 @@ async fn list(
 ) -> Result<ApiResponse, ServiceError> {
     let caller = req.caller()?.clone();
     let page = req.page_request()?;
-    let user_id = match req.query_pairs().into_iter().find(|(k, _)| k == "user_id") {
-        None => None,
-        Some((_, v)) => Some(
-            Uuid::parse_str(&v)
-                .map_err(|_| ServiceError::validation("user_id", "must be a UUID"))?,
-        ),
-    };
+    let user_id = req.uuid_query("user_id")?;
     let ctx = req.ctx;
     let page = billing
         .call(|reply| BillingMsg::List {

@@ -3,7 +3,6 @@
 
 use http::{HeaderValue, Method, StatusCode};
 use supervision::ServiceHandle;
-use uuid::Uuid;
 
 use super::messages::{Created, OrdersMsg};
 use super::model::{Currency, NewOrder};
@@ -67,12 +66,7 @@ async fn create(
 async fn list(orders: ServiceHandle<OrdersMsg>, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
     let caller = req.caller()?.clone();
     let page = req.page_request()?;
-    let user_id = match req.query_pairs().into_iter().find(|(k, _)| k == "user_id") {
-        None => None,
-        Some((_, v)) => Some(
-            Uuid::parse_str(&v).map_err(|_| ServiceError::validation("user_id", "must be a UUID"))?,
-        ),
-    };
+    let user_id = req.uuid_query("user_id")?;
     let ctx = req.ctx;
     let page = orders
         .call(|reply| OrdersMsg::List {
