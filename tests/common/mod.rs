@@ -325,11 +325,7 @@ impl TestApp {
 
     /// A GET on the admin listener, with the token if one is configured.
     pub fn admin_get(&self, path: &str) -> reqwest::RequestBuilder {
-        let request = self.client.get(self.admin_url(path));
-        match &self.admin_token {
-            Some(token) => request.bearer_auth(token),
-            None => request,
-        }
+        self.admin_request(reqwest::Method::GET, path)
     }
 
     pub async fn admin_node(&self, name: &str) -> Value {

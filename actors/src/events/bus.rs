@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::dead_letters::{DeadLetter, DeadLetterStore};
 use super::delivery::{DeliveryCounters, Settler};
+use super::lock;
 use super::memory::MemoryBus;
 use super::outbox::{Outbox, OutboxRecord};
 use super::stream::RedisStream;
@@ -523,10 +524,4 @@ pub struct ProducerView {
     /// Committed events not yet handed on.
     pub unpublished: Option<u64>,
     pub oldest_unpublished_seconds: Option<f64>,
-}
-
-fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::delivery::{Settled, Settler};
 use super::outbox::OutboxRecord;
-use super::{Event, Subscription};
+use super::{lock, Event, Subscription};
 
 /// An event on its way to one subscriber.
 struct Delivery {
@@ -187,8 +187,4 @@ async fn consume(
             drop(slot);
         });
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -234,6 +234,14 @@ impl Subscription {
     }
 }
 
+/// Locks a mutex whose data stays consistent even if a holder panicked
+/// (sets and counters updated in one step).
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Resolves once `stop` turns true (the process is shutting down).
 pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
