@@ -135,6 +135,7 @@ impl App {
             data_dir: config.data_dir.clone(),
             storage: config.storage(actors::events::bus::SERVICE_NAME),
             redis: redis_settings(&config.redis),
+            instance: actors::instance::instance_id(&config.instance_id, &config.data_dir),
             policy: bus_settings.policy(config.server.shutdown_timeout),
             call_timeout: bus_settings.call_timeout,
             producers,

@@ -27,6 +27,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// ISO 4217 code for amounts that name no currency.
     pub currency: String,
+    /// This process's stable name among replicas (its Redis Streams
+    /// consumer); empty: the host name and a hash of `data_dir`.
+    pub instance_id: String,
     pub server: ServerConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -101,6 +104,12 @@ pub struct DatabaseConfig {
     pub read_connections: u32,
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    /// At most this many writes of a service committed in one transaction
+    /// (group commit).
+    pub write_batch: usize,
+    /// PostgreSQL: transactions of one service committing at once (SQLite
+    /// always has one writer).
+    pub write_lanes: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -385,6 +394,7 @@ impl Default for Config {
             env: Environment::Development,
             data_dir: PathBuf::from("./data"),
             currency: "USD".into(),
+            instance_id: String::new(),
             server: ServerConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
@@ -439,6 +449,8 @@ impl Default for DatabaseConfig {
             busy_timeout: Duration::from_secs(5),
             read_connections: 8,
             acquire_timeout: Duration::from_secs(3),
+            write_batch: 256,
+            write_lanes: 2,
         }
     }
 }
@@ -588,6 +600,17 @@ impl Config {
         if self.database.max_connections == 0 {
             problems.push("database.max_connections: must be at least 1".into());
         }
+        if self.database.write_batch == 0 {
+            problems.push("database.write_batch: must be at least 1".into());
+        }
+        if self.database.write_lanes == 0 {
+            problems.push("database.write_lanes: must be at least 1".into());
+        } else if self.database.write_lanes > self.database.max_connections as usize {
+            problems.push(format!(
+                "database.write_lanes: {} is more than database.max_connections ({}): each lane holds a connection while it commits",
+                self.database.write_lanes, self.database.max_connections
+            ));
+        }
         check_database_url("database.url", &self.database.url, &mut problems);
         if !self.redis.url.is_empty() {
             if let Err(problem) = actors::kv::check_redis_url(&self.redis.url) {
@@ -698,6 +721,16 @@ impl Config {
         if !token.is_empty() && token.len() < 16 {
             problems.push("admin.token: must be at least 16 characters".into());
         }
+        if self.instance_id.len() > 200
+            || self
+                .instance_id
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            problems.push(
+                "instance_id: at most 200 characters, no spaces or control characters".into(),
+            );
+        }
         if !(self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase())) {
             problems.push(format!(
                 "currency: `{}` is not a three-letter ISO 4217 code in capitals",
@@ -757,6 +790,10 @@ impl Config {
             max_connections: self.database.max_connections,
             acquire_timeout: self.database.acquire_timeout,
             statement_timeout: self.database.statement_timeout,
+            group_commit: actors::storage::group_commit::GroupCommitSettings {
+                max_batch: self.database.write_batch,
+                lanes: self.database.write_lanes,
+            },
         }
     }
 

@@ -6,6 +6,12 @@
 //!
 //! Runs on SQLite and on PostgreSQL (`STAGEWORKS_TEST_DATABASE_URL`, or the
 //! machine's server at 127.0.0.1:5432, database `test`).
+//!
+//! And the restarted process delivers what the killed one had in flight at
+//! once, not after the leases it held ran out: with leases of a minute, the
+//! invoices of every accepted order exist within seconds of `/ready`, in
+//! process and through Redis Streams, where the restarted process is the
+//! same consumer again (one per group, however often it restarts).
 
 mod common;
 
@@ -33,11 +39,21 @@ fn client() -> reqwest::Client {
 /// The binary with short leases, so rows claimed by a killed process are
 /// taken again soon after the restart.
 fn start(data: &std::path::Path, database: Option<&TestDatabase>) -> Running {
+    start_with(data, database, &[("STAGEWORKS__EVENTS__CLAIM_LEASE", "1s")])
+}
+
+fn start_with(
+    data: &std::path::Path,
+    database: Option<&TestDatabase>,
+    env: &[(&str, &str)],
+) -> Running {
     let mut cmd = command(data);
-    cmd.env("STAGEWORKS__EVENTS__CLAIM_LEASE", "1s")
-        .env("STAGEWORKS__EVENTS__RELAY_INTERVAL", "100ms")
+    cmd.env("STAGEWORKS__EVENTS__RELAY_INTERVAL", "100ms")
         .env("STAGEWORKS__RATE_LIMIT__ENABLED", "false")
         .env("STAGEWORKS__LOG__LEVEL", "warn,stageworks=info");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
     spawn(cmd, database)
 }
 
@@ -224,6 +240,123 @@ async fn no_loss_under_sigkill(database: Option<TestDatabase>) {
         invoices.len()
     );
     drop(running);
+}
+
+/// Kills the process under load `KILLS` times with leases of a minute, and
+/// after each restart expects every accepted order invoiced within 10 s of
+/// `/ready`: the restarted process takes back what it held. With `poisoned`,
+/// billing fails every delivery (an injected fault, retried without end)
+/// until the kill, so the killed process surely had events in flight; the
+/// fault dies with it.
+async fn in_flight_events_go_out_at_once_after_a_restart(env: &[(&str, &str)], poisoned: bool) {
+    let data = tempfile::tempdir().expect("temp dir");
+    let mut env = env.to_vec();
+    env.extend([
+        ("STAGEWORKS__EVENTS__CLAIM_LEASE", "60s"),
+        ("STAGEWORKS__EVENTS__STREAM_CLAIM_IDLE", "60s"),
+        ("STAGEWORKS__EVENTS__MAX_ATTEMPTS", "1000000"),
+        ("STAGEWORKS__EVENTS__RETRY_MAX", "200ms"),
+        ("STAGEWORKS__ADMIN__TOKEN", ADMIN_TOKEN),
+    ]);
+    let mut accepted = 0;
+    for round in 0..=KILLS {
+        let running = start_with(data.path(), None, &env);
+        wait_ready(&running.addr).await;
+        let ready_at = Instant::now();
+        let (addr, client) = (running.addr.clone(), client());
+        let token = token(&addr, round == 0).await;
+        loop {
+            let invoices = total(&client, &addr, &token, "/api/v1/invoices").await;
+            if invoices >= accepted {
+                break;
+            }
+            assert!(
+                ready_at.elapsed() < Duration::from_secs(10),
+                "round {round}: {invoices} of {accepted} orders invoiced 10 s after the restart \
+                 (leases are 60 s: the restarted process did not take its events back)"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if round == KILLS {
+            break;
+        }
+        if poisoned {
+            poison_billing(&client, &running.admin_addr, &addr, &token).await;
+        }
+        accepted += create_until_killed(running, &token).await.len() as u64;
+    }
+}
+
+const ADMIN_TOKEN: &str = "sigkill-test-admin-token";
+
+/// Makes billing fail every event of the signed-in user (fault-injection builds).
+async fn poison_billing(client: &reqwest::Client, admin: &str, addr: &str, token: &str) {
+    let (status, me) = get(client, addr, token, "/api/v1/auth/me").await;
+    assert_eq!(status, 200, "{me}");
+    let user = me["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a user id in {me}"));
+    let poisoned = client
+        .put(format!("http://{admin}/admin/faults/poison/billing/{user}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin answers");
+    assert!(poisoned.status().is_success(), "{poisoned:?}");
+}
+
+/// `XINFO CONSUMERS` of one group, through `redis-cli`: the consumers' names.
+fn consumers(redis_url: &str, stream: &str, group: &str) -> Vec<String> {
+    let output = std::process::Command::new("redis-cli")
+        .args([
+            "-u",
+            redis_url,
+            "--raw",
+            "XINFO",
+            "CONSUMERS",
+            stream,
+            group,
+        ])
+        .output()
+        .expect("redis-cli runs (Debian's redis-tools)");
+    assert!(output.status.success(), "{output:?}");
+    // --raw: one field name or value a line (`name`, then the name, …).
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    lines
+        .windows(2)
+        .filter(|pair| pair[0] == "name")
+        .map(|pair| pair[1].to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_after_sigkill_delivers_in_flight_events_at_once_on_sqlite() {
+    in_flight_events_go_out_at_once_after_a_restart(&[], false).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_after_sigkill_takes_back_its_own_stream_entries_at_once() {
+    let redis = common::test_redis_url().unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!("sigkill-{}:", uuid::Uuid::now_v7().simple());
+    in_flight_events_go_out_at_once_after_a_restart(
+        &[
+            ("STAGEWORKS__REDIS__URL", redis.as_str()),
+            ("STAGEWORKS__REDIS__KEY_PREFIX", prefix.as_str()),
+        ],
+        true,
+    )
+    .await;
+    let stream = format!("{prefix}events");
+    let names = consumers(&redis, &stream, "billing");
+    assert_eq!(
+        names.len(),
+        1,
+        "a restarted process is the same consumer, not one more: {names:?}"
+    );
+    let _ = std::process::Command::new("redis-cli")
+        .args(["-u", redis.as_str(), "DEL", stream.as_str()])
+        .output();
 }
 
 const LOCAL_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";

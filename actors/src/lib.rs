@@ -16,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod fault;
 pub mod idempotency;
+pub mod instance;
 pub mod kv;
 pub mod service;
 pub mod storage;

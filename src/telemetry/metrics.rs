@@ -25,6 +25,9 @@ const EVENT_LAG_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
 ];
 
+/// Writes per group-commit transaction: 1 when idle, up to `database.write_batch`.
+const WRITE_BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
@@ -50,6 +53,10 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
         .set_buckets_for_metric(
             Matcher::Full("event_delivery_lag_seconds".into()),
             EVENT_LAG_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full("db_write_batch_size".into()),
+            WRITE_BATCH_BUCKETS,
         )?
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)?
         .build_recorder();
@@ -133,6 +140,19 @@ fn describe() {
         "db_pool_acquire_duration_seconds",
         Unit::Seconds,
         "Time a service waited for a database connection from its pool"
+    );
+    describe_histogram!(
+        "db_write_batch_size",
+        "Writes a service committed in one transaction (group commit)"
+    );
+    describe_histogram!(
+        "db_write_batch_duration_seconds",
+        Unit::Seconds,
+        "Time to write and commit one group-commit transaction"
+    );
+    describe_counter!(
+        "db_write_batch_retries_total",
+        "Group-commit batches that failed and were written again one write at a time"
     );
     describe_histogram!(
         "redis_command_duration_seconds",

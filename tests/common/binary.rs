@@ -17,6 +17,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_stageworks");
 pub struct Running {
     pub child: Child,
     pub addr: String,
+    pub admin_addr: String,
     pub lines: mpsc::Receiver<String>,
 }
 
@@ -92,17 +93,25 @@ pub fn spawn(mut command: Command, database: Option<&TestDatabase>) -> Running {
             }
         }
     });
-    let addr = loop {
+    let (addr, admin_addr) = loop {
         let line = lines
             .recv_timeout(Duration::from_secs(30))
             .expect("start-up log line");
         let entry: Value = serde_json::from_str(&line).expect("log lines are JSON");
         if entry["fields"]["message"] == "stageworks is serving" {
-            break entry["fields"]["public_addr"]
-                .as_str()
-                .expect("the address is logged")
-                .to_owned();
+            let field = |name: &str| {
+                entry["fields"][name]
+                    .as_str()
+                    .expect("the addresses are logged")
+                    .to_owned()
+            };
+            break (field("public_addr"), field("admin_addr"));
         }
     };
-    Running { child, addr, lines }
+    Running {
+        child,
+        addr,
+        admin_addr,
+        lines,
+    }
 }

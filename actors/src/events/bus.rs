@@ -68,6 +68,8 @@ pub struct BusConfig {
     pub storage: StorageSettings,
     /// Redis Streams when set; in-process otherwise.
     pub redis: Option<RedisSettings>,
+    /// This process's stable name among replicas ([`crate::instance`]).
+    pub instance: String,
     pub policy: SupervisionPolicy,
     pub call_timeout: Duration,
     pub producers: Vec<Outbox>,
@@ -167,7 +169,7 @@ impl EventBus {
         let dead_letters = DeadLetterStore::open(&config.data_dir, &config.storage).await?;
         let transport = match &config.redis {
             Some(redis) => Transport::Redis(
-                RedisStream::start(redis, config.settings.stream_claim_idle)
+                RedisStream::start(redis, &config.instance, config.settings.stream_claim_idle)
                     .map_err(BusError::Stream)?,
             ),
             None => Transport::Memory(MemoryBus::new(&config.subscriptions)),

@@ -11,9 +11,11 @@
 //! );
 //! ```
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::storage::{unix_millis, Database, StoreError};
 
@@ -83,6 +85,36 @@ pub mod sqlite {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// Records `events` as applied in one statement; answers the ids that
+    /// were new (the others were applied before).
+    pub async fn record_all_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        events: &[&Event],
+    ) -> Result<HashSet<Uuid>, StoreError> {
+        let now = unix_millis(OffsetDateTime::now_utc());
+        let rows: Vec<serde_json::Value> = events
+            .iter()
+            .map(|e| serde_json::json!([e.id.to_string(), e.topic.as_str(), now]))
+            .collect();
+        // `WHERE true` tells SQLite's parser the ON CONFLICT is the upsert's.
+        let fresh: Vec<String> = sqlx::query_scalar(
+            "INSERT INTO processed_events (event_id, topic, processed_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each($1) WHERE true
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING event_id",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .fetch_all(&mut **tx)
+        .await?;
+        fresh
+            .iter()
+            .map(|id| {
+                Uuid::parse_str(id)
+                    .map_err(|_| StoreError::Corrupt(format!("processed event id `{id}`")))
+            })
+            .collect()
+    }
 }
 
 /// PostgreSQL. A concurrent delivery of the same event waits on the first
@@ -110,5 +142,28 @@ pub mod postgres {
         .execute(&mut **tx)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Records `events` as applied in one statement; answers the ids that
+    /// were new (the others were applied before, or by a concurrent
+    /// delivery that committed first).
+    pub async fn record_all_in(
+        tx: &mut Transaction<'_, Postgres>,
+        events: &[&Event],
+    ) -> Result<HashSet<Uuid>, StoreError> {
+        let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+        let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
+        let fresh: Vec<Uuid> = sqlx::query_scalar(
+            "INSERT INTO processed_events (event_id, topic, processed_at)
+             SELECT id, topic, $3 FROM UNNEST($1::uuid[], $2::text[]) AS e(id, topic)
+             ON CONFLICT (event_id) DO NOTHING
+             RETURNING event_id",
+        )
+        .bind(ids)
+        .bind(topics)
+        .bind(unix_millis(OffsetDateTime::now_utc()))
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(fresh.into_iter().collect())
     }
 }

@@ -2,11 +2,16 @@
 //! append events to one stream (`<key_prefix>events`), and each subscribing
 //! service reads it through its own consumer group (named after the
 //! service), so every event is settled once per service however many
-//! replicas run. Each process is one consumer in each group, named by a
-//! fresh id, so a restarted process is a new consumer; entries a dead
+//! replicas run. Each process is one consumer in each group, named by its
+//! stable instance id (`instance_id`), so a restarted process is the same
+//! consumer: it first settles the entries it had been handed and not
+//! acknowledged (its own pending entries, read from id `0`) before reading
+//! new ones, at once rather than after a take-over. Entries another
 //! consumer left pending are taken over (`XAUTOCLAIM`) once they have been
-//! idle for `events.stream_claim_idle`. An entry is acknowledged (`XACK`)
-//! only once settled: applied, or kept as a dead letter.
+//! idle for `events.stream_claim_idle`, and a consumer with nothing pending
+//! that has not read for that long is gone: it is removed from the group
+//! (`XGROUP DELCONSUMER`). An entry is acknowledged (`XACK`) only once
+//! settled: applied, or kept as a dead letter.
 //!
 //! The stream is trimmed (`XTRIM MINID`) below the oldest entry any group
 //! still needs, so it does not grow without bound.
@@ -21,7 +26,6 @@ use fred::types::streams::XID;
 use futures::StreamExt;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
 use super::delivery::{Settled, Settler};
 use super::outbox::OutboxRecord;
@@ -48,13 +52,18 @@ pub struct RedisStream {
 impl RedisStream {
     /// Builds the client and connects in the background: Redis down at boot
     /// is an outage the relays and consumers wait out, not a dead process.
-    pub fn start(settings: &RedisSettings, claim_idle: Duration) -> Result<Self, String> {
+    /// `instance` names this process's consumer in every group.
+    pub fn start(
+        settings: &RedisSettings,
+        instance: &str,
+        claim_idle: Duration,
+    ) -> Result<Self, String> {
         let client = build_client(settings, settings.command_timeout)?;
         connect_in_background(&client);
         Ok(Self {
             client,
             key: format!("{}events", settings.key_prefix),
-            consumer: Uuid::now_v7().to_string(),
+            consumer: instance.to_owned(),
             claim_idle,
         })
     }
@@ -204,6 +213,7 @@ impl Consumer {
     async fn run(self) {
         let mut stop = self.settler.stop.clone();
         let mut group_ready = false;
+        let mut own_pending_done = false;
         let mut last_claim: Option<Instant> = None;
         loop {
             if *stop.borrow() {
@@ -214,10 +224,15 @@ impl Consumer {
                     self.create_group().await?;
                     group_ready = true;
                 }
+                if !own_pending_done {
+                    self.settle_own_pending().await?;
+                    own_pending_done = true;
+                }
                 if last_claim.is_none_or(|at| at.elapsed() >= self.claim_idle / 2) {
                     last_claim = Some(Instant::now());
                     let stale = self.reclaim().await?;
                     self.settle_all(stale).await?;
+                    self.remove_gone_consumers().await?;
                 }
                 let fresh = self.read().await?;
                 self.settle_all(fresh).await
@@ -293,19 +308,78 @@ impl Consumer {
         Ok(claimed)
     }
 
+    /// At start: the entries this consumer (this instance, before a crash
+    /// or restart) was handed and never acknowledged, settled before
+    /// anything new.
+    async fn settle_own_pending(&self) -> Result<(), String> {
+        let mut total = 0;
+        loop {
+            let own = self.read_from("0").await?;
+            if own.is_empty() {
+                break;
+            }
+            total += own.len();
+            // Every entry read is acknowledged once settled; one not settled
+            // (the process is stopping) stays pending: read no further.
+            self.settle_all(own).await?;
+            if *self.settler.stop.borrow() {
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::info!(group = %self.group, entries = total, "settled the events this instance had pending before it restarted");
+        }
+        Ok(())
+    }
+
+    /// Removes consumers that are gone: nothing pending (a dead one's
+    /// entries have been taken over by now) and no read for `claim_idle`.
+    /// Live consumers read every [`BLOCK`], so they are never idle that long.
+    async fn remove_gone_consumers(&self) -> Result<(), String> {
+        let consumers: Value = self
+            .client
+            .xinfo_consumers(&self.key, self.group.as_str())
+            .await
+            .map_err(|e| format!("XINFO CONSUMERS: {e}"))?;
+        let idle_limit = i64::try_from(self.claim_idle.as_millis()).unwrap_or(i64::MAX);
+        for info in list(consumers).into_iter().map(fields) {
+            let Some(name) = text(info.get("name")) else {
+                continue;
+            };
+            let pending = integer(info.get("pending")).unwrap_or(1);
+            let idle = integer(info.get("idle")).unwrap_or(0);
+            if name == self.name || pending > 0 || idle < idle_limit {
+                continue;
+            }
+            let _: Value = self
+                .client
+                .xgroup_delconsumer(&self.key, self.group.as_str(), name.as_str())
+                .await
+                .map_err(|e| format!("XGROUP DELCONSUMER: {e}"))?;
+            tracing::info!(group = %self.group, consumer = %name, idle_ms = idle, "removed a consumer that is gone");
+        }
+        Ok(())
+    }
+
     /// New entries for this group, waiting up to [`BLOCK`].
     async fn read(&self) -> Result<Vec<(String, Option<Event>)>, String> {
-        let block = u64::try_from(BLOCK.as_millis()).unwrap_or(1000);
+        self.read_from(">").await
+    }
+
+    /// `>`: entries never handed to anyone (blocking up to [`BLOCK`]); `0`:
+    /// this consumer's own pending entries, from the oldest.
+    async fn read_from(&self, from: &str) -> Result<Vec<(String, Option<Event>)>, String> {
+        let block = (from == ">").then(|| u64::try_from(BLOCK.as_millis()).unwrap_or(1000));
         let reply: Value = self
             .client
             .xreadgroup(
                 self.group.as_str(),
                 self.name.as_str(),
                 Some(self.batch),
-                Some(block),
+                block,
                 false,
                 &self.key,
-                ">",
+                from,
             )
             .await
             .map_err(|e| format!("XREADGROUP: {e}"))?;

@@ -4,6 +4,7 @@
 //! opens either, runs the service's migrations for that backend, and reports
 //! itself to the probes and metrics as a [`Dependency`].
 
+pub mod group_commit;
 pub mod postgres;
 pub mod sqlite;
 
@@ -33,6 +34,8 @@ pub struct StorageSettings {
     pub acquire_timeout: Duration,
     /// PostgreSQL `statement_timeout` for every connection.
     pub statement_timeout: Duration,
+    /// How writes are grouped into transactions (group commit).
+    pub group_commit: group_commit::GroupCommitSettings,
 }
 
 impl Default for StorageSettings {
@@ -44,6 +47,7 @@ impl Default for StorageSettings {
             max_connections: 10,
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(5),
+            group_commit: group_commit::GroupCommitSettings::default(),
         }
     }
 }
@@ -63,6 +67,12 @@ pub enum StoreError {
     /// A row that does not parse back into the model: a bug or a hand edit.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// Writing panicked (a bug): this write failed, the writer goes on.
+    #[error("a write panicked: {0}")]
+    Panicked(String),
+    /// The service's writer is gone (the process is stopping).
+    #[error("the {0} writer has stopped")]
+    WriterStopped(&'static str),
 }
 
 /// Something a service depends on, checked by `/ready` and `/health`.

@@ -25,6 +25,7 @@ use uuid::Uuid;
 use super::model::{Invoice, InvoiceFilter, InvoiceStatus, OrderEvent};
 use crate::api::PageRequest;
 use crate::events::{Event, Outbox, Topic};
+use crate::storage::group_commit::Writer;
 use crate::storage::{now_micros, Database, Dependency, Migrations, StorageSettings, StoreError};
 use crate::ServiceError;
 
@@ -64,9 +65,118 @@ pub enum PayOutcome {
     NotFound,
 }
 
+/// A write to the billing database. Concurrent writes are committed together
+/// (group commit, [`crate::storage::group_commit`]); `sqlite.rs` and
+/// `postgres.rs` write a batch of them, invoices as multi-row statements
+/// numbered from one bump of the counter.
+pub(super) enum BillingWrite {
+    /// Record `event` (`order.created`) and invoice its order, once per order.
+    Invoice {
+        event: Event,
+        /// Its number is set in the batch.
+        invoice: Invoice,
+        prefix: Arc<str>,
+    },
+    /// Record `event` (`order.cancelled`) and void the order's open invoice;
+    /// nothing is written while the order has no invoice yet.
+    Void {
+        event: Event,
+        order_id: Uuid,
+        now: time::OffsetDateTime,
+    },
+    /// Pay the invoice if it is `open`.
+    Pay {
+        id: Uuid,
+        now: time::OffsetDateTime,
+        request_id: String,
+        actor_id: Uuid,
+    },
+}
+
+/// What a [`BillingWrite`] did.
+#[derive(Debug)]
+pub(super) enum BillingWritten {
+    Applied(ApplyOutcome),
+    /// `None`: the order has no invoice yet.
+    Void(Option<ApplyOutcome>),
+    Pay(PayOutcome),
+}
+
+/// What a batch's invoicing writes come to, before anything is inserted.
+pub(super) struct InvoicePlan<'a> {
+    /// One per invoicing write, in order.
+    pub outcomes: Vec<ApplyOutcome>,
+    /// The invoices to insert (numbered `last + 1`, `last + 2`, …) and the
+    /// events they answer.
+    pub new: Vec<(&'a Event, Invoice)>,
+}
+
+/// An invoicing write of a batch: its event, its unnumbered invoice, its prefix.
+pub(super) type InvoiceWrite<'a> = (&'a Event, &'a Invoice, &'a str);
+
+impl BillingWrite {
+    /// The invoicing writes of a batch, written ahead of its other writes
+    /// (a void in the same batch then finds the invoice it needs).
+    fn invoices(ops: &[Self]) -> Vec<InvoiceWrite<'_>> {
+        ops.iter()
+            .filter_map(|op| match op {
+                BillingWrite::Invoice {
+                    event,
+                    invoice,
+                    prefix,
+                } => Some((event, invoice, &**prefix)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Plans a batch's invoices. `fresh`: the events recorded for the first
+    /// time now (the others were applied before); `existing`: the invoices
+    /// the database has for the batch's orders; `last`: the counter. An
+    /// order with an invoice (there, or planned earlier in the batch) gets
+    /// none; the others are numbered on from `last`, without gaps.
+    pub(super) fn plan<'a>(
+        invoices: &[InvoiceWrite<'a>],
+        fresh: &std::collections::HashSet<Uuid>,
+        mut existing: std::collections::HashMap<Uuid, Invoice>,
+        last: i64,
+    ) -> InvoicePlan<'a> {
+        let mut seen = std::collections::HashSet::new();
+        let mut new = Vec::new();
+        let outcomes = invoices
+            .iter()
+            .map(|(event, invoice, prefix)| {
+                // The same event twice in one batch: the second was applied by the first.
+                if !fresh.contains(&event.id) || !seen.insert(event.id) {
+                    return ApplyOutcome::AlreadyApplied;
+                }
+                if let Some(found) = existing.get(&invoice.order_id) {
+                    return ApplyOutcome::AlreadyInvoiced(found.clone());
+                }
+                let mut invoice = (*invoice).clone();
+                invoice.number = super::model::invoice_number(prefix, last + 1 + new.len() as i64);
+                existing.insert(invoice.order_id, invoice.clone());
+                new.push((*event, invoice.clone()));
+                ApplyOutcome::Invoiced(invoice)
+            })
+            .collect();
+        InvoicePlan { outcomes, new }
+    }
+
+    /// The event announcing a change to `invoice`, caused as `event` was.
+    fn announce(event: &Event, topic: Topic, invoice: &Invoice) -> Result<Event, StoreError> {
+        Cause {
+            request_id: event.request_id.as_deref(),
+            actor_id: event.actor_id,
+        }
+        .announce(topic, invoice)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct BillingStore {
     db: Database,
+    writer: Writer<BillingWrite>,
     /// Where the relay reads billing's events; woken after each commit that
     /// appended one.
     outbox: Outbox,
@@ -87,6 +197,7 @@ impl BillingStore {
         let db = Database::open("billing", data_dir, settings, &migrations).await?;
         Ok(Self {
             outbox: Outbox::new("billing", db.clone()),
+            writer: Writer::start("billing", &db, settings.group_commit),
             db,
             prefix: prefix.into(),
         })
@@ -148,14 +259,17 @@ impl BillingStore {
         request_id: &str,
         actor_id: Uuid,
     ) -> Result<PayOutcome, StoreError> {
-        let cause = Cause {
-            request_id: Some(request_id),
-            actor_id: Some(actor_id),
-        };
-        let now = now_micros();
-        let outcome = match &self.db {
-            Database::Sqlite(db) => sqlite::pay(db, id, now, cause).await?,
-            Database::Postgres(db) => postgres::pay(db, id, now, cause).await?,
+        let written = self
+            .writer
+            .submit(BillingWrite::Pay {
+                id,
+                now: now_micros(),
+                request_id: request_id.to_owned(),
+                actor_id,
+            })
+            .await?;
+        let BillingWritten::Pay(outcome) = written else {
+            return Err(unexpected(&written));
         };
         if matches!(outcome, PayOutcome::Paid(_)) {
             self.outbox.committed();
@@ -173,16 +287,16 @@ impl BillingStore {
     /// (`Internal`, logged).
     pub async fn apply(&self, event: &Event) -> Result<ApplyOutcome, ServiceError> {
         // The events billing's changes cause carry the consumed event's
-        // request and actor, so one request can be followed to the last consumer.
-        let cause = Cause {
-            request_id: event.request_id.as_deref(),
-            actor_id: event.actor_id,
-        };
-        let outcome = match OrderEvent::from_event(event)? {
-            OrderEvent::Created(order) => {
-                let invoice = Invoice {
+        // request and actor (see `BillingWrite::announce`), so one request
+        // can be followed to the last consumer.
+        let order_event = OrderEvent::from_event(event)?;
+        let order_id = order_event.order().id;
+        let write = match order_event {
+            OrderEvent::Created(order) => BillingWrite::Invoice {
+                event: event.clone(),
+                invoice: Invoice {
                     id: Uuid::now_v7(),
-                    number: String::new(), // set from the counter, in the transaction
+                    number: String::new(), // set from the counter, in the batch
                     order_id: order.id,
                     user_id: order.user_id,
                     amount: order.amount,
@@ -191,28 +305,24 @@ impl BillingStore {
                     created_at: now_micros(),
                     paid_at: None,
                     voided_at: None,
-                };
-                match &self.db {
-                    Database::Sqlite(db) => {
-                        sqlite::create(db, event, invoice, &self.prefix, cause).await
-                    }
-                    Database::Postgres(db) => {
-                        postgres::create(db, event, invoice, &self.prefix, cause).await
-                    }
-                }
-                .map_err(internal)?
+                },
+                prefix: self.prefix.clone(),
+            },
+            OrderEvent::Cancelled(order) => BillingWrite::Void {
+                event: event.clone(),
+                order_id: order.id,
+                now: now_micros(),
+            },
+        };
+        let outcome = match self.writer.submit(write).await.map_err(internal)? {
+            BillingWritten::Applied(outcome) => outcome,
+            BillingWritten::Void(Some(outcome)) => outcome,
+            BillingWritten::Void(None) => {
+                return Err(ServiceError::Conflict(format!(
+                    "no invoice for order {order_id} yet"
+                )));
             }
-            OrderEvent::Cancelled(order) => {
-                let now = now_micros();
-                let voided = match &self.db {
-                    Database::Sqlite(db) => sqlite::void(db, event, order.id, now, cause).await,
-                    Database::Postgres(db) => postgres::void(db, event, order.id, now, cause).await,
-                }
-                .map_err(internal)?;
-                voided.ok_or_else(|| {
-                    ServiceError::Conflict(format!("no invoice for order {} yet", order.id))
-                })?
-            }
+            other => return Err(internal(unexpected(&other))),
         };
         if matches!(outcome, ApplyOutcome::Invoiced(_) | ApplyOutcome::Voided(_)) {
             self.outbox.committed();
@@ -242,6 +352,11 @@ impl Cause<'_> {
             StoreError::Corrupt(format!("invoice {} does not serialize: {e}", invoice.id))
         })
     }
+}
+
+/// A write answered with another write's outcome: a bug in a backend's batch.
+fn unexpected(written: &BillingWritten) -> StoreError {
+    StoreError::Corrupt(format!("billing writer answered {written:?}"))
 }
 
 fn corrupt(id: &str, what: &str, value: &str) -> StoreError {

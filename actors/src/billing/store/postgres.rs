@@ -3,14 +3,18 @@
 //! ordered by row locks: invoice creators queue on the counter row, pay and
 //! void on the invoice's row.
 
-use sqlx::{Acquire, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{parse_status, ApplyOutcome, Cause, PayOutcome, COLUMNS};
+use super::{
+    parse_status, ApplyOutcome, BillingWrite, BillingWritten, Cause, InvoiceWrite, PayOutcome,
+    COLUMNS,
+};
 use crate::api::PageRequest;
-use crate::billing::model::{invoice_number, Invoice, InvoiceFilter, InvoiceStatus, NUMBER_DIGITS};
+use crate::billing::model::{Invoice, InvoiceFilter, InvoiceStatus};
 use crate::events::{inbox, outbox, Event, Topic};
+use crate::storage::group_commit::Batch;
 use crate::storage::postgres::PgDb;
 use crate::storage::StoreError;
 
@@ -74,135 +78,169 @@ pub(super) async fn list(
     Ok((invoices, total))
 }
 
-/// Applies `order.created`: records the event, then numbers and inserts
-/// `invoice` unless the order has one, with `invoice.created`.
-pub(super) async fn create(
-    db: &PgDb,
-    event: &Event,
-    mut invoice: Invoice,
-    prefix: &str,
-    cause: Cause<'_>,
-) -> Result<ApplyOutcome, StoreError> {
-    let mut conn = db.acquire().await?;
-    let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
-    // A concurrent delivery of the same event waits here for the first to
-    // commit, then finds it recorded.
-    if !inbox::postgres::record_in(&mut tx, event).await? {
-        tx.rollback().await?;
-        return Ok(ApplyOutcome::AlreadyApplied);
+impl Batch<Postgres> for BillingWrite {
+    type Output = BillingWritten;
+
+    async fn write(
+        tx: &mut Transaction<'static, Postgres>,
+        ops: &[Self],
+    ) -> Result<Vec<BillingWritten>, StoreError> {
+        let mut invoiced = invoice_all(tx, &BillingWrite::invoices(ops))
+            .await?
+            .into_iter();
+        let mut written = Vec::with_capacity(ops.len());
+        for op in ops {
+            written.push(match op {
+                BillingWrite::Invoice { .. } => BillingWritten::Applied(
+                    invoiced
+                        .next()
+                        .ok_or_else(|| StoreError::Corrupt("an invoice went unplanned".into()))?,
+                ),
+                BillingWrite::Void {
+                    event,
+                    order_id,
+                    now,
+                } => BillingWritten::Void(void_in(tx, event, *order_id, *now).await?),
+                BillingWrite::Pay {
+                    id,
+                    now,
+                    request_id,
+                    actor_id,
+                } => BillingWritten::Pay(pay_in(tx, *id, *now, request_id, *actor_id).await?),
+            });
+        }
+        Ok(written)
     }
-    if let Some(existing) = by_order(&mut tx, invoice.order_id).await? {
-        tx.commit().await?;
-        return Ok(ApplyOutcome::AlreadyInvoiced(existing));
-    }
-    // The counter row's lock serialises invoice creators (gap-free numbers),
-    // so it is taken as late as possible and held for three round trips:
-    // this statement (number and insert at once), the outbox row, the commit.
-    // Another creator for the same order (under another event id) that
-    // committed meanwhile makes the insert do nothing: the transaction is
-    // rolled back, which gives the number back, and the order's invoice is
-    // the answer.
-    let numbered: Option<(i64, String)> = sqlx::query_as(
-        "WITH next AS (UPDATE invoice_counter SET last = last + 1 WHERE id = 1 RETURNING last)
-         INSERT INTO invoices (id, seq, number, order_id, user_id, amount, currency, status, created_at)
-         SELECT $1, next.last, $2 || lpad(next.last::text, greatest($3, length(next.last::text)), '0'),
-                $4, $5, $6, $7, $8, $9
-         FROM next
-         ON CONFLICT (order_id) DO NOTHING
-         RETURNING seq, number",
-    )
-    .bind(invoice.id)
-    .bind(prefix)
-    .bind(i32::try_from(NUMBER_DIGITS).unwrap_or(6))
-    .bind(invoice.order_id)
-    .bind(invoice.user_id)
-    .bind(invoice.amount)
-    .bind(&invoice.currency)
-    .bind(invoice.status.as_str())
-    .bind(invoice.created_at)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((seq, number)) = numbered else {
-        tx.rollback().await?;
-        let existing = get(db, "order_id", invoice.order_id).await?.ok_or_else(|| {
-            StoreError::Corrupt(format!("order {} conflicted but has no invoice", invoice.order_id))
-        })?;
-        return Ok(ApplyOutcome::AlreadyInvoiced(existing));
-    };
-    debug_assert_eq!(number, invoice_number(prefix, seq));
-    invoice.number = number;
-    outbox::postgres::append_in(&mut tx, &cause.announce(Topic::InvoiceCreated, &invoice)?).await?;
-    tx.commit().await?;
-    Ok(ApplyOutcome::Invoiced(invoice))
 }
 
-/// Applies `order.cancelled`: records the event and voids the order's open
-/// invoice, with `invoice.voided`. `None`, with nothing recorded, when the
-/// order has no invoice yet.
-pub(super) async fn void(
-    db: &PgDb,
+/// Applies a batch's `order.created` events: records them (one statement;
+/// a concurrent delivery of the same event waits here for the first to
+/// commit, then finds it recorded), then, holding the counter row's lock,
+/// reads the invoices their orders have, inserts the new invoices numbered
+/// on from the counter, moves the counter, and appends their
+/// `invoice.created` (one statement each). The lock orders all invoice
+/// creators, replicas included: numbers stay gap-free and unique, and no
+/// other creator can invoice one of these orders in between. Taken once per
+/// batch, it is held for five round trips however many invoices the batch has.
+async fn invoice_all(
+    tx: &mut Transaction<'static, Postgres>,
+    invoices: &[InvoiceWrite<'_>],
+) -> Result<Vec<ApplyOutcome>, StoreError> {
+    if invoices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let events: Vec<&Event> = invoices.iter().map(|(event, _, _)| *event).collect();
+    let fresh = inbox::postgres::record_all_in(tx, &events).await?;
+    if fresh.is_empty() {
+        return Ok(vec![ApplyOutcome::AlreadyApplied; invoices.len()]);
+    }
+    let last: i64 = sqlx::query_scalar("SELECT last FROM invoice_counter WHERE id = 1 FOR UPDATE")
+        .fetch_one(&mut **tx)
+        .await?;
+    let orders: Vec<Uuid> = invoices
+        .iter()
+        .filter(|(event, _, _)| fresh.contains(&event.id))
+        .map(|(_, invoice, _)| invoice.order_id)
+        .collect();
+    let rows: Vec<InvoiceRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM invoices WHERE order_id = ANY($1)"
+    ))
+    .bind(&orders)
+    .fetch_all(&mut **tx)
+    .await?;
+    let existing = rows
+        .into_iter()
+        .map(|row| invoice_from_row(row).map(|i| (i.order_id, i)))
+        .collect::<Result<_, _>>()?;
+    let plan = BillingWrite::plan(invoices, &fresh, existing, last);
+    if plan.new.is_empty() {
+        return Ok(plan.outcomes);
+    }
+    let new = || plan.new.iter().map(|(_, invoice)| invoice);
+    sqlx::query(
+        "INSERT INTO invoices (id, seq, number, order_id, user_id, amount, currency, status, created_at)
+         SELECT * FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::uuid[], $5::uuid[],
+                              $6::bigint[], $7::text[], $8::text[], $9::timestamptz[])",
+    )
+    .bind(new().map(|i| i.id).collect::<Vec<_>>())
+    .bind((last + 1..).take(plan.new.len()).collect::<Vec<i64>>())
+    .bind(new().map(|i| i.number.as_str()).collect::<Vec<_>>())
+    .bind(new().map(|i| i.order_id).collect::<Vec<_>>())
+    .bind(new().map(|i| i.user_id).collect::<Vec<_>>())
+    .bind(new().map(|i| i.amount).collect::<Vec<_>>())
+    .bind(new().map(|i| i.currency.as_str()).collect::<Vec<_>>())
+    .bind(new().map(|i| i.status.as_str()).collect::<Vec<_>>())
+    .bind(new().map(|i| i.created_at).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE invoice_counter SET last = $1 WHERE id = 1")
+        .bind(last + plan.new.len() as i64)
+        .execute(&mut **tx)
+        .await?;
+    let announced = plan
+        .new
+        .iter()
+        .map(|(event, invoice)| BillingWrite::announce(event, Topic::InvoiceCreated, invoice))
+        .collect::<Result<Vec<_>, _>>()?;
+    outbox::postgres::append_all_in(tx, &announced.iter().collect::<Vec<_>>()).await?;
+    Ok(plan.outcomes)
+}
+
+/// Applies `order.cancelled`: voids the order's open invoice with
+/// `invoice.voided`, and records the event. `None`, with nothing written,
+/// when the order has no invoice yet (the bus tries again later).
+async fn void_in(
+    tx: &mut Transaction<'static, Postgres>,
     event: &Event,
     order_id: Uuid,
     now: OffsetDateTime,
-    cause: Cause<'_>,
 ) -> Result<Option<ApplyOutcome>, StoreError> {
-    let mut conn = db.acquire().await?;
-    let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
-    if !inbox::postgres::record_in(&mut tx, event).await? {
-        tx.rollback().await?;
-        return Ok(Some(ApplyOutcome::AlreadyApplied));
-    }
     // The row lock orders this against a concurrent pay of the same invoice.
-    let Some(current) = locked_by_order(&mut tx, order_id).await? else {
-        // Not recorded: the bus tries again, and finds the invoice once
-        // `order.created` has been applied.
-        tx.rollback().await?;
+    let Some(current) = locked_by_order(tx, order_id).await? else {
         return Ok(None);
     };
-    let outcome = match current.status {
+    if !inbox::postgres::record_in(tx, event).await? {
+        return Ok(Some(ApplyOutcome::AlreadyApplied));
+    }
+    Ok(Some(match current.status {
         InvoiceStatus::Open => {
             let row: InvoiceRow = sqlx::query_as(&format!(
                 "UPDATE invoices SET status = 'void', voided_at = $1 WHERE id = $2 RETURNING {COLUMNS}"
             ))
             .bind(now)
             .bind(current.id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
             let voided = invoice_from_row(row)?;
-            outbox::postgres::append_in(&mut tx, &cause.announce(Topic::InvoiceVoided, &voided)?)
-                .await?;
+            let announced = BillingWrite::announce(event, Topic::InvoiceVoided, &voided)?;
+            outbox::postgres::append_in(tx, &announced).await?;
             ApplyOutcome::Voided(voided)
         }
         InvoiceStatus::Paid => ApplyOutcome::RefundNeeded(current),
         InvoiceStatus::Void => ApplyOutcome::AlreadyVoid(current),
-    };
-    tx.commit().await?;
-    Ok(Some(outcome))
+    }))
 }
 
 /// Pays the invoice if it is `open`, with `invoice.paid`.
-pub(super) async fn pay(
-    db: &PgDb,
+async fn pay_in(
+    tx: &mut Transaction<'static, Postgres>,
     id: Uuid,
     now: OffsetDateTime,
-    cause: Cause<'_>,
+    request_id: &str,
+    actor_id: Uuid,
 ) -> Result<PayOutcome, StoreError> {
-    let mut conn = db.acquire().await?;
-    let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
     // The row lock makes two concurrent payments (or a payment and a void)
     // take turns: the second sees the first's outcome.
     let current: Option<InvoiceRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM invoices WHERE id = $1 FOR UPDATE"
     ))
     .bind(id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     let Some(current) = current.map(invoice_from_row).transpose()? else {
-        tx.rollback().await?;
         return Ok(PayOutcome::NotFound);
     };
     if current.status != InvoiceStatus::Open {
-        tx.rollback().await?;
         return Ok(PayOutcome::NotPayable(current));
     }
     let row: InvoiceRow = sqlx::query_as(&format!(
@@ -210,31 +248,20 @@ pub(super) async fn pay(
     ))
     .bind(now)
     .bind(id)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     let paid = invoice_from_row(row)?;
-    outbox::postgres::append_in(&mut tx, &cause.announce(Topic::InvoicePaid, &paid)?).await?;
-    tx.commit().await?;
+    let cause = Cause {
+        request_id: Some(request_id),
+        actor_id: Some(actor_id),
+    };
+    outbox::postgres::append_in(tx, &cause.announce(Topic::InvoicePaid, &paid)?).await?;
     Ok(PayOutcome::Paid(paid))
-}
-
-/// The order's invoice, as this transaction sees it.
-async fn by_order(
-    tx: &mut Transaction<'_, Postgres>,
-    order_id: Uuid,
-) -> Result<Option<Invoice>, StoreError> {
-    let row: Option<InvoiceRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM invoices WHERE order_id = $1"
-    ))
-    .bind(order_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    row.map(invoice_from_row).transpose()
 }
 
 /// The order's invoice, its row locked until the transaction ends.
 async fn locked_by_order(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut Transaction<'static, Postgres>,
     order_id: Uuid,
 ) -> Result<Option<Invoice>, StoreError> {
     let row: Option<InvoiceRow> = sqlx::query_as(&format!(

@@ -118,6 +118,19 @@ impl Outbox {
             .collect()
     }
 
+    /// At start: takes back the claims this process held when it stopped
+    /// (a crash, a kill), so their events go out at once instead of after
+    /// `claim_lease`. On SQLite every claim is this process's own: the
+    /// database file belongs to one process (its data dir). On PostgreSQL,
+    /// shared by replicas, claims are not yet marked with their holder, so
+    /// they wait for their lease there (answers 0).
+    pub async fn take_back_own_claims(&self) -> Result<u64, StoreError> {
+        match &self.db {
+            Database::Sqlite(db) => sqlite::release_all(db).await,
+            Database::Postgres(_) => Ok(0),
+        }
+    }
+
     pub async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError> {
         if seqs.is_empty() {
             return Ok(());

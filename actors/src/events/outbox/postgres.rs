@@ -24,6 +24,35 @@ pub async fn append_in(
     Ok(())
 }
 
+/// Appends `events` inside the caller's transaction, in order, in one
+/// statement (array binds).
+pub async fn append_all_in(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[&Event],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+    let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
+    let bodies = events
+        .iter()
+        .map(|e| serialize(e))
+        .collect::<Result<Vec<_>, _>>()?;
+    sqlx::query(
+        "INSERT INTO outbox (id, topic, event, created_at)
+         SELECT id, topic, event, $4 FROM UNNEST($1::uuid[], $2::text[], $3::text[])
+             WITH ORDINALITY AS e(id, topic, event, n) ORDER BY n",
+    )
+    .bind(ids)
+    .bind(topics)
+    .bind(bodies)
+    .bind(unix_millis(OffsetDateTime::now_utc()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn claim(
     db: &PgDb,
     now: i64,

@@ -22,6 +22,37 @@ pub async fn append_in(tx: &mut Transaction<'_, Sqlite>, event: &Event) -> Resul
     Ok(())
 }
 
+/// Appends `events` inside the caller's transaction, in order, in one
+/// statement (`json_each` stands in for PostgreSQL's array binds).
+pub async fn append_all_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    events: &[&Event],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let now = unix_millis(OffsetDateTime::now_utc());
+    let rows = events
+        .iter()
+        .map(|event| {
+            Ok(serde_json::json!([
+                event.id.to_string(),
+                event.topic.as_str(),
+                serialize(event)?,
+                now
+            ]))
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    sqlx::query(
+        "INSERT INTO outbox (id, topic, event, created_at)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1)",
+    )
+    .bind(serde_json::Value::Array(rows).to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 pub(super) async fn claim(
     db: &SqliteDb,
     now: i64,
@@ -68,6 +99,16 @@ pub(super) async fn release(db: &SqliteDb, seqs: &[i64]) -> Result<(), StoreErro
     .execute(db.writer())
     .await?;
     Ok(())
+}
+
+/// Clears every lease (at start: no other process holds any).
+pub(super) async fn release_all(db: &SqliteDb) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "UPDATE outbox SET claimed_until = 0 WHERE published_at IS NULL AND claimed_until > 0",
+    )
+    .execute(db.writer())
+    .await?;
+    Ok(done.rows_affected())
 }
 
 pub(super) async fn backlog(db: &SqliteDb) -> Result<(i64, Option<i64>), StoreError> {

@@ -21,6 +21,7 @@ use crate::api::PageRequest;
 use crate::events::inbox::Inbox;
 use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
+use crate::storage::group_commit::Writer;
 use crate::storage::{now_micros, Database, Dependency, Migrations, StorageSettings, StoreError};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/orders/migrations/sqlite");
@@ -63,9 +64,79 @@ pub struct Cause<'a> {
     pub actor: Uuid,
 }
 
+/// A write to the orders database. Concurrent writes are committed together
+/// (group commit, [`crate::storage::group_commit`]); `sqlite.rs` and
+/// `postgres.rs` write a batch of them, creates as multi-row statements.
+pub(super) enum OrderWrite {
+    /// The order, its `order.created` and the response for its idempotency key.
+    Create {
+        order: Order,
+        event: Event,
+        response: Option<(IdempotencyKey, Vec<u8>)>,
+    },
+    /// Cancel the order if it is `created`, announcing it with an event
+    /// caused by `request_id` and acted by `actor`.
+    Cancel {
+        id: Uuid,
+        now: time::OffsetDateTime,
+        request_id: String,
+        actor: Uuid,
+    },
+    /// Record `event` (`invoice.paid`) and mark the order paid if it is `created`.
+    MarkPaid {
+        event: Event,
+        order_id: Uuid,
+        now: time::OffsetDateTime,
+    },
+}
+
+/// A create of a batch: the order, its event, its idempotency response.
+pub(super) type CreateWrite<'a> = (&'a Order, &'a Event, Option<&'a (IdempotencyKey, Vec<u8>)>);
+
+/// What an [`OrderWrite`] did.
+#[derive(Debug)]
+pub(super) enum OrderWritten {
+    Created,
+    Cancel(CancelOutcome),
+    /// Whether the event was new, and the order's status after (if it exists).
+    MarkPaid {
+        first_time: bool,
+        status: Option<String>,
+    },
+}
+
+impl OrderWrite {
+    /// The creates of a batch, which both backends write as multi-row
+    /// statements ahead of the batch's other writes. Safe to reorder: no
+    /// other write can name an order before its create has committed and
+    /// answered.
+    fn creates(ops: &[Self]) -> Vec<CreateWrite<'_>> {
+        ops.iter()
+            .filter_map(|op| match op {
+                OrderWrite::Create {
+                    order,
+                    event,
+                    response,
+                } => Some((order, event, response.as_ref())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The event announcing a cancel.
+    fn cancelled(order: &Order, request_id: &str, actor: Uuid) -> Result<Event, StoreError> {
+        event(
+            Topic::OrderCancelled,
+            Cause { request_id, actor },
+            order,
+        )
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct OrdersStore {
     db: Database,
+    writer: Writer<OrderWrite>,
     outbox: Outbox,
     /// How long an unfinished idempotency claim holds its key.
     claim_lease: Duration,
@@ -83,8 +154,10 @@ impl OrdersStore {
         };
         let db = Database::open("orders", data_dir, settings, &migrations).await?;
         let outbox = Outbox::new("orders", db.clone());
+        let writer = Writer::start("orders", &db, settings.group_commit);
         Ok(Self {
             db,
+            writer,
             outbox,
             claim_lease,
         })
@@ -153,15 +226,20 @@ impl OrdersStore {
             updated_at: now,
         };
         let response = match key {
-            Some(key) => Some((key, serde_json::to_vec(&order).map_err(|e| StoreError::Corrupt(e.to_string()))?)),
+            Some(key) => Some((
+                key.clone(),
+                serde_json::to_vec(&order).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )),
             None => None,
         };
-        let response = response.as_ref().map(|(key, body)| (*key, body.as_slice()));
         let event = event(Topic::OrderCreated, cause, &order)?;
-        match &self.db {
-            Database::Sqlite(db) => sqlite::insert(db, &order, response, &event).await?,
-            Database::Postgres(db) => postgres::insert(db, &order, response, &event).await?,
-        }
+        self.writer
+            .submit(OrderWrite::Create {
+                order: order.clone(),
+                event,
+                response,
+            })
+            .await?;
         self.outbox.committed();
         Ok(order)
     }
@@ -186,20 +264,22 @@ impl OrdersStore {
     /// Cancels an order that is still `created`, atomically, with its
     /// `order.cancelled` event.
     pub async fn cancel(&self, id: Uuid, cause: Cause<'_>) -> Result<CancelOutcome, StoreError> {
-        let now = now_micros();
-        let announce = |order: &Order| event(Topic::OrderCancelled, cause, order);
-        let (updated, current) = match &self.db {
-            Database::Sqlite(db) => sqlite::cancel(db, id, now, &announce).await?,
-            Database::Postgres(db) => postgres::cancel(db, id, now, &announce).await?,
+        let written = self
+            .writer
+            .submit(OrderWrite::Cancel {
+                id,
+                now: now_micros(),
+                request_id: cause.request_id.to_owned(),
+                actor: cause.actor,
+            })
+            .await?;
+        let OrderWritten::Cancel(outcome) = written else {
+            return Err(unexpected(&written));
         };
-        Ok(match (updated, current) {
-            (Some(order), _) => {
-                self.outbox.committed();
-                CancelOutcome::Cancelled(order)
-            }
-            (None, Some(order)) => CancelOutcome::NotCancellable(order),
-            (None, None) => CancelOutcome::NotFound,
-        })
+        if matches!(outcome, CancelOutcome::Cancelled(_)) {
+            self.outbox.committed();
+        }
+        Ok(outcome)
     }
 }
 
@@ -207,10 +287,16 @@ impl OrdersStore {
     /// Applies `invoice.paid`: the order becomes `paid` if it is still
     /// `created`, in one transaction with the record of the event.
     pub async fn apply_invoice_paid(&self, event: &Event, paid: &InvoicePaid) -> Result<PaidOutcome, StoreError> {
-        let now = now_micros();
-        let (first_time, status) = match &self.db {
-            Database::Sqlite(db) => sqlite::mark_paid(db, event, paid.order_id, now).await?,
-            Database::Postgres(db) => postgres::mark_paid(db, event, paid.order_id, now).await?,
+        let written = self
+            .writer
+            .submit(OrderWrite::MarkPaid {
+                event: event.clone(),
+                order_id: paid.order_id,
+                now: now_micros(),
+            })
+            .await?;
+        let OrderWritten::MarkPaid { first_time, status } = written else {
+            return Err(unexpected(&written));
         };
         if !first_time {
             return Ok(PaidOutcome::AlreadyApplied);
@@ -229,6 +315,11 @@ impl OrdersStore {
 fn event(topic: Topic, cause: Cause<'_>, order: &Order) -> Result<Event, StoreError> {
     Event::new(topic, Some(cause.request_id), Some(cause.actor), order)
         .map_err(|e| StoreError::Corrupt(format!("order {}: {e}", order.id)))
+}
+
+/// A write answered with another write's outcome: a bug in a backend's batch.
+fn unexpected(written: &OrderWritten) -> StoreError {
+    StoreError::Corrupt(format!("orders writer answered {written:?}"))
 }
 
 fn corrupt(id: &str, what: &str, value: &str) -> StoreError {

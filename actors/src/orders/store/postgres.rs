@@ -1,50 +1,83 @@
 //! The orders SQL on PostgreSQL: native UUID and TIMESTAMPTZ columns, one
 //! pool for reads and writes (the server handles concurrent writers).
 
-use sqlx::{Acquire, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{parse_status, COLUMNS};
+use super::{parse_status, CancelOutcome, CreateWrite, OrderWrite, OrderWritten, COLUMNS};
 use crate::api::PageRequest;
 use crate::events::{inbox, outbox, Event};
-use crate::idempotency::{self, IdempotencyKey};
+use crate::idempotency;
 use crate::orders::model::{Order, OrderFilter};
+use crate::storage::group_commit::Batch;
 use crate::storage::postgres::PgDb;
 use crate::storage::StoreError;
 
-const INSERT_ORDER: &str = "INSERT INTO orders (id, user_id, amount, currency, description, status, created_at, updated_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const INSERT_ORDERS: &str = "INSERT INTO orders (id, user_id, amount, currency, description, status, created_at, updated_at)
+     SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                          $7::timestamptz[], $8::timestamptz[])";
 
 type OrderRow = (Uuid, Uuid, i64, String, Option<String>, String, OffsetDateTime, OffsetDateTime);
 
-pub(super) async fn insert(
-    db: &PgDb,
-    order: &Order,
-    response: Option<(&IdempotencyKey, &[u8])>,
-    event: &Event,
-) -> Result<(), StoreError> {
-    let mut conn = db.acquire().await?;
-    let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
-    insert_order(order).execute(&mut *tx).await?;
-    outbox::postgres::append_in(&mut tx, event).await?;
-    if let Some((key, body)) = response {
-        idempotency::postgres::complete_in(&mut tx, key, 201, body).await?;
+impl Batch<Postgres> for OrderWrite {
+    type Output = OrderWritten;
+
+    async fn write(
+        tx: &mut Transaction<'static, Postgres>,
+        ops: &[Self],
+    ) -> Result<Vec<OrderWritten>, StoreError> {
+        insert_all(tx, &OrderWrite::creates(ops)).await?;
+        let mut written = Vec::with_capacity(ops.len());
+        for op in ops {
+            written.push(match op {
+                OrderWrite::Create { .. } => OrderWritten::Created,
+                OrderWrite::Cancel {
+                    id,
+                    now,
+                    request_id,
+                    actor,
+                } => cancel_in(tx, *id, *now, request_id, *actor).await?,
+                OrderWrite::MarkPaid {
+                    event,
+                    order_id,
+                    now,
+                } => mark_paid_in(tx, event, *order_id, *now).await?,
+            });
+        }
+        Ok(written)
     }
-    tx.commit().await?;
-    Ok(())
 }
 
-fn insert_order(order: &Order) -> sqlx::query::Query<'static, Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(INSERT_ORDER)
-        .bind(order.id)
-        .bind(order.user_id)
-        .bind(order.amount)
-        .bind(order.currency.clone())
-        .bind(order.description.clone())
-        .bind(order.status.as_str())
-        .bind(order.created_at)
-        .bind(order.updated_at)
+/// The orders, their events and their idempotency responses: one statement
+/// per table (array binds).
+async fn insert_all(
+    tx: &mut Transaction<'static, Postgres>,
+    creates: &[CreateWrite<'_>],
+) -> Result<(), StoreError> {
+    if creates.is_empty() {
+        return Ok(());
+    }
+    let orders = || creates.iter().map(|(order, _, _)| *order);
+    sqlx::query(INSERT_ORDERS)
+        .bind(orders().map(|o| o.id).collect::<Vec<_>>())
+        .bind(orders().map(|o| o.user_id).collect::<Vec<_>>())
+        .bind(orders().map(|o| o.amount).collect::<Vec<_>>())
+        .bind(orders().map(|o| o.currency.as_str()).collect::<Vec<_>>())
+        .bind(orders().map(|o| o.description.as_deref()).collect::<Vec<_>>())
+        .bind(orders().map(|o| o.status.as_str()).collect::<Vec<_>>())
+        .bind(orders().map(|o| o.created_at).collect::<Vec<_>>())
+        .bind(orders().map(|o| o.updated_at).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    let events: Vec<&Event> = creates.iter().map(|(_, event, _)| *event).collect();
+    outbox::postgres::append_all_in(tx, &events).await?;
+    for (_, _, response) in creates {
+        if let Some((key, body)) = response {
+            idempotency::postgres::complete_in(tx, key, 201, body).await?;
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn get(db: &PgDb, id: Uuid) -> Result<Option<Order>, StoreError> {
@@ -78,50 +111,51 @@ pub(super) async fn list(db: &PgDb, filter: OrderFilter, page: PageRequest) -> R
     Ok((orders, total))
 }
 
-/// The cancelled order (and its event, from `announce`, in the same
-/// transaction) if it was `created`, else the order as it is (if any).
-pub(super) async fn cancel(
-    db: &PgDb,
+/// Cancels the order if it is `created`, with its `order.cancelled`.
+async fn cancel_in(
+    tx: &mut Transaction<'static, Postgres>,
     id: Uuid,
     now: OffsetDateTime,
-    announce: &(dyn Fn(&Order) -> Result<Event, StoreError> + Sync),
-) -> Result<(Option<Order>, Option<Order>), StoreError> {
-    let mut conn = db.acquire().await?;
-    let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
+    request_id: &str,
+    actor: Uuid,
+) -> Result<OrderWritten, StoreError> {
     let updated: Option<OrderRow> = sqlx::query_as(&format!(
         "UPDATE orders SET status = 'cancelled', updated_at = $1
          WHERE id = $2 AND status = 'created' RETURNING {COLUMNS}"
     ))
     .bind(now)
     .bind(id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = updated {
         let order = order_from_row(row)?;
-        outbox::postgres::append_in(&mut tx, &announce(&order)?).await?;
-        tx.commit().await?;
-        return Ok((Some(order), None));
+        let event = OrderWrite::cancelled(&order, request_id, actor)?;
+        outbox::postgres::append_in(tx, &event).await?;
+        return Ok(OrderWritten::Cancel(CancelOutcome::Cancelled(order)));
     }
-    tx.rollback().await?;
-    let current: Option<OrderRow> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok((None, current.map(order_from_row).transpose()?))
+    let current: Option<OrderRow> =
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    Ok(OrderWritten::Cancel(match current {
+        Some(row) => CancelOutcome::NotCancellable(order_from_row(row)?),
+        None => CancelOutcome::NotFound,
+    }))
 }
 
-/// Records `event` and marks the order paid if it is `created`. Answers
-/// whether the event was new, and the order's status after (if it exists).
-pub(super) async fn mark_paid(
-    db: &PgDb,
+/// Records `event` and marks the order paid if it is `created`.
+async fn mark_paid_in(
+    tx: &mut Transaction<'static, Postgres>,
     event: &Event,
     order_id: Uuid,
     now: OffsetDateTime,
-) -> Result<(bool, Option<String>), StoreError> {
-    let mut conn = db.acquire().await?;
-    let mut tx: Transaction<'_, Postgres> = conn.begin().await?;
-    if !inbox::postgres::record_in(&mut tx, event).await? {
-        return Ok((false, None));
+) -> Result<OrderWritten, StoreError> {
+    if !inbox::postgres::record_in(tx, event).await? {
+        return Ok(OrderWritten::MarkPaid {
+            first_time: false,
+            status: None,
+        });
     }
     let status: Option<String> = sqlx::query_scalar(
         "UPDATE orders SET status = CASE WHEN status = 'created' THEN 'paid' ELSE status END,
@@ -130,10 +164,12 @@ pub(super) async fn mark_paid(
     )
     .bind(now)
     .bind(order_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    tx.commit().await?;
-    Ok((true, status))
+    Ok(OrderWritten::MarkPaid {
+        first_time: true,
+        status,
+    })
 }
 
 fn order_from_row(row: OrderRow) -> Result<Order, StoreError> {
