@@ -58,6 +58,9 @@ enum UserCommand {
 
 const DEFAULT_CONFIG: &str = "config.toml";
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let explicit = cli.config.is_some();

@@ -80,6 +80,23 @@ pub fn respond<T>(
     }
 }
 
+/// Sends the replies to a batch (one per item); an internal error among
+/// them is also the worker's failure, as in [`respond`].
+pub fn respond_all<T>(
+    reply: ractor::RpcReplyPort<Vec<Result<T, crate::ServiceError>>>,
+    results: Vec<Result<T, crate::ServiceError>>,
+) -> Result<(), supervision::BoxError> {
+    let failure = results.iter().find_map(|result| match result {
+        Err(crate::ServiceError::Internal(detail)) => Some(detail.clone()),
+        _ => None,
+    });
+    let _ = reply.send(results);
+    match failure {
+        Some(detail) => Err(detail.into()),
+        None => Ok(()),
+    }
+}
+
 /// A registered service.
 #[derive(Clone, Copy)]
 pub struct ServiceDefinition {

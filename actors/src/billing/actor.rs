@@ -12,7 +12,7 @@ use super::store::{internal, ApplyOutcome, BillingStore, PayOutcome};
 use crate::api::{Caller, Page, RequestContext};
 use crate::events::Event;
 use crate::fault::Fault;
-use crate::service::respond;
+use crate::service::{respond, respond_all};
 use crate::ServiceError;
 
 pub struct BillingWorker;
@@ -90,6 +90,16 @@ impl WorkerHandler for BillingWorker {
                 // the event's user: the dead-letter path's test.
                 crate::fault::poison::strike("billing", &event);
                 respond(reply, apply(store, &event).await)
+            }
+            BillingMsg::ApplyAll { events, reply } => {
+                for event in &events {
+                    crate::fault::poison::strike("billing", event);
+                }
+                let store: &BillingStore = store;
+                let results =
+                    futures::future::join_all(events.iter().map(|event| apply(store, event)))
+                        .await;
+                respond_all(reply, results)
             }
         }
     }

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::model::{Invoice, InvoiceFilter};
 use crate::api::{Caller, Page, PageRequest, RequestContext};
-use crate::events::{Applied, Event};
+use crate::events::{Applied, AppliedAll, Event};
 use crate::ServiceError;
 
 pub type Reply<T> = RpcReplyPort<Result<T, ServiceError>>;
@@ -44,6 +44,12 @@ pub enum BillingMsg {
     /// the bus; `Ok` once applied or found applied before, and an error for
     /// the bus to retry.
     Apply { event: Event, reply: Applied },
+    /// Several consumed events at once (what the bus had waiting): applied
+    /// together, so their writes share transactions; one outcome each.
+    ApplyAll {
+        events: Vec<Event>,
+        reply: AppliedAll,
+    },
 }
 
 impl BillingMsg {

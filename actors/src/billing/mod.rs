@@ -60,9 +60,13 @@ async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
             "billing",
             TOPICS,
             ctx.workers,
-            handle,
+            handle.clone(),
             |event, reply| BillingMsg::Apply { event, reply },
         )
+        .with_batches(handle, |events, reply| BillingMsg::ApplyAll {
+            events,
+            reply,
+        })
         .with_inbox(store.inbox())],
     })
 }

@@ -53,8 +53,68 @@ pub struct Settler {
     pub stop: watch::Receiver<bool>,
 }
 
+/// The first attempt at one event of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attempt {
+    /// Applied (or applied before): settled.
+    Applied,
+    /// This event's delivery failed (or its subscriber was unavailable).
+    Failed(DeliveryError),
+    /// Not known: the batch's delivery failed as a whole (its worker
+    /// crashed or timed out), so which event is at fault is not known and
+    /// the attempt does not count; the event is tried again alone.
+    NotTried,
+}
+
 impl Settler {
+    /// Settles one event from scratch.
     pub async fn settle(&self, event: Event) -> Settled {
+        self.settle_after(event, Attempt::NotTried).await
+    }
+
+    /// One attempt at all of `events` together (one message to the
+    /// subscriber, whose writes then share transactions): per event, what
+    /// came of it. The applied ones are settled; the others are for
+    /// [`Settler::settle_after`].
+    pub async fn attempt_all(&self, events: &[Event]) -> Vec<Attempt> {
+        if *self.stop.borrow() {
+            return vec![Attempt::NotTried; events.len()];
+        }
+        let span = tracing::info_span!(
+            "events",
+            count = events.len(),
+            subscriber = self.subscription.subscriber,
+        );
+        match self
+            .subscription
+            .deliver_all(events.to_vec())
+            .instrument(span)
+            .await
+        {
+            Ok(results) => events
+                .iter()
+                .zip(results)
+                .map(|(event, result)| match result {
+                    Ok(()) => {
+                        self.applied(event);
+                        Attempt::Applied
+                    }
+                    Err(err) => Attempt::Failed(err),
+                })
+                .collect(),
+            Err(err) => {
+                tracing::debug!(error = %err, count = events.len(), "a batch of events failed as a whole; each is tried alone");
+                vec![Attempt::NotTried; events.len()]
+            }
+        }
+    }
+
+    /// Settles an event whose first attempt came to `first`: retrying,
+    /// waiting for an unavailable subscriber, dead-lettering.
+    pub async fn settle_after(&self, event: Event, first: Attempt) -> Settled {
+        if first == Attempt::Applied {
+            return Settled::Applied;
+        }
         let span = tracing::info_span!(
             "event",
             event_id = %event.id,
@@ -62,23 +122,36 @@ impl Settler {
             subscriber = self.subscription.subscriber,
             request_id = event.request_id.as_deref().unwrap_or(""),
         );
-        self.settle_inner(event).instrument(span).await
+        let first = match first {
+            Attempt::Failed(err) => Some(err),
+            _ => None,
+        };
+        self.settle_inner(event, first).instrument(span).await
     }
 
-    async fn settle_inner(&self, event: Event) -> Settled {
+    fn applied(&self, event: &Event) {
+        let subscriber = self.subscription.subscriber;
+        self.counters.delivered.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("events_delivered_total", "topic" => event.topic.as_str(), "subscriber" => subscriber)
+            .increment(1);
+        metrics::histogram!("event_delivery_lag_seconds", "subscriber" => subscriber)
+            .record(event.age().as_secs_f64());
+    }
+
+    async fn settle_inner(&self, event: Event, mut first: Option<DeliveryError>) -> Settled {
         let subscriber = self.subscription.subscriber;
         let mut failures = 0u32;
         loop {
             if *self.stop.borrow() {
                 return Settled::Abandoned;
             }
-            let wait = match self.subscription.deliver(event.clone()).await {
+            let attempt = match first.take() {
+                Some(err) => Err(err),
+                None => self.subscription.deliver(event.clone()).await,
+            };
+            let wait = match attempt {
                 Ok(()) => {
-                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("events_delivered_total", "topic" => event.topic.as_str(), "subscriber" => subscriber)
-                        .increment(1);
-                    metrics::histogram!("event_delivery_lag_seconds", "subscriber" => subscriber)
-                        .record(event.age().as_secs_f64());
+                    self.applied(&event);
                     tracing::debug!("event applied");
                     return Settled::Applied;
                 }

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::delivery::{Settled, Settler};
+use super::delivery::{Attempt, Settled, Settler};
 use super::outbox::OutboxRecord;
 use super::{lock, Event, Subscription};
 
@@ -158,7 +158,13 @@ impl MemoryBus {
     }
 }
 
-/// Settles a subscriber's deliveries, up to its concurrency at once.
+/// How many waiting events a consumer hands its subscriber in one message at most.
+const DELIVERY_BATCH: usize = 256;
+
+/// Settles a subscriber's deliveries: whatever is queued goes to the
+/// subscriber as one batch (up to [`DELIVERY_BATCH`]), up to its
+/// concurrency of batches at once. An event whose first attempt failed is
+/// retried on its own, without holding up the next batches.
 async fn consume(
     mut receiver: mpsc::UnboundedReceiver<Delivery>,
     settler: Settler,
@@ -166,25 +172,40 @@ async fn consume(
 ) {
     let slots = Arc::new(Semaphore::new(settler.subscription.concurrency));
     let mut stop = settler.stop.clone();
+    let mut batch = Vec::with_capacity(DELIVERY_BATCH);
     loop {
-        let delivery = tokio::select! {
-            delivery = receiver.recv() => delivery,
-            _ = super::stopped(&mut stop) => None,
-        };
-        let Some(delivery) = delivery else { return };
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let settler = settler.clone();
-        let waiting = waiting.clone();
+        let received = tokio::select! {
+            received = receiver.recv_many(&mut batch, DELIVERY_BATCH) => received,
+            _ = super::stopped(&mut stop) => 0,
+        };
+        if received == 0 {
+            return;
+        }
+        let deliveries = std::mem::take(&mut batch);
+        let (settler, waiting) = (settler.clone(), waiting.clone());
         tokio::spawn(async move {
-            let id = delivery.event.id;
-            let outcome = settler.settle(delivery.event).await;
-            lock(&waiting.0).remove(&id);
-            if outcome != Settled::Abandoned {
-                delivery.ticket.settled();
-            }
+            let events: Vec<Event> = deliveries.iter().map(|d| d.event.clone()).collect();
+            let attempts = settler.attempt_all(&events).await;
             drop(slot);
+            for (delivery, attempt) in deliveries.into_iter().zip(attempts) {
+                if attempt == Attempt::Applied {
+                    lock(&waiting.0).remove(&delivery.event.id);
+                    delivery.ticket.settled();
+                    continue;
+                }
+                let (settler, waiting) = (settler.clone(), waiting.clone());
+                tokio::spawn(async move {
+                    let id = delivery.event.id;
+                    let outcome = settler.settle_after(delivery.event, attempt).await;
+                    lock(&waiting.0).remove(&id);
+                    if outcome != Settled::Abandoned {
+                        delivery.ticket.settled();
+                    }
+                });
+            }
         });
     }
 }

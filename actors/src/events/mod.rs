@@ -164,7 +164,15 @@ pub enum DeliveryError {
 /// found it applied before).
 pub type Applied = RpcReplyPort<Result<(), ServiceError>>;
 
+/// The reply to a batch of events: one outcome per event, in order.
+pub type AppliedAll = RpcReplyPort<Vec<Result<(), ServiceError>>>;
+
 type DeliverFn = dyn Fn(Event) -> BoxFuture<'static, Result<(), DeliveryError>> + Send + Sync;
+
+/// Delivers a batch in one message: per event, or an error for the whole.
+type DeliverAllFn = dyn Fn(Vec<Event>) -> BoxFuture<'static, Result<Vec<Result<(), DeliveryError>>, DeliveryError>>
+    + Send
+    + Sync;
 
 /// A service's subscription: the topics it consumes and how an event reaches
 /// its workers.
@@ -175,6 +183,8 @@ pub struct Subscription {
     /// How many events it is handed at once (its worker count).
     pub concurrency: usize,
     deliver: Arc<DeliverFn>,
+    /// How a batch reaches it in one message, if it takes batches.
+    deliver_all: Option<Arc<DeliverAllFn>>,
     /// Its applied-event ids, purged hourly past [`inbox::RETENTION`].
     pub inbox: Option<inbox::Inbox>,
 }
@@ -214,8 +224,38 @@ impl Subscription {
             topics,
             concurrency: concurrency.max(1),
             deliver: Arc::new(deliver),
+            deliver_all: None,
             inbox: None,
         }
+    }
+
+    /// The service also takes events in batches, as one message built by
+    /// `message`, answering per event: the bus hands it whatever is waiting
+    /// at once, so one worker applies them together (and its writer commits
+    /// them in one transaction) instead of one message per event.
+    pub fn with_batches<M: Send + 'static>(
+        mut self,
+        handle: ServiceHandle<M>,
+        message: fn(Vec<Event>, AppliedAll) -> M,
+    ) -> Self {
+        let deliver_all = move |events: Vec<Event>| -> BoxFuture<
+            'static,
+            Result<Vec<Result<(), DeliveryError>>, DeliveryError>,
+        > {
+            let handle = handle.clone();
+            Box::pin(async move {
+                let results = handle
+                    .call(|reply| message(events, reply))
+                    .await
+                    .map_err(call_failure)?;
+                Ok(results
+                    .into_iter()
+                    .map(|result| result.map_err(|err| DeliveryError::Failed(err.to_string())))
+                    .collect())
+            })
+        };
+        self.deliver_all = Some(Arc::new(deliver_all));
+        self
     }
 
     /// Where the service records applied events, so the bus purges old ones.
@@ -231,6 +271,19 @@ impl Subscription {
     /// One delivery attempt.
     pub async fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
         (self.deliver)(event).await
+    }
+
+    /// One attempt at each of `events`: in one message if the service takes
+    /// batches, else one message each, concurrently. `Err`: the batch's
+    /// message failed as a whole.
+    pub async fn deliver_all(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<Vec<Result<(), DeliveryError>>, DeliveryError> {
+        match &self.deliver_all {
+            Some(deliver_all) if events.len() > 1 => deliver_all(events).await,
+            _ => Ok(futures::future::join_all(events.into_iter().map(|e| self.deliver(e))).await),
+        }
     }
 }
 

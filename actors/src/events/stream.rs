@@ -27,7 +27,7 @@ use futures::StreamExt;
 use time::OffsetDateTime;
 use tokio::task::JoinHandle;
 
-use super::delivery::{Settled, Settler};
+use super::delivery::{Attempt, Settled, Settler};
 use super::outbox::OutboxRecord;
 use super::Event;
 use crate::kv::redis::split_protocol;
@@ -399,26 +399,49 @@ impl Consumer {
             .collect())
     }
 
-    /// Settles the entries, up to the subscriber's concurrency at once, and
-    /// acknowledges each settled one.
+    /// Settles the entries and acknowledges each settled one: the wanted
+    /// events first in one batch (one message to the subscriber), then
+    /// those whose first attempt failed, on their own, up to the
+    /// subscriber's concurrency at once.
     async fn settle_all(&self, entries: Vec<(String, Option<Event>)>) -> Result<(), String> {
+        let wanted: Vec<Event> = entries
+            .iter()
+            .filter_map(|(_, event)| event.clone())
+            .filter(|event| self.settler.subscription.wants(event.topic))
+            .collect();
+        let mut attempts: HashMap<uuid::Uuid, Attempt> = wanted
+            .iter()
+            .map(|e| e.id)
+            .zip(self.settler.attempt_all(&wanted).await)
+            .collect();
         let concurrency = self.settler.subscription.concurrency;
         let results: Vec<Result<(), String>> = futures::stream::iter(entries)
-            .map(|(id, event)| self.settle_one(id, event))
+            .map(|(id, event)| {
+                let first = event
+                    .as_ref()
+                    .and_then(|e| attempts.remove(&e.id))
+                    .unwrap_or(Attempt::NotTried);
+                self.settle_one(id, event, first)
+            })
             .buffer_unordered(concurrency)
             .collect()
             .await;
         results.into_iter().collect()
     }
 
-    async fn settle_one(&self, id: String, event: Option<Event>) -> Result<(), String> {
+    async fn settle_one(
+        &self,
+        id: String,
+        event: Option<Event>,
+        first: Attempt,
+    ) -> Result<(), String> {
         let settled = match event {
             None => {
                 tracing::error!(group = %self.group, entry = %id, "unreadable event in the stream; skipped");
                 true
             }
             Some(event) if !self.settler.subscription.wants(event.topic) => true,
-            Some(event) => self.settler.settle(event).await != Settled::Abandoned,
+            Some(event) => self.settler.settle_after(event, first).await != Settled::Abandoned,
         };
         if settled {
             let _: Value = self

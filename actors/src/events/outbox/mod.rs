@@ -7,7 +7,8 @@
 //! Rows are *claimed* for a lease before they are handed on, so replicas
 //! sharing one PostgreSQL database each take their own rows (`FOR UPDATE
 //! SKIP LOCKED`), and a row whose relay died is taken again once its lease
-//! has run out. A row is marked published when every subscriber has it
+//! has run out. On SQLite, whose file one process owns, a cursor in this
+//! process does the lease's job (see [`Outbox::claim`]). A row is marked published when every subscriber has it
 //! (in-process: applied or dead-lettered; Redis: appended to the stream).
 //!
 //! The tables every producing service creates in its migrations (SQLite;
@@ -29,6 +30,7 @@
 pub mod postgres;
 pub mod sqlite;
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,6 +64,8 @@ pub struct Outbox {
     service: &'static str,
     db: Database,
     committed: Arc<Notify>,
+    /// SQLite: the last seq handed to the relay (see [`Outbox::claim`]).
+    cursor: Arc<AtomicI64>,
 }
 
 impl Outbox {
@@ -70,6 +74,7 @@ impl Outbox {
             service,
             db,
             committed: Arc::new(Notify::new()),
+            cursor: Arc::new(AtomicI64::new(0)),
         }
     }
 
@@ -90,6 +95,15 @@ impl Outbox {
 
     /// Claims up to `limit` unpublished rows that no live lease holds, for
     /// `lease`; oldest first.
+    ///
+    /// On SQLite the relay of this process is the only reader of the file's
+    /// outbox, and rows commit in seq order (one writer), so a cursor does
+    /// what the lease does on PostgreSQL: rows after the last one handed on,
+    /// read through the reader pool, with no write at all. Rows already
+    /// handed on but not yet published are not scanned again at every claim
+    /// (with thousands in flight, that scan was most of the relay's cost).
+    /// The cursor starts at 0 with the process: whatever a killed process
+    /// had claimed goes out again at once.
     pub async fn claim(
         &self,
         limit: u32,
@@ -101,7 +115,12 @@ impl Outbox {
         let now = OffsetDateTime::now_utc();
         let mut rows = match &self.db {
             Database::Sqlite(db) => {
-                sqlite::claim(db, unix_millis(now), unix_millis(now + lease), limit).await?
+                let rows =
+                    sqlite::claim_after(db, self.cursor.load(Ordering::Acquire), limit).await?;
+                if let Some(last) = rows.iter().map(|(seq, _)| *seq).max() {
+                    self.cursor.fetch_max(last, Ordering::AcqRel);
+                }
+                rows
             }
             Database::Postgres(db) => {
                 postgres::claim(db, unix_millis(now), unix_millis(now + lease), limit).await?
@@ -120,15 +139,17 @@ impl Outbox {
 
     /// At start: takes back the claims this process held when it stopped
     /// (a crash, a kill), so their events go out at once instead of after
-    /// `claim_lease`. On SQLite every claim is this process's own: the
-    /// database file belongs to one process (its data dir). On PostgreSQL,
-    /// shared by replicas, claims are not yet marked with their holder, so
-    /// they wait for their lease there (answers 0).
+    /// `claim_lease`; answers how many. On SQLite every claim is this
+    /// process's own (the database file belongs to one process, its data
+    /// dir) and the cursor starts from the beginning: everything unpublished
+    /// is claimed again by the first claim. On PostgreSQL, shared by
+    /// replicas, claims are not yet marked with their holder, so they wait
+    /// for their lease there.
     pub async fn take_back_own_claims(&self) -> Result<u64, StoreError> {
-        match &self.db {
-            Database::Sqlite(db) => sqlite::release_all(db).await,
-            Database::Postgres(_) => Ok(0),
+        if let Database::Sqlite(_) = &self.db {
+            self.cursor.store(0, Ordering::Release);
         }
+        Ok(0)
     }
 
     pub async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError> {
@@ -149,7 +170,13 @@ impl Outbox {
             return Ok(());
         }
         match &self.db {
-            Database::Sqlite(db) => sqlite::release(db, seqs).await,
+            Database::Sqlite(_) => {
+                // The next claim starts again before the first row given back.
+                if let Some(first) = seqs.iter().min() {
+                    self.cursor.fetch_min(first - 1, Ordering::AcqRel);
+                }
+                Ok(())
+            }
             Database::Postgres(db) => postgres::release(db, seqs).await,
         }
     }

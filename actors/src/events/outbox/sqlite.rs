@@ -1,6 +1,6 @@
 //! The outbox SQL on SQLite. Writes go through the service's single writer
-//! connection, so claims never race; `json_each` passes a list of seqs as
-//! one parameter.
+//! connection; the relay claims with a cursor instead of a lease (see
+//! `Outbox::claim`); `json_each` passes a list of seqs as one parameter.
 
 use sqlx::{Sqlite, Transaction};
 use time::OffsetDateTime;
@@ -53,23 +53,22 @@ pub async fn append_all_in(
     Ok(())
 }
 
-pub(super) async fn claim(
+/// The unpublished rows after `after`, oldest first, read on a reader
+/// connection (the relay's cursor stands in for the lease: see
+/// `Outbox::claim`).
+pub(super) async fn claim_after(
     db: &SqliteDb,
-    now: i64,
-    until: i64,
+    after: i64,
     limit: u32,
 ) -> Result<Vec<(i64, String)>, StoreError> {
+    let mut conn = db.read().await?;
     Ok(sqlx::query_as(
-        "UPDATE outbox SET claimed_until = $1
-         WHERE seq IN (SELECT seq FROM outbox
-                       WHERE published_at IS NULL AND claimed_until < $2
-                       ORDER BY seq LIMIT $3)
-         RETURNING seq, event",
+        "SELECT seq, event FROM outbox WHERE published_at IS NULL AND seq > $1
+         ORDER BY seq LIMIT $2",
     )
-    .bind(until)
-    .bind(now)
+    .bind(after)
     .bind(i64::from(limit))
-    .fetch_all(db.writer())
+    .fetch_all(&mut *conn)
     .await?)
 }
 
@@ -87,28 +86,6 @@ pub(super) async fn mark_published(
     .execute(db.writer())
     .await?;
     Ok(())
-}
-
-pub(super) async fn release(db: &SqliteDb, seqs: &[i64]) -> Result<(), StoreError> {
-    let list = serde_json::to_string(seqs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    sqlx::query(
-        "UPDATE outbox SET claimed_until = 0
-         WHERE published_at IS NULL AND seq IN (SELECT value FROM json_each($1))",
-    )
-    .bind(list)
-    .execute(db.writer())
-    .await?;
-    Ok(())
-}
-
-/// Clears every lease (at start: no other process holds any).
-pub(super) async fn release_all(db: &SqliteDb) -> Result<u64, StoreError> {
-    let done = sqlx::query(
-        "UPDATE outbox SET claimed_until = 0 WHERE published_at IS NULL AND claimed_until > 0",
-    )
-    .execute(db.writer())
-    .await?;
-    Ok(done.rows_affected())
 }
 
 pub(super) async fn backlog(db: &SqliteDb) -> Result<(i64, Option<i64>), StoreError> {
