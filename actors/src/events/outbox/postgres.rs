@@ -77,7 +77,7 @@ pub(super) async fn claim(
 
 pub(super) async fn mark_published(db: &PgDb, seqs: &[i64], now: i64) -> Result<(), StoreError> {
     let mut conn = db.acquire().await?;
-    sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq = ANY($2)")
+    sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq IN (SELECT unnest($2::bigint[]))")
         .bind(now)
         .bind(seqs)
         .execute(&mut *conn)
@@ -87,10 +87,13 @@ pub(super) async fn mark_published(db: &PgDb, seqs: &[i64], now: i64) -> Result<
 
 pub(super) async fn release(db: &PgDb, seqs: &[i64]) -> Result<(), StoreError> {
     let mut conn = db.acquire().await?;
-    sqlx::query("UPDATE outbox SET claimed_until = 0 WHERE published_at IS NULL AND seq = ANY($1)")
-        .bind(seqs)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE outbox SET claimed_until = 0
+         WHERE published_at IS NULL AND seq IN (SELECT unnest($1::bigint[]))",
+    )
+    .bind(seqs)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
