@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::model::{Invoice, InvoiceFilter, InvoiceStatus, OrderEvent};
 use crate::api::PageRequest;
 use crate::events::{Event, Outbox, Topic};
-use crate::storage::group_commit::Writer;
+use crate::storage::group_commit::{Batch, Writer};
 use crate::storage::{now_micros, Database, Dependency, Migrations, StorageSettings, StoreError};
 use crate::ServiceError;
 
@@ -113,6 +113,68 @@ pub(super) struct InvoicePlan<'a> {
 
 /// An invoicing write of a batch: its event, its unnumbered invoice, its prefix.
 pub(super) type InvoiceWrite<'a> = (&'a Event, &'a Invoice, &'a str);
+
+/// What each backend's SQL does for the billing writes (`sqlite.rs`,
+/// `postgres.rs`); the batch around them is written once, below.
+pub(super) trait BillingSql: sqlx::Database {
+    /// A batch's `order.created` events: one outcome each, in order.
+    fn invoice_all(
+        tx: &mut sqlx::Transaction<'static, Self>,
+        invoices: &[InvoiceWrite<'_>],
+    ) -> impl std::future::Future<Output = Result<Vec<ApplyOutcome>, StoreError>> + Send;
+
+    /// `order.cancelled`; `None`, with nothing written, while the order has no invoice.
+    fn void_in(
+        tx: &mut sqlx::Transaction<'static, Self>,
+        event: &Event,
+        order_id: Uuid,
+        now: time::OffsetDateTime,
+    ) -> impl std::future::Future<Output = Result<Option<ApplyOutcome>, StoreError>> + Send;
+
+    /// Pays the invoice if it is `open`, with `invoice.paid`.
+    fn pay_in(
+        tx: &mut sqlx::Transaction<'static, Self>,
+        id: Uuid,
+        now: time::OffsetDateTime,
+        request_id: &str,
+        actor_id: Uuid,
+    ) -> impl std::future::Future<Output = Result<PayOutcome, StoreError>> + Send;
+}
+
+impl<DB: BillingSql> Batch<DB> for BillingWrite {
+    type Output = BillingWritten;
+
+    async fn write(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        ops: &[Self],
+    ) -> Result<Vec<BillingWritten>, StoreError> {
+        let mut invoiced = DB::invoice_all(tx, &BillingWrite::invoices(ops))
+            .await?
+            .into_iter();
+        let mut written = Vec::with_capacity(ops.len());
+        for op in ops {
+            written.push(match op {
+                BillingWrite::Invoice { .. } => BillingWritten::Applied(
+                    invoiced
+                        .next()
+                        .ok_or_else(|| StoreError::Corrupt("an invoice went unplanned".into()))?,
+                ),
+                BillingWrite::Void {
+                    event,
+                    order_id,
+                    now,
+                } => BillingWritten::Void(DB::void_in(tx, event, *order_id, *now).await?),
+                BillingWrite::Pay {
+                    id,
+                    now,
+                    request_id,
+                    actor_id,
+                } => BillingWritten::Pay(DB::pay_in(tx, *id, *now, request_id, *actor_id).await?),
+            });
+        }
+        Ok(written)
+    }
+}
 
 impl BillingWrite {
     /// The invoicing writes of a batch, written ahead of its other writes

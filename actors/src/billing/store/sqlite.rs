@@ -11,13 +11,12 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    corrupt, parse_status, ApplyOutcome, BillingWrite, BillingWritten, Cause, InvoiceWrite,
+    corrupt, parse_status, ApplyOutcome, BillingSql, BillingWrite, Cause, InvoiceWrite,
     PayOutcome, COLUMNS,
 };
 use crate::api::PageRequest;
 use crate::billing::model::{Invoice, InvoiceFilter, InvoiceStatus};
 use crate::events::{inbox, outbox, Event, Topic};
-use crate::storage::group_commit::Batch;
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::StoreError;
 
@@ -86,183 +85,150 @@ pub(super) async fn list(
     Ok((invoices, total))
 }
 
-impl Batch<Sqlite> for BillingWrite {
-    type Output = BillingWritten;
-
-    async fn write(
+impl BillingSql for Sqlite {
+    /// Applies a batch's `order.created` events: records them (one statement),
+    /// reads the invoices their orders have (one), bumps the counter once and
+    /// inserts the new invoices and their `invoice.created` (one each). The
+    /// single writer connection keeps other creators out meanwhile.
+    async fn invoice_all(
         tx: &mut Transaction<'static, Sqlite>,
-        ops: &[Self],
-    ) -> Result<Vec<BillingWritten>, StoreError> {
-        let mut invoiced = invoice_all(tx, &BillingWrite::invoices(ops))
-            .await?
-            .into_iter();
-        let mut written = Vec::with_capacity(ops.len());
-        for op in ops {
-            written.push(match op {
-                BillingWrite::Invoice { .. } => BillingWritten::Applied(
-                    invoiced
-                        .next()
-                        .ok_or_else(|| StoreError::Corrupt("an invoice went unplanned".into()))?,
-                ),
-                BillingWrite::Void {
-                    event,
-                    order_id,
-                    now,
-                } => BillingWritten::Void(void_in(tx, event, *order_id, *now).await?),
-                BillingWrite::Pay {
-                    id,
-                    now,
-                    request_id,
-                    actor_id,
-                } => BillingWritten::Pay(pay_in(tx, *id, *now, request_id, *actor_id).await?),
-            });
+        invoices: &[InvoiceWrite<'_>],
+    ) -> Result<Vec<ApplyOutcome>, StoreError> {
+        if invoices.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(written)
-    }
-}
-
-/// Applies a batch's `order.created` events: records them (one statement),
-/// reads the invoices their orders have (one), bumps the counter once and
-/// inserts the new invoices and their `invoice.created` (one each). The
-/// single writer connection keeps other creators out meanwhile.
-async fn invoice_all(
-    tx: &mut Transaction<'static, Sqlite>,
-    invoices: &[InvoiceWrite<'_>],
-) -> Result<Vec<ApplyOutcome>, StoreError> {
-    if invoices.is_empty() {
-        return Ok(Vec::new());
-    }
-    let events: Vec<&Event> = invoices.iter().map(|(event, _, _)| *event).collect();
-    let fresh = inbox::sqlite::record_all_in(tx, &events).await?;
-    let orders: Vec<String> = invoices
-        .iter()
-        .filter(|(event, _, _)| fresh.contains(&event.id))
-        .map(|(_, invoice, _)| invoice.order_id.to_string())
-        .collect();
-    let rows: Vec<InvoiceRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM invoices WHERE order_id IN (SELECT value FROM json_each($1))"
-    ))
-    .bind(json_list(&orders)?)
-    .fetch_all(&mut **tx)
-    .await?;
-    let existing = rows
-        .into_iter()
-        .map(|row| invoice_from_row(row).map(|i| (i.order_id, i)))
-        .collect::<Result<_, _>>()?;
-    let last: i64 = sqlx::query_scalar("SELECT last FROM invoice_counter WHERE id = 1")
-        .fetch_one(&mut **tx)
+        let events: Vec<&Event> = invoices.iter().map(|(event, _, _)| *event).collect();
+        let fresh = inbox::sqlite::record_all_in(tx, &events).await?;
+        let orders: Vec<String> = invoices
+            .iter()
+            .filter(|(event, _, _)| fresh.contains(&event.id))
+            .map(|(_, invoice, _)| invoice.order_id.to_string())
+            .collect();
+        let rows: Vec<InvoiceRow> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM invoices WHERE order_id IN (SELECT value FROM json_each($1))"
+        ))
+        .bind(json_list(&orders)?)
+        .fetch_all(&mut **tx)
         .await?;
-    let plan = BillingWrite::plan(invoices, &fresh, existing, last);
-    if plan.new.is_empty() {
-        return Ok(plan.outcomes);
-    }
-    let rows = plan
-        .new
-        .iter()
-        .zip(last + 1..)
-        .map(|((_, invoice), seq)| {
-            Ok(serde_json::json!([
-                invoice.id.to_string(),
-                seq,
-                invoice.number,
-                invoice.order_id.to_string(),
-                invoice.user_id.to_string(),
-                invoice.amount,
-                invoice.currency,
-                invoice.status.as_str(),
-                timestamp(invoice.created_at)?,
-            ]))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    sqlx::query(
-        "INSERT INTO invoices (id, seq, number, order_id, user_id, amount, currency, status, created_at)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
-                value ->> 6, value ->> 7, value ->> 8
-         FROM json_each($1)",
-    )
-    .bind(serde_json::Value::Array(rows).to_string())
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("UPDATE invoice_counter SET last = $1 WHERE id = 1")
-        .bind(last + plan.new.len() as i64)
-        .execute(&mut **tx)
-        .await?;
-    let announced = plan
-        .new
-        .iter()
-        .map(|(event, invoice)| BillingWrite::announce(event, Topic::InvoiceCreated, invoice))
-        .collect::<Result<Vec<_>, _>>()?;
-    outbox::sqlite::append_all_in(tx, &announced.iter().collect::<Vec<_>>()).await?;
-    Ok(plan.outcomes)
-}
-
-/// Applies `order.cancelled`: voids the order's open invoice with
-/// `invoice.voided`, and records the event. `None`, with nothing written,
-/// when the order has no invoice yet (the bus tries again later).
-async fn void_in(
-    tx: &mut Transaction<'static, Sqlite>,
-    event: &Event,
-    order_id: Uuid,
-    now: OffsetDateTime,
-) -> Result<Option<ApplyOutcome>, StoreError> {
-    let Some(current) = by_order_in(tx, order_id).await? else {
-        return Ok(None);
-    };
-    if !inbox::sqlite::record_in(tx, event).await? {
-        return Ok(Some(ApplyOutcome::AlreadyApplied));
-    }
-    Ok(Some(match current.status {
-        InvoiceStatus::Open => {
-            let row: InvoiceRow = sqlx::query_as(&format!(
-                "UPDATE invoices SET status = 'void', voided_at = $1 WHERE id = $2 RETURNING {COLUMNS}"
-            ))
-            .bind(timestamp(now)?)
-            .bind(current.id.to_string())
+        let existing = rows
+            .into_iter()
+            .map(|row| invoice_from_row(row).map(|i| (i.order_id, i)))
+            .collect::<Result<_, _>>()?;
+        let last: i64 = sqlx::query_scalar("SELECT last FROM invoice_counter WHERE id = 1")
             .fetch_one(&mut **tx)
             .await?;
-            let voided = invoice_from_row(row)?;
-            let announced = BillingWrite::announce(event, Topic::InvoiceVoided, &voided)?;
-            outbox::sqlite::append_in(tx, &announced).await?;
-            ApplyOutcome::Voided(voided)
+        let plan = BillingWrite::plan(invoices, &fresh, existing, last);
+        if plan.new.is_empty() {
+            return Ok(plan.outcomes);
         }
-        InvoiceStatus::Paid => ApplyOutcome::RefundNeeded(current),
-        InvoiceStatus::Void => ApplyOutcome::AlreadyVoid(current),
-    }))
-}
-
-/// Pays the invoice if it is `open`, with `invoice.paid`.
-async fn pay_in(
-    tx: &mut Transaction<'static, Sqlite>,
-    id: Uuid,
-    now: OffsetDateTime,
-    request_id: &str,
-    actor_id: Uuid,
-) -> Result<PayOutcome, StoreError> {
-    let current: Option<InvoiceRow> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(&mut **tx)
+        let rows = plan
+            .new
+            .iter()
+            .zip(last + 1..)
+            .map(|((_, invoice), seq)| {
+                Ok(serde_json::json!([
+                    invoice.id.to_string(),
+                    seq,
+                    invoice.number,
+                    invoice.order_id.to_string(),
+                    invoice.user_id.to_string(),
+                    invoice.amount,
+                    invoice.currency,
+                    invoice.status.as_str(),
+                    timestamp(invoice.created_at)?,
+                ]))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        sqlx::query(
+            "INSERT INTO invoices (id, seq, number, order_id, user_id, amount, currency, status, created_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+                    value ->> 6, value ->> 7, value ->> 8
+             FROM json_each($1)",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("UPDATE invoice_counter SET last = $1 WHERE id = 1")
+            .bind(last + plan.new.len() as i64)
+            .execute(&mut **tx)
             .await?;
-    let Some(current) = current.map(invoice_from_row).transpose()? else {
-        return Ok(PayOutcome::NotFound);
-    };
-    if current.status != InvoiceStatus::Open {
-        return Ok(PayOutcome::NotPayable(current));
+        let announced = plan
+            .new
+            .iter()
+            .map(|(event, invoice)| BillingWrite::announce(event, Topic::InvoiceCreated, invoice))
+            .collect::<Result<Vec<_>, _>>()?;
+        outbox::sqlite::append_all_in(tx, &announced.iter().collect::<Vec<_>>()).await?;
+        Ok(plan.outcomes)
     }
-    let row: InvoiceRow = sqlx::query_as(&format!(
-        "UPDATE invoices SET status = 'paid', paid_at = $1 WHERE id = $2 RETURNING {COLUMNS}"
-    ))
-    .bind(timestamp(now)?)
-    .bind(id.to_string())
-    .fetch_one(&mut **tx)
-    .await?;
-    let paid = invoice_from_row(row)?;
-    let cause = Cause {
-        request_id: Some(request_id),
-        actor_id: Some(actor_id),
-    };
-    outbox::sqlite::append_in(tx, &cause.announce(Topic::InvoicePaid, &paid)?).await?;
-    Ok(PayOutcome::Paid(paid))
+
+    /// Applies `order.cancelled`: voids the order's open invoice with
+    /// `invoice.voided`, and records the event. `None`, with nothing written,
+    /// when the order has no invoice yet (the bus tries again later).
+    async fn void_in(
+        tx: &mut Transaction<'static, Sqlite>,
+        event: &Event,
+        order_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<Option<ApplyOutcome>, StoreError> {
+        let Some(current) = by_order_in(tx, order_id).await? else {
+            return Ok(None);
+        };
+        if !inbox::sqlite::record_in(tx, event).await? {
+            return Ok(Some(ApplyOutcome::AlreadyApplied));
+        }
+        Ok(Some(match current.status {
+            InvoiceStatus::Open => {
+                let row: InvoiceRow = sqlx::query_as(&format!(
+                    "UPDATE invoices SET status = 'void', voided_at = $1 WHERE id = $2 RETURNING {COLUMNS}"
+                ))
+                .bind(timestamp(now)?)
+                .bind(current.id.to_string())
+                .fetch_one(&mut **tx)
+                .await?;
+                let voided = invoice_from_row(row)?;
+                let announced = BillingWrite::announce(event, Topic::InvoiceVoided, &voided)?;
+                outbox::sqlite::append_in(tx, &announced).await?;
+                ApplyOutcome::Voided(voided)
+            }
+            InvoiceStatus::Paid => ApplyOutcome::RefundNeeded(current),
+            InvoiceStatus::Void => ApplyOutcome::AlreadyVoid(current),
+        }))
+    }
+
+    /// Pays the invoice if it is `open`, with `invoice.paid`.
+    async fn pay_in(
+        tx: &mut Transaction<'static, Sqlite>,
+        id: Uuid,
+        now: OffsetDateTime,
+        request_id: &str,
+        actor_id: Uuid,
+    ) -> Result<PayOutcome, StoreError> {
+        let current: Option<InvoiceRow> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM invoices WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(&mut **tx)
+                .await?;
+        let Some(current) = current.map(invoice_from_row).transpose()? else {
+            return Ok(PayOutcome::NotFound);
+        };
+        if current.status != InvoiceStatus::Open {
+            return Ok(PayOutcome::NotPayable(current));
+        }
+        let row: InvoiceRow = sqlx::query_as(&format!(
+            "UPDATE invoices SET status = 'paid', paid_at = $1 WHERE id = $2 RETURNING {COLUMNS}"
+        ))
+        .bind(timestamp(now)?)
+        .bind(id.to_string())
+        .fetch_one(&mut **tx)
+        .await?;
+        let paid = invoice_from_row(row)?;
+        let cause = Cause {
+            request_id: Some(request_id),
+            actor_id: Some(actor_id),
+        };
+        outbox::sqlite::append_in(tx, &cause.announce(Topic::InvoicePaid, &paid)?).await?;
+        Ok(PayOutcome::Paid(paid))
+    }
 }
 
 fn json_list(values: &[String]) -> Result<String, StoreError> {

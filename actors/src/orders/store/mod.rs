@@ -21,7 +21,7 @@ use crate::api::PageRequest;
 use crate::events::inbox::Inbox;
 use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
-use crate::storage::group_commit::Writer;
+use crate::storage::group_commit::{Batch, Writer};
 use crate::storage::{now_micros, Database, Dependency, Migrations, StorageSettings, StoreError};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/orders/migrations/sqlite");
@@ -103,6 +103,63 @@ pub(super) enum OrderWritten {
         first_time: bool,
         status: Option<String>,
     },
+}
+
+/// What each backend's SQL does for the orders writes (`sqlite.rs`,
+/// `postgres.rs`); the batch around them is written once, below.
+pub(super) trait OrdersSql: sqlx::Database {
+    /// The orders, their events and their idempotency responses, as
+    /// multi-row statements.
+    fn insert_all(
+        tx: &mut sqlx::Transaction<'static, Self>,
+        creates: &[CreateWrite<'_>],
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+
+    /// Cancels the order if it is `created`, with its `order.cancelled`.
+    fn cancel_in(
+        tx: &mut sqlx::Transaction<'static, Self>,
+        id: Uuid,
+        now: time::OffsetDateTime,
+        request_id: &str,
+        actor: Uuid,
+    ) -> impl std::future::Future<Output = Result<OrderWritten, StoreError>> + Send;
+
+    /// Records `event` and marks the order paid if it is `created`.
+    fn mark_paid_in(
+        tx: &mut sqlx::Transaction<'static, Self>,
+        event: &Event,
+        order_id: Uuid,
+        now: time::OffsetDateTime,
+    ) -> impl std::future::Future<Output = Result<OrderWritten, StoreError>> + Send;
+}
+
+impl<DB: OrdersSql> Batch<DB> for OrderWrite {
+    type Output = OrderWritten;
+
+    async fn write(
+        tx: &mut sqlx::Transaction<'static, DB>,
+        ops: &[Self],
+    ) -> Result<Vec<OrderWritten>, StoreError> {
+        DB::insert_all(tx, &OrderWrite::creates(ops)).await?;
+        let mut written = Vec::with_capacity(ops.len());
+        for op in ops {
+            written.push(match op {
+                OrderWrite::Create { .. } => OrderWritten::Created,
+                OrderWrite::Cancel {
+                    id,
+                    now,
+                    request_id,
+                    actor,
+                } => DB::cancel_in(tx, *id, *now, request_id, *actor).await?,
+                OrderWrite::MarkPaid {
+                    event,
+                    order_id,
+                    now,
+                } => DB::mark_paid_in(tx, event, *order_id, *now).await?,
+            });
+        }
+        Ok(written)
+    }
 }
 
 impl OrderWrite {

@@ -5,12 +5,11 @@ use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{parse_status, CancelOutcome, CreateWrite, OrderWrite, OrderWritten, COLUMNS};
+use super::{parse_status, CancelOutcome, CreateWrite, OrderWrite, OrderWritten, OrdersSql, COLUMNS};
 use crate::api::PageRequest;
 use crate::events::{inbox, outbox, Event};
 use crate::idempotency;
 use crate::orders::model::{Order, OrderFilter};
-use crate::storage::group_commit::Batch;
 use crate::storage::postgres::PgDb;
 use crate::storage::StoreError;
 
@@ -20,64 +19,98 @@ const INSERT_ORDERS: &str = "INSERT INTO orders (id, user_id, amount, currency, 
 
 type OrderRow = (Uuid, Uuid, i64, String, Option<String>, String, OffsetDateTime, OffsetDateTime);
 
-impl Batch<Postgres> for OrderWrite {
-    type Output = OrderWritten;
-
-    async fn write(
+impl OrdersSql for Postgres {
+    /// The orders, their events and their idempotency responses: one statement
+    /// per table (array binds).
+    async fn insert_all(
         tx: &mut Transaction<'static, Postgres>,
-        ops: &[Self],
-    ) -> Result<Vec<OrderWritten>, StoreError> {
-        insert_all(tx, &OrderWrite::creates(ops)).await?;
-        let mut written = Vec::with_capacity(ops.len());
-        for op in ops {
-            written.push(match op {
-                OrderWrite::Create { .. } => OrderWritten::Created,
-                OrderWrite::Cancel {
-                    id,
-                    now,
-                    request_id,
-                    actor,
-                } => cancel_in(tx, *id, *now, request_id, *actor).await?,
-                OrderWrite::MarkPaid {
-                    event,
-                    order_id,
-                    now,
-                } => mark_paid_in(tx, event, *order_id, *now).await?,
+        creates: &[CreateWrite<'_>],
+    ) -> Result<(), StoreError> {
+        if creates.is_empty() {
+            return Ok(());
+        }
+        let orders = || creates.iter().map(|(order, _, _)| *order);
+        sqlx::query(INSERT_ORDERS)
+            .bind(orders().map(|o| o.id).collect::<Vec<_>>())
+            .bind(orders().map(|o| o.user_id).collect::<Vec<_>>())
+            .bind(orders().map(|o| o.amount).collect::<Vec<_>>())
+            .bind(orders().map(|o| o.currency.as_str()).collect::<Vec<_>>())
+            .bind(orders().map(|o| o.description.as_deref()).collect::<Vec<_>>())
+            .bind(orders().map(|o| o.status.as_str()).collect::<Vec<_>>())
+            .bind(orders().map(|o| o.created_at).collect::<Vec<_>>())
+            .bind(orders().map(|o| o.updated_at).collect::<Vec<_>>())
+            .execute(&mut **tx)
+            .await?;
+        let events: Vec<&Event> = creates.iter().map(|(_, event, _)| *event).collect();
+        outbox::postgres::append_all_in(tx, &events).await?;
+        for (_, _, response) in creates {
+            if let Some((key, body)) = response {
+                idempotency::postgres::complete_in(tx, key, 201, body).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels the order if it is `created`, with its `order.cancelled`.
+    async fn cancel_in(
+        tx: &mut Transaction<'static, Postgres>,
+        id: Uuid,
+        now: OffsetDateTime,
+        request_id: &str,
+        actor: Uuid,
+    ) -> Result<OrderWritten, StoreError> {
+        let updated: Option<OrderRow> = sqlx::query_as(&format!(
+            "UPDATE orders SET status = 'cancelled', updated_at = $1
+             WHERE id = $2 AND status = 'created' RETURNING {COLUMNS}"
+        ))
+        .bind(now)
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = updated {
+            let order = order_from_row(row)?;
+            let event = OrderWrite::cancelled(&order, request_id, actor)?;
+            outbox::postgres::append_in(tx, &event).await?;
+            return Ok(OrderWritten::Cancel(CancelOutcome::Cancelled(order)));
+        }
+        let current: Option<OrderRow> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        Ok(OrderWritten::Cancel(match current {
+            Some(row) => CancelOutcome::NotCancellable(order_from_row(row)?),
+            None => CancelOutcome::NotFound,
+        }))
+    }
+
+    /// Records `event` and marks the order paid if it is `created`.
+    async fn mark_paid_in(
+        tx: &mut Transaction<'static, Postgres>,
+        event: &Event,
+        order_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<OrderWritten, StoreError> {
+        if !inbox::postgres::record_in(tx, event).await? {
+            return Ok(OrderWritten::MarkPaid {
+                first_time: false,
+                status: None,
             });
         }
-        Ok(written)
-    }
-}
-
-/// The orders, their events and their idempotency responses: one statement
-/// per table (array binds).
-async fn insert_all(
-    tx: &mut Transaction<'static, Postgres>,
-    creates: &[CreateWrite<'_>],
-) -> Result<(), StoreError> {
-    if creates.is_empty() {
-        return Ok(());
-    }
-    let orders = || creates.iter().map(|(order, _, _)| *order);
-    sqlx::query(INSERT_ORDERS)
-        .bind(orders().map(|o| o.id).collect::<Vec<_>>())
-        .bind(orders().map(|o| o.user_id).collect::<Vec<_>>())
-        .bind(orders().map(|o| o.amount).collect::<Vec<_>>())
-        .bind(orders().map(|o| o.currency.as_str()).collect::<Vec<_>>())
-        .bind(orders().map(|o| o.description.as_deref()).collect::<Vec<_>>())
-        .bind(orders().map(|o| o.status.as_str()).collect::<Vec<_>>())
-        .bind(orders().map(|o| o.created_at).collect::<Vec<_>>())
-        .bind(orders().map(|o| o.updated_at).collect::<Vec<_>>())
-        .execute(&mut **tx)
+        let status: Option<String> = sqlx::query_scalar(
+            "UPDATE orders SET status = CASE WHEN status = 'created' THEN 'paid' ELSE status END,
+                    updated_at = CASE WHEN status = 'created' THEN $1 ELSE updated_at END
+             WHERE id = $2 RETURNING status",
+        )
+        .bind(now)
+        .bind(order_id)
+        .fetch_optional(&mut **tx)
         .await?;
-    let events: Vec<&Event> = creates.iter().map(|(_, event, _)| *event).collect();
-    outbox::postgres::append_all_in(tx, &events).await?;
-    for (_, _, response) in creates {
-        if let Some((key, body)) = response {
-            idempotency::postgres::complete_in(tx, key, 201, body).await?;
-        }
+        Ok(OrderWritten::MarkPaid {
+            first_time: true,
+            status,
+        })
     }
-    Ok(())
 }
 
 pub(super) async fn get(db: &PgDb, id: Uuid) -> Result<Option<Order>, StoreError> {
@@ -109,67 +142,6 @@ pub(super) async fn list(db: &PgDb, filter: OrderFilter, page: PageRequest) -> R
         .await?;
     let orders = rows.into_iter().map(order_from_row).collect::<Result<_, _>>()?;
     Ok((orders, total))
-}
-
-/// Cancels the order if it is `created`, with its `order.cancelled`.
-async fn cancel_in(
-    tx: &mut Transaction<'static, Postgres>,
-    id: Uuid,
-    now: OffsetDateTime,
-    request_id: &str,
-    actor: Uuid,
-) -> Result<OrderWritten, StoreError> {
-    let updated: Option<OrderRow> = sqlx::query_as(&format!(
-        "UPDATE orders SET status = 'cancelled', updated_at = $1
-         WHERE id = $2 AND status = 'created' RETURNING {COLUMNS}"
-    ))
-    .bind(now)
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if let Some(row) = updated {
-        let order = order_from_row(row)?;
-        let event = OrderWrite::cancelled(&order, request_id, actor)?;
-        outbox::postgres::append_in(tx, &event).await?;
-        return Ok(OrderWritten::Cancel(CancelOutcome::Cancelled(order)));
-    }
-    let current: Option<OrderRow> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    Ok(OrderWritten::Cancel(match current {
-        Some(row) => CancelOutcome::NotCancellable(order_from_row(row)?),
-        None => CancelOutcome::NotFound,
-    }))
-}
-
-/// Records `event` and marks the order paid if it is `created`.
-async fn mark_paid_in(
-    tx: &mut Transaction<'static, Postgres>,
-    event: &Event,
-    order_id: Uuid,
-    now: OffsetDateTime,
-) -> Result<OrderWritten, StoreError> {
-    if !inbox::postgres::record_in(tx, event).await? {
-        return Ok(OrderWritten::MarkPaid {
-            first_time: false,
-            status: None,
-        });
-    }
-    let status: Option<String> = sqlx::query_scalar(
-        "UPDATE orders SET status = CASE WHEN status = 'created' THEN 'paid' ELSE status END,
-                updated_at = CASE WHEN status = 'created' THEN $1 ELSE updated_at END
-         WHERE id = $2 RETURNING status",
-    )
-    .bind(now)
-    .bind(order_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    Ok(OrderWritten::MarkPaid {
-        first_time: true,
-        status,
-    })
 }
 
 fn order_from_row(row: OrderRow) -> Result<Order, StoreError> {

@@ -7,12 +7,11 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{corrupt, parse_status, CancelOutcome, CreateWrite, OrderWrite, OrderWritten, COLUMNS};
+use super::{corrupt, parse_status, CancelOutcome, CreateWrite, OrderWrite, OrderWritten, OrdersSql, COLUMNS};
 use crate::api::PageRequest;
 use crate::events::{inbox, outbox, Event};
 use crate::idempotency;
 use crate::orders::model::{Order, OrderFilter};
-use crate::storage::group_commit::Batch;
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::StoreError;
 
@@ -26,71 +25,107 @@ type OrderRow = (String, String, i64, String, Option<String>, String, String, St
 const STORED_TIME: &[time::format_description::BorrowedFormatItem<'static>] =
     time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
-impl Batch<Sqlite> for OrderWrite {
-    type Output = OrderWritten;
-
-    async fn write(
+impl OrdersSql for Sqlite {
+    /// The orders, their events and their idempotency responses: one statement
+    /// per table (`json_each` stands in for PostgreSQL's array binds).
+    async fn insert_all(
         tx: &mut Transaction<'static, Sqlite>,
-        ops: &[Self],
-    ) -> Result<Vec<OrderWritten>, StoreError> {
-        insert_all(tx, &OrderWrite::creates(ops)).await?;
-        let mut written = Vec::with_capacity(ops.len());
-        for op in ops {
-            written.push(match op {
-                OrderWrite::Create { .. } => OrderWritten::Created,
-                OrderWrite::Cancel {
-                    id,
-                    now,
-                    request_id,
-                    actor,
-                } => cancel_in(tx, *id, *now, request_id, *actor).await?,
-                OrderWrite::MarkPaid {
-                    event,
-                    order_id,
-                    now,
-                } => mark_paid_in(tx, event, *order_id, *now).await?,
+        creates: &[CreateWrite<'_>],
+    ) -> Result<(), StoreError> {
+        if creates.is_empty() {
+            return Ok(());
+        }
+        let rows = creates
+            .iter()
+            .map(|(order, _, _)| {
+                Ok(serde_json::json!([
+                    order.id.to_string(),
+                    order.user_id.to_string(),
+                    order.amount,
+                    order.currency,
+                    order.description,
+                    order.status.as_str(),
+                    timestamp(order.created_at)?,
+                    timestamp(order.updated_at)?,
+                ]))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        sqlx::query(INSERT_ORDERS)
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut **tx)
+            .await?;
+        let events: Vec<&Event> = creates.iter().map(|(_, event, _)| *event).collect();
+        outbox::sqlite::append_all_in(tx, &events).await?;
+        for (_, _, response) in creates {
+            if let Some((key, body)) = response {
+                idempotency::sqlite::complete_in(tx, key, 201, body).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels the order if it is `created`, with its `order.cancelled`.
+    async fn cancel_in(
+        tx: &mut Transaction<'static, Sqlite>,
+        id: Uuid,
+        now: OffsetDateTime,
+        request_id: &str,
+        actor: Uuid,
+    ) -> Result<OrderWritten, StoreError> {
+        let updated: Option<OrderRow> = sqlx::query_as(&format!(
+            "UPDATE orders SET status = 'cancelled', updated_at = $1
+             WHERE id = $2 AND status = 'created' RETURNING {COLUMNS}"
+        ))
+        .bind(timestamp(now)?)
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = updated {
+            let order = order_from_row(row)?;
+            let event = OrderWrite::cancelled(&order, request_id, actor)?;
+            outbox::sqlite::append_in(tx, &event).await?;
+            return Ok(OrderWritten::Cancel(CancelOutcome::Cancelled(order)));
+        }
+        let current: Option<OrderRow> =
+            sqlx::query_as(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(&mut **tx)
+                .await?;
+        Ok(OrderWritten::Cancel(match current {
+            Some(row) => CancelOutcome::NotCancellable(order_from_row(row)?),
+            None => CancelOutcome::NotFound,
+        }))
+    }
+
+    /// Records `event` and marks the order paid if it is `created`.
+    async fn mark_paid_in(
+        tx: &mut Transaction<'static, Sqlite>,
+        event: &Event,
+        order_id: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<OrderWritten, StoreError> {
+        if !inbox::sqlite::record_in(tx, event).await? {
+            return Ok(OrderWritten::MarkPaid {
+                first_time: false,
+                status: None,
             });
         }
-        Ok(written)
-    }
-}
-
-/// The orders, their events and their idempotency responses: one statement
-/// per table (`json_each` stands in for PostgreSQL's array binds).
-async fn insert_all(
-    tx: &mut Transaction<'static, Sqlite>,
-    creates: &[CreateWrite<'_>],
-) -> Result<(), StoreError> {
-    if creates.is_empty() {
-        return Ok(());
-    }
-    let rows = creates
-        .iter()
-        .map(|(order, _, _)| {
-            Ok(serde_json::json!([
-                order.id.to_string(),
-                order.user_id.to_string(),
-                order.amount,
-                order.currency,
-                order.description,
-                order.status.as_str(),
-                timestamp(order.created_at)?,
-                timestamp(order.updated_at)?,
-            ]))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    sqlx::query(INSERT_ORDERS)
-        .bind(serde_json::Value::Array(rows).to_string())
+        sqlx::query(
+            "UPDATE orders SET status = 'paid', updated_at = $1 WHERE id = $2 AND status = 'created'",
+        )
+        .bind(timestamp(now)?)
+        .bind(order_id.to_string())
         .execute(&mut **tx)
         .await?;
-    let events: Vec<&Event> = creates.iter().map(|(_, event, _)| *event).collect();
-    outbox::sqlite::append_all_in(tx, &events).await?;
-    for (_, _, response) in creates {
-        if let Some((key, body)) = response {
-            idempotency::sqlite::complete_in(tx, key, 201, body).await?;
-        }
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
+            .bind(order_id.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(OrderWritten::MarkPaid {
+            first_time: true,
+            status,
+        })
     }
-    Ok(())
 }
 
 pub(super) async fn get(db: &SqliteDb, id: Uuid) -> Result<Option<Order>, StoreError> {
@@ -123,69 +158,6 @@ pub(super) async fn list(db: &SqliteDb, filter: OrderFilter, page: PageRequest) 
         .await?;
     let orders = rows.into_iter().map(order_from_row).collect::<Result<_, _>>()?;
     Ok((orders, total))
-}
-
-/// Cancels the order if it is `created`, with its `order.cancelled`.
-async fn cancel_in(
-    tx: &mut Transaction<'static, Sqlite>,
-    id: Uuid,
-    now: OffsetDateTime,
-    request_id: &str,
-    actor: Uuid,
-) -> Result<OrderWritten, StoreError> {
-    let updated: Option<OrderRow> = sqlx::query_as(&format!(
-        "UPDATE orders SET status = 'cancelled', updated_at = $1
-         WHERE id = $2 AND status = 'created' RETURNING {COLUMNS}"
-    ))
-    .bind(timestamp(now)?)
-    .bind(id.to_string())
-    .fetch_optional(&mut **tx)
-    .await?;
-    if let Some(row) = updated {
-        let order = order_from_row(row)?;
-        let event = OrderWrite::cancelled(&order, request_id, actor)?;
-        outbox::sqlite::append_in(tx, &event).await?;
-        return Ok(OrderWritten::Cancel(CancelOutcome::Cancelled(order)));
-    }
-    let current: Option<OrderRow> =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM orders WHERE id = $1"))
-            .bind(id.to_string())
-            .fetch_optional(&mut **tx)
-            .await?;
-    Ok(OrderWritten::Cancel(match current {
-        Some(row) => CancelOutcome::NotCancellable(order_from_row(row)?),
-        None => CancelOutcome::NotFound,
-    }))
-}
-
-/// Records `event` and marks the order paid if it is `created`.
-async fn mark_paid_in(
-    tx: &mut Transaction<'static, Sqlite>,
-    event: &Event,
-    order_id: Uuid,
-    now: OffsetDateTime,
-) -> Result<OrderWritten, StoreError> {
-    if !inbox::sqlite::record_in(tx, event).await? {
-        return Ok(OrderWritten::MarkPaid {
-            first_time: false,
-            status: None,
-        });
-    }
-    sqlx::query(
-        "UPDATE orders SET status = 'paid', updated_at = $1 WHERE id = $2 AND status = 'created'",
-    )
-    .bind(timestamp(now)?)
-    .bind(order_id.to_string())
-    .execute(&mut **tx)
-    .await?;
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM orders WHERE id = $1")
-        .bind(order_id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(OrderWritten::MarkPaid {
-        first_time: true,
-        status,
-    })
 }
 
 fn timestamp(t: OffsetDateTime) -> Result<String, StoreError> {
