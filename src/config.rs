@@ -102,6 +102,8 @@ pub struct DatabaseConfig {
     pub busy_timeout: Duration,
     /// SQLite reader pool size per service (writes go through one connection).
     pub read_connections: u32,
+    /// SQLite page cache of each connection, KiB.
+    pub sqlite_cache_kib: u32,
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
     /// At most this many writes of a service committed in one transaction
@@ -448,6 +450,7 @@ impl Default for DatabaseConfig {
             statement_timeout: Duration::from_secs(5),
             busy_timeout: Duration::from_secs(5),
             read_connections: 8,
+            sqlite_cache_kib: 512,
             acquire_timeout: Duration::from_secs(3),
             write_batch: 256,
             write_lanes: 2,
@@ -599,6 +602,9 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections: must be at least 1".into());
+        }
+        if self.database.sqlite_cache_kib < 64 {
+            problems.push("database.sqlite_cache_kib: must be at least 64".into());
         }
         if self.database.write_batch == 0 {
             problems.push("database.write_batch: must be at least 1".into());
@@ -787,6 +793,7 @@ impl Config {
             url: self.database_url(service),
             busy_timeout: self.database.busy_timeout,
             read_connections: self.database.read_connections,
+            sqlite_cache_kib: self.database.sqlite_cache_kib,
             max_connections: self.database.max_connections,
             acquire_timeout: self.database.acquire_timeout,
             statement_timeout: self.database.statement_timeout,

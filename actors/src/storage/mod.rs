@@ -28,6 +28,8 @@ pub struct StorageSettings {
     pub busy_timeout: Duration,
     /// Size of each service's SQLite reader pool.
     pub read_connections: u32,
+    /// SQLite page cache per connection, in KiB.
+    pub sqlite_cache_kib: u32,
     /// Size of each service's PostgreSQL pool.
     pub max_connections: u32,
     /// How long acquiring a connection from a pool may take.
@@ -44,6 +46,7 @@ impl Default for StorageSettings {
             url: None,
             busy_timeout: Duration::from_secs(5),
             read_connections: 8,
+            sqlite_cache_kib: 512,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(5),

@@ -46,7 +46,13 @@ impl SqliteDb {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(settings.busy_timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Each connection keeps its own page cache (SQLite's default is
+            // 2 MiB): readers × services of them make most of the RSS.
+            .pragma(
+                "cache_size",
+                format!("-{}", settings.sqlite_cache_kib.max(64)),
+            );
         // A local file cannot drop a connection the way a network can: skip the
         // ping sqlx sends before every acquire (a round trip to the
         // connection's thread; it halved read throughput in bench/).
