@@ -157,6 +157,10 @@ impl<DB: Database, B: Batch<DB>> Lane<DB, B> {
                 let _ = replies.into_iter().next().map(|reply| reply.send(Err(err)));
             }
             Err(err) => {
+                // Also when COMMIT itself failed, whose outcome may be unknown
+                // (the connection dropped): writes carry their ids (orders,
+                // events) from before the batch, so one that had committed
+                // after all fails its retry on a unique key, never twice.
                 tracing::debug!(service, writes = size, error = %err, "batch failed; writing each write alone");
                 metrics::counter!("db_write_batch_retries_total", "service" => service)
                     .increment(1);
