@@ -64,7 +64,6 @@ async fn run(
         done_tx,
         claimed: BTreeSet::new(),
     };
-    relay.take_back_own_claims().await;
     let mut last_purge = Instant::now();
     let mut poll = tokio::time::interval(relay.settings.relay_interval);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -170,24 +169,6 @@ impl Relay {
         if let Err(err) = self.outbox.release(seqs).await {
             // Their lease runs out by itself.
             tracing::debug!(service = self.outbox.service(), error = %err, "cannot release outbox rows");
-        }
-    }
-
-    /// At start: the rows this process had claimed when it last stopped are
-    /// claimed again at once (see [`Outbox::take_back_own_claims`]).
-    async fn take_back_own_claims(&self) {
-        match self.outbox.take_back_own_claims().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                service = self.outbox.service(),
-                events = n,
-                "took back the events this process had claimed before it stopped"
-            ),
-            Err(err) => tracing::warn!(
-                service = self.outbox.service(),
-                error = %err,
-                "cannot take back earlier claims; they wait for their lease"
-            ),
         }
     }
 

@@ -8,8 +8,9 @@
 //! sharing one PostgreSQL database each take their own rows (`FOR UPDATE
 //! SKIP LOCKED`), and a row whose relay died is taken again once its lease
 //! has run out. On SQLite, whose file one process owns, a cursor in this
-//! process does the lease's job (see [`Outbox::claim`]). A row is marked published when every subscriber has it
-//! (in-process: applied or dead-lettered; Redis: appended to the stream).
+//! process does the lease's job (see [`Outbox::claim`]). A row is marked
+//! published when every subscriber has it (in-process: applied or
+//! dead-lettered; Redis: appended to the stream).
 //!
 //! The tables every producing service creates in its migrations (SQLite;
 //! PostgreSQL uses `BIGSERIAL`/`BIGINT`):
@@ -103,7 +104,8 @@ impl Outbox {
     /// handed on but not yet published are not scanned again at every claim
     /// (with thousands in flight, that scan was most of the relay's cost).
     /// The cursor starts at 0 with the process: whatever a killed process
-    /// had claimed goes out again at once.
+    /// had claimed goes out again at once. (On PostgreSQL claims do not name
+    /// their holder yet, so a killed process's claims wait for their lease.)
     pub async fn claim(
         &self,
         limit: u32,
@@ -135,21 +137,6 @@ impl Outbox {
                 Ok(OutboxRecord { seq, event })
             })
             .collect()
-    }
-
-    /// At start: takes back the claims this process held when it stopped
-    /// (a crash, a kill), so their events go out at once instead of after
-    /// `claim_lease`; answers how many. On SQLite every claim is this
-    /// process's own (the database file belongs to one process, its data
-    /// dir) and the cursor starts from the beginning: everything unpublished
-    /// is claimed again by the first claim. On PostgreSQL, shared by
-    /// replicas, claims are not yet marked with their holder, so they wait
-    /// for their lease there.
-    pub async fn take_back_own_claims(&self) -> Result<u64, StoreError> {
-        if let Database::Sqlite(_) = &self.db {
-            self.cursor.store(0, Ordering::Release);
-        }
-        Ok(0)
     }
 
     pub async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError> {
