@@ -375,7 +375,7 @@ async fn check_concurrent_rotation_rotates_once(store: &AuthStore) {
     // Only the first reuse changed the session: one event.
     let revocations = store
         .outbox()
-        .claim(100, Duration::from_secs(30))
+        .claim("test", 100, Duration::from_secs(30))
         .await
         .expect("outbox")
         .iter()
@@ -763,7 +763,7 @@ async fn check_events(store: &AuthStore) {
 
     let records = store
         .outbox()
-        .claim(100, Duration::from_secs(30))
+        .claim("test", 100, Duration::from_secs(30))
         .await
         .expect("outbox");
     let seen: Vec<_> = records

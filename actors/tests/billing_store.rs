@@ -137,7 +137,7 @@ async fn invoice(store: &BillingStore, order_id: Uuid, user_id: Uuid) -> Invoice
 async fn new_events(store: &BillingStore) -> Vec<Event> {
     store
         .outbox()
-        .claim(1_000, Duration::from_secs(300))
+        .claim("test", 1_000, Duration::from_secs(300))
         .await
         .expect("outbox")
         .into_iter()

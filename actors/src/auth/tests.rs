@@ -625,7 +625,7 @@ async fn events_name_the_request_and_the_actor() {
 
     let records = svc
         .outbox
-        .claim(100, Duration::from_secs(30))
+        .claim("test", 100, Duration::from_secs(30))
         .await
         .expect("outbox");
     let seen: Vec<_> = records

@@ -206,6 +206,7 @@ impl EventBus {
                     outbox,
                     handle.clone(),
                     config.settings.clone(),
+                    config.instance.clone(),
                     stop_rx.clone(),
                 )
             })

@@ -3,13 +3,9 @@
 //! `processed_events`, written in the same transaction as the effect, so a
 //! redelivered event is recognised and changes nothing.
 //!
-//! ```sql
-//! CREATE TABLE processed_events (
-//!     event_id     TEXT PRIMARY KEY NOT NULL,  -- UUID on PostgreSQL
-//!     topic        TEXT NOT NULL,
-//!     processed_at INTEGER NOT NULL            -- unix ms (BIGINT on PostgreSQL)
-//! );
-//! ```
+//! The table is one of the storage layer's shared tables, created for every
+//! service whose schema names [`crate::storage::SharedTable::ProcessedEvents`]
+//! (`actors/src/storage/migrations/<backend>/1002*.sql`).
 
 use std::collections::HashSet;
 use std::time::Duration;

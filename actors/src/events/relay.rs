@@ -6,7 +6,10 @@
 //! published rows past `outbox_retention`. Rows it holds but has not
 //! published are given back (their lease cleared) when the bus refuses them
 //! and when the relay stops, so a graceful restart or another replica takes
-//! them at once instead of after `claim_lease`.
+//! them at once instead of after `claim_lease`. A killed relay cannot give
+//! anything back: its claims name this instance, and the same instance,
+//! restarted, ends them before its first claim (PostgreSQL; on SQLite the
+//! claim cursor starts again with the process).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -35,15 +38,20 @@ pub(super) fn spawn(
     outbox: Outbox,
     bus: ServiceHandle<BusMsg>,
     settings: EventsSettings,
+    instance: String,
     stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(outbox, bus, settings, stop))
+    tokio::spawn(run(outbox, bus, settings, instance, stop))
 }
 
 struct Relay {
     outbox: Outbox,
     bus: ServiceHandle<BusMsg>,
     settings: EventsSettings,
+    /// This instance's name on the leases it takes ([`crate::instance`]).
+    instance: String,
+    /// Whether the leases a previous run of this instance left were ended.
+    taken_back: bool,
     done_tx: mpsc::UnboundedSender<i64>,
     /// Rows this relay has claimed and not yet marked published (in-process:
     /// on the bus's queues until every subscriber settled them).
@@ -54,6 +62,7 @@ async fn run(
     outbox: Outbox,
     bus: ServiceHandle<BusMsg>,
     settings: EventsSettings,
+    instance: String,
     mut stop: watch::Receiver<bool>,
 ) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
@@ -61,6 +70,8 @@ async fn run(
         outbox,
         bus,
         settings,
+        instance,
+        taken_back: false,
         done_tx,
         claimed: BTreeSet::new(),
     };
@@ -98,13 +109,20 @@ impl Relay {
     /// Claims and publishes until the outbox has nothing more to hand on (or
     /// the in-process queues are full). `false` on trouble.
     async fn pump(&mut self) -> bool {
+        if !self.taken_back && !self.take_back().await {
+            return false;
+        }
         loop {
             if self.claimed.len() >= MAX_IN_FLIGHT {
                 return true;
             }
             let records = match self
                 .outbox
-                .claim(self.settings.relay_batch, self.settings.claim_lease)
+                .claim(
+                    &self.instance,
+                    self.settings.relay_batch,
+                    self.settings.claim_lease,
+                )
                 .await
             {
                 Ok(records) => records,
@@ -145,6 +163,28 @@ impl Relay {
             }
             if !full_batch {
                 return true;
+            }
+        }
+    }
+
+    /// Before the first claim: ends the leases this instance held when it
+    /// last stopped (killed before it could give them back).
+    async fn take_back(&mut self) -> bool {
+        match self.outbox.take_back(&self.instance).await {
+            Ok(rows) => {
+                if rows > 0 {
+                    tracing::info!(
+                        service = self.outbox.service(),
+                        rows,
+                        "took back this instance's outbox claims"
+                    );
+                }
+                self.taken_back = true;
+                true
+            }
+            Err(err) => {
+                tracing::warn!(service = self.outbox.service(), error = %err, "cannot take back this instance's outbox claims");
+                false
             }
         }
     }

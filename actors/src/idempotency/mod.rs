@@ -4,7 +4,8 @@
 //! the route and kept at least [`RETENTION`].
 //!
 //! Each service keeps its keys in its own database (table `idempotency_keys`,
-//! created by the service's migrations); `sqlite.rs` and `postgres.rs` hold
+//! a shared table the storage layer creates for every service whose schema
+//! names [`crate::storage::SharedTable::IdempotencyKeys`]); `sqlite.rs` and `postgres.rs` hold
 //! the SQL of each backend, this module the rules they share. A request first *claims* its key in a
 //! short transaction of its own, so a concurrent duplicate sees it in flight;
 //! the service then writes its effect and *completes* the key in one

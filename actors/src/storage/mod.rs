@@ -1,11 +1,13 @@
 //! Storage shared by the services. Each service owns its database (database
 //! per service): a SQLite file under the data dir by default, or its own
 //! schema in a PostgreSQL database when a URL is configured. [`Database`]
-//! opens either, runs the service's migrations for that backend, and reports
+//! opens either, runs the service's migrations for that backend with those
+//! of the shared tables it uses ([`schema`]), and reports
 //! itself to the probes and metrics as a [`Dependency`].
 
 pub mod group_commit;
 pub mod postgres;
+pub mod schema;
 pub mod sqlite;
 
 use std::path::Path;
@@ -13,9 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use sqlx::migrate::Migrator;
 
 use postgres::PgDb;
+pub use schema::{Earlier, Migrations, Schema, SharedTable};
 use sqlite::SqliteDb;
 
 /// Storage settings from the configuration (`[database]`, and a service's
@@ -92,12 +94,6 @@ pub trait Dependency: Send + Sync + 'static {
     }
 }
 
-/// A service's migrations, one set per backend (the SQL differs).
-pub struct Migrations {
-    pub sqlite: &'static Migrator,
-    pub postgres: &'static Migrator,
-}
-
 /// A service's database, on either backend.
 #[derive(Clone, Debug)]
 pub enum Database {
@@ -115,17 +111,14 @@ impl Database {
         service: &'static str,
         data_dir: &Path,
         settings: &StorageSettings,
-        migrations: &Migrations,
+        schema: &Schema,
     ) -> Result<Self, StoreError> {
         match settings.url.as_deref() {
             Some(url) => Ok(Database::Postgres(PgDb::connect_lazy(
-                url,
-                service,
-                settings,
-                migrations.postgres,
+                url, service, settings, *schema,
             )?)),
             None => Ok(Database::Sqlite(
-                SqliteDb::open(data_dir, service, settings, migrations.sqlite).await?,
+                SqliteDb::open(data_dir, service, settings, schema).await?,
             )),
         }
     }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use sqlx::migrate::Migrator;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres};
 use tokio::sync::OnceCell;
 
+use super::schema::{Backend, Fixup, Schema, DROP_RECORD, REWRITE_CHECKSUM};
 use super::{record_acquire, Dependency, StorageSettings, StoreError};
 
 /// How long a connection may sit idle before it is pinged on its way out of the pool.
@@ -22,7 +22,7 @@ const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 pub struct PgDb {
     service: &'static str,
     pool: PgPool,
-    migrator: &'static Migrator,
+    schema: Schema,
     max_connections: u32,
     /// Set once the schema and migrations are in place.
     ready: Arc<OnceCell<()>>,
@@ -34,7 +34,7 @@ impl PgDb {
         url: &str,
         service: &'static str,
         settings: &StorageSettings,
-        migrator: &'static Migrator,
+        schema: Schema,
     ) -> Result<Self, StoreError> {
         let statement_timeout = settings.statement_timeout.as_millis().to_string();
         let options = PgConnectOptions::from_str(url)?
@@ -63,7 +63,7 @@ impl PgDb {
         Ok(Self {
             service,
             pool,
-            migrator,
+            schema,
             max_connections: settings.max_connections,
             ready: Arc::new(OnceCell::new()),
         })
@@ -100,7 +100,15 @@ impl PgDb {
                 sqlx::query("SET statement_timeout = 0")
                     .execute(&mut *conn)
                     .await?;
-                let migrated = self.migrator.run_direct(&mut *conn).await;
+                let migrator = self.schema.migrator(Backend::Postgres).await?;
+                let fixups = self.schema.fixups(Backend::Postgres, &migrator);
+                let migrated = match bring_up_to_date(&mut conn, &fixups).await {
+                    Ok(()) => migrator
+                        .run_direct(&mut *conn)
+                        .await
+                        .map_err(StoreError::from),
+                    Err(e) => Err(e),
+                };
                 // Back to the connection's start-up value before it returns to the pool.
                 sqlx::query("RESET statement_timeout")
                     .execute(&mut *conn)
@@ -115,6 +123,31 @@ impl PgDb {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Updates what an earlier release recorded of migrations that changed
+/// since (see [`super::schema`]); nothing on a new schema.
+async fn bring_up_to_date(
+    conn: &mut PoolConnection<Postgres>,
+    fixups: &[Fixup],
+) -> Result<(), StoreError> {
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut **conn)
+        .await?;
+    if !migrated {
+        return Ok(());
+    }
+    for fixup in fixups {
+        match &fixup.to {
+            Some(to) => sqlx::query(REWRITE_CHECKSUM).bind(to.as_slice()),
+            None => sqlx::query(DROP_RECORD),
+        }
+        .bind(fixup.version)
+        .bind(fixup.from.as_slice())
+        .execute(&mut **conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// How long a health check waits for a connection (the pool's own acquire

@@ -8,7 +8,6 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -16,6 +15,7 @@ use sqlx::sqlite::{
 use sqlx::pool::PoolConnection;
 use sqlx::Sqlite;
 
+use super::schema::{Backend, Fixup, Schema, DROP_RECORD, REWRITE_CHECKSUM};
 use super::{record_acquire, Dependency, StorageSettings, StoreError};
 
 #[derive(Clone, Debug)]
@@ -33,7 +33,7 @@ impl SqliteDb {
         data_dir: &Path,
         service: &str,
         settings: &StorageSettings,
-        migrator: &Migrator,
+        schema: &Schema,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.display().to_string(),
@@ -62,6 +62,8 @@ impl SqliteDb {
             .acquire_timeout(settings.acquire_timeout)
             .connect_with(options.clone())
             .await?;
+        let migrator = schema.migrator(Backend::Sqlite).await?;
+        bring_up_to_date(&writer, &schema.fixups(Backend::Sqlite, &migrator)).await?;
         migrator.run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .test_before_acquire(false)
@@ -96,6 +98,30 @@ impl SqliteDb {
         self.reader.close().await;
         self.writer.close().await;
     }
+}
+
+/// Updates what an earlier release recorded of migrations that changed
+/// since (see [`super::schema`]); nothing on a new database.
+async fn bring_up_to_date(writer: &SqlitePool, fixups: &[Fixup]) -> Result<(), StoreError> {
+    let migrated: bool = sqlx::query_scalar(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+    )
+    .fetch_one(writer)
+    .await?;
+    if !migrated {
+        return Ok(());
+    }
+    for fixup in fixups {
+        match &fixup.to {
+            Some(to) => sqlx::query(REWRITE_CHECKSUM).bind(to.as_slice()),
+            None => sqlx::query(DROP_RECORD),
+        }
+        .bind(fixup.version)
+        .bind(fixup.from.as_slice())
+        .execute(writer)
+        .await?;
+    }
+    Ok(())
 }
 
 impl Dependency for SqliteDb {

@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::migrate::Migrator;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -35,10 +34,40 @@ use super::tokens::RefreshHash;
 use crate::api::{PageRequest, Role};
 use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
-use crate::storage::{now_micros, Database, Dependency, Migrations, StorageSettings, StoreError};
+use crate::storage::{now_micros, Database, Dependency, Earlier, Migrations, Schema, SharedTable, StorageSettings, StoreError};
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/auth/migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/auth/migrations/postgres");
+/// The auth schema: its own migrations and the shared tables it uses. The
+/// `earlier` checksums are those of the files as releases before the shared
+/// tables moved to the storage layer applied them (see `storage::schema`).
+static SCHEMA: Schema = Schema {
+    sqlite: Migrations {
+        own: &sqlx::migrate!("src/auth/migrations/sqlite"),
+        earlier: &[
+        Earlier {
+            version: 1,
+            checksum: "5927ac4cf12ecb2296d41a854a49f713238329a694f592f4eb13a1117bcb40bac3f08cbe934285a2ef8ddbd1dcff52a4",
+        },
+        Earlier {
+            version: 2,
+            checksum: "055ef6384fb1a5b5a799b944eb917437c2c344ba6808f6cf0c09ef54668c27cd89ba401405db3d872bc41ce692751abf",
+        },
+        ],
+    },
+    postgres: Migrations {
+        own: &sqlx::migrate!("src/auth/migrations/postgres"),
+        earlier: &[
+        Earlier {
+            version: 1,
+            checksum: "eafb5975222162dbb24513e4a3354c7390652a106bd98e54fcafae570f538cf16244e9ba9fd81b84f413d3a5dd0ad95c",
+        },
+        Earlier {
+            version: 2,
+            checksum: "aae131a5ff2783d3281df57a2cc0a76cf348cf4322673cb8c59e2f8d8d317d6630d75c29ea3109082e1b326c855067ba",
+        },
+        ],
+    },
+    shared: &[SharedTable::Outbox, SharedTable::IdempotencyKeys],
+};
 
 const USER_COLUMNS: &str = "id, email, name, role, created_at";
 const SESSION_COLUMNS: &str =
@@ -211,11 +240,7 @@ impl AuthStore {
         settings: &StorageSettings,
         claim_lease: Duration,
     ) -> Result<Self, StoreError> {
-        let migrations = Migrations {
-            sqlite: &SQLITE_MIGRATIONS,
-            postgres: &POSTGRES_MIGRATIONS,
-        };
-        let db = Database::open("auth", data_dir, settings, &migrations).await?;
+        let db = Database::open("auth", data_dir, settings, &SCHEMA).await?;
         let outbox = Outbox::new("auth", db.clone());
         Ok(Self {
             db,

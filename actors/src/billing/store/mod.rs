@@ -19,18 +19,39 @@ mod sqlite;
 use std::path::Path;
 use std::sync::Arc;
 
-use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 use super::model::{Invoice, InvoiceFilter, InvoiceStatus, OrderEvent};
 use crate::api::PageRequest;
 use crate::events::{Event, Outbox, Topic};
 use crate::storage::group_commit::{Batch, Writer};
-use crate::storage::{now_micros, Database, Dependency, Migrations, StorageSettings, StoreError};
+use crate::storage::{now_micros, Database, Dependency, Earlier, Migrations, Schema, SharedTable, StorageSettings, StoreError};
 use crate::ServiceError;
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/billing/migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/billing/migrations/postgres");
+/// The billing schema: its own migrations and the shared tables it uses. The
+/// `earlier` checksums are those of the files as releases before the shared
+/// tables moved to the storage layer applied them (see `storage::schema`).
+static SCHEMA: Schema = Schema {
+    sqlite: Migrations {
+        own: &sqlx::migrate!("src/billing/migrations/sqlite"),
+        earlier: &[
+        Earlier {
+            version: 1,
+            checksum: "75d84e94bcd8409c229d06eba61e13c1b5284c5a3a1dd46cf2e066f6c3c6cf53d33b1db5855ced462b170805d4c413f4",
+        },
+        ],
+    },
+    postgres: Migrations {
+        own: &sqlx::migrate!("src/billing/migrations/postgres"),
+        earlier: &[
+        Earlier {
+            version: 1,
+            checksum: "79c720f607173c286e958e476905d66fd4cd765249569a9e1410c5584587210b9f58feabd33ac1d81bb96dbc84b432c9",
+        },
+        ],
+    },
+    shared: &[SharedTable::Outbox, SharedTable::ProcessedEvents],
+};
 
 const COLUMNS: &str =
     "id, number, order_id, user_id, amount, currency, status, created_at, paid_at, voided_at";
@@ -252,11 +273,7 @@ impl BillingStore {
         settings: &StorageSettings,
         prefix: &str,
     ) -> Result<Self, StoreError> {
-        let migrations = Migrations {
-            sqlite: &SQLITE_MIGRATIONS,
-            postgres: &POSTGRES_MIGRATIONS,
-        };
-        let db = Database::open("billing", data_dir, settings, &migrations).await?;
+        let db = Database::open("billing", data_dir, settings, &SCHEMA).await?;
         Ok(Self {
             outbox: Outbox::new("billing", db.clone()),
             writer: Writer::start("billing", &db, settings.group_commit),

@@ -11,15 +11,26 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::Serialize;
-use sqlx::migrate::Migrator;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::Event;
-use crate::storage::{unix_millis, Database, Dependency, Migrations, StorageSettings, StoreError};
+use crate::storage::{
+    unix_millis, Database, Dependency, Migrations, Schema, StorageSettings, StoreError,
+};
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/events/migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/events/migrations/postgres");
+/// The event bus's own table; it uses none of the shared ones.
+static SCHEMA: Schema = Schema {
+    sqlite: Migrations {
+        own: &sqlx::migrate!("src/events/migrations/sqlite"),
+        earlier: &[],
+    },
+    postgres: Migrations {
+        own: &sqlx::migrate!("src/events/migrations/postgres"),
+        earlier: &[],
+    },
+    shared: &[],
+};
 
 /// One dead letter, as `/admin/events/dead-letters` shows it.
 #[derive(Clone, Debug, Serialize)]
@@ -45,11 +56,7 @@ pub struct DeadLetterStore {
 
 impl DeadLetterStore {
     pub async fn open(data_dir: &Path, settings: &StorageSettings) -> Result<Self, StoreError> {
-        let migrations = Migrations {
-            sqlite: &SQLITE_MIGRATIONS,
-            postgres: &POSTGRES_MIGRATIONS,
-        };
-        let db = Database::open(super::bus::SERVICE_NAME, data_dir, settings, &migrations).await?;
+        let db = Database::open(super::bus::SERVICE_NAME, data_dir, settings, &SCHEMA).await?;
         Ok(Self { db })
     }
 

@@ -1,5 +1,5 @@
 //! The transactional outbox. Each producing service has a table `outbox` in
-//! its own database (created by its migrations, see `TABLES` below) and
+//! its own database (see the end of this note) and
 //! appends its events with [`sqlite::append_in`] / [`postgres::append_in`]
 //! inside the transaction that makes the change they announce. The relay
 //! ([`crate::events::relay`]) reads them back through an [`Outbox`].
@@ -12,21 +12,9 @@
 //! published when every subscriber has it (in-process: applied or
 //! dead-lettered; Redis: appended to the stream).
 //!
-//! The tables every producing service creates in its migrations (SQLite;
-//! PostgreSQL uses `BIGSERIAL`/`BIGINT`):
-//!
-//! ```sql
-//! CREATE TABLE outbox (
-//!     seq           INTEGER PRIMARY KEY AUTOINCREMENT, -- relay order
-//!     id            TEXT NOT NULL UNIQUE,              -- the event id
-//!     topic         TEXT NOT NULL,
-//!     event         TEXT NOT NULL,                     -- the event, JSON (API.md)
-//!     created_at    INTEGER NOT NULL,                  -- unix ms
-//!     claimed_until INTEGER NOT NULL DEFAULT 0,        -- unix ms: a relay's lease
-//!     published_at  INTEGER                            -- unix ms; NULL until handed on
-//! );
-//! CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
-//! ```
+//! The table is one of the storage layer's shared tables, created for every
+//! service whose schema names [`crate::storage::SharedTable::Outbox`]; its
+//! definition is `actors/src/storage/migrations/<backend>/1001*.sql`.
 
 pub mod postgres;
 pub mod sqlite;
@@ -104,10 +92,12 @@ impl Outbox {
     /// handed on but not yet published are not scanned again at every claim
     /// (with thousands in flight, that scan was most of the relay's cost).
     /// The cursor starts at 0 with the process: whatever a killed process
-    /// had claimed goes out again at once. (On PostgreSQL claims do not name
-    /// their holder yet, so a killed process's claims wait for their lease.)
+    /// had claimed goes out again at once. On PostgreSQL a claim names its
+    /// `holder` (the instance id), so a restarted instance ends its own
+    /// leases at start ([`Outbox::take_back`]) instead of waiting them out.
     pub async fn claim(
         &self,
+        holder: &str,
         limit: u32,
         lease: Duration,
     ) -> Result<Vec<OutboxRecord>, StoreError> {
@@ -125,7 +115,14 @@ impl Outbox {
                 rows
             }
             Database::Postgres(db) => {
-                postgres::claim(db, unix_millis(now), unix_millis(now + lease), limit).await?
+                postgres::claim(
+                    db,
+                    holder,
+                    unix_millis(now),
+                    unix_millis(now + lease),
+                    limit,
+                )
+                .await?
             }
         };
         rows.sort_by_key(|(seq, _)| *seq);
@@ -137,6 +134,18 @@ impl Outbox {
                 Ok(OutboxRecord { seq, event })
             })
             .collect()
+    }
+
+    /// Ends the leases `holder` (this instance, restarted) still holds, so
+    /// what it had claimed before it died goes out at once; another
+    /// instance's leases still run out first. Nothing to do on SQLite,
+    /// whose cursor starts again with the process. Returns how many rows.
+    pub async fn take_back(&self, holder: &str) -> Result<u64, StoreError> {
+        self.db.ensure_ready().await?;
+        match &self.db {
+            Database::Sqlite(_) => Ok(0),
+            Database::Postgres(db) => postgres::take_back(db, holder).await,
+        }
     }
 
     pub async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError> {

@@ -55,24 +55,39 @@ pub async fn append_all_in(
 
 pub(super) async fn claim(
     db: &PgDb,
+    holder: &str,
     now: i64,
     until: i64,
     limit: u32,
 ) -> Result<Vec<(i64, String)>, StoreError> {
     let mut conn = db.acquire().await?;
     Ok(sqlx::query_as(
-        "UPDATE outbox SET claimed_until = $1
+        "UPDATE outbox SET claimed_until = $1, claimed_by = $2
          WHERE seq IN (SELECT seq FROM outbox
-                       WHERE published_at IS NULL AND claimed_until < $2
-                       ORDER BY seq LIMIT $3
+                       WHERE published_at IS NULL AND claimed_until < $3
+                       ORDER BY seq LIMIT $4
                        FOR UPDATE SKIP LOCKED)
          RETURNING seq, event",
     )
     .bind(until)
+    .bind(holder)
     .bind(now)
     .bind(i64::from(limit))
     .fetch_all(&mut *conn)
     .await?)
+}
+
+/// Ends the leases `holder` still has on unpublished rows; returns how many.
+pub(super) async fn take_back(db: &PgDb, holder: &str) -> Result<u64, StoreError> {
+    let mut conn = db.acquire().await?;
+    let done = sqlx::query(
+        "UPDATE outbox SET claimed_until = 0
+         WHERE published_at IS NULL AND claimed_by = $1 AND claimed_until > 0",
+    )
+    .bind(holder)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 pub(super) async fn mark_published(db: &PgDb, seqs: &[i64], now: i64) -> Result<(), StoreError> {

@@ -13,7 +13,6 @@ mod sqlite;
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::migrate::Migrator;
 use uuid::Uuid;
 
 use super::model::{NewOrder, Order, OrderFilter, OrderStatus};
@@ -22,10 +21,43 @@ use crate::events::inbox::Inbox;
 use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
 use crate::storage::group_commit::{Batch, Writer};
-use crate::storage::{now_micros, Database, Dependency, Migrations, StorageSettings, StoreError};
+use crate::storage::{now_micros, Database, Dependency, Earlier, Migrations, Schema, SharedTable, StorageSettings, StoreError};
 
-static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("src/orders/migrations/sqlite");
-static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("src/orders/migrations/postgres");
+/// The orders schema: its own migrations and the shared tables it uses. The
+/// `earlier` checksums are those of the files as releases before the shared
+/// tables moved to the storage layer applied them (see `storage::schema`).
+static SCHEMA: Schema = Schema {
+    sqlite: Migrations {
+        own: &sqlx::migrate!("src/orders/migrations/sqlite"),
+        earlier: &[
+        Earlier {
+            version: 1,
+            checksum: "2248714933e46590eac49b97fff2c3a9c6358d9c4e478cf797ba3a2418ff195b1fe765338e7989bb20f87fb2532ff17c",
+        },
+        Earlier {
+            version: 2,
+            checksum: "436c90108426c72b75807cd34ec0cf0122bed6c1945537e7158d890f0853522930f7ca17e3c29126c6dcb996774eaccb",
+        },
+        ],
+    },
+    postgres: Migrations {
+        own: &sqlx::migrate!("src/orders/migrations/postgres"),
+        earlier: &[
+        Earlier {
+            version: 1,
+            checksum: "74eac531a762c03b33b794d93549cb32209b28e17525b8eb5829171083c6b06ff0a3bd27f76601aac98cffafc4ef32a0",
+        },
+        Earlier {
+            version: 2,
+            checksum: "36dff3e8c62a1f70ddb80ee1dbf93336a113932a4bc1c0c0686fdf75d5c0619b6a3928519f8f147ff6680e38ad9add6d",
+        },
+        ],
+    },
+    shared: &[SharedTable::Outbox,
+        SharedTable::ProcessedEvents,
+        SharedTable::IdempotencyKeys,
+    ],
+};
 
 const COLUMNS: &str = "id, user_id, amount, currency, description, status, created_at, updated_at";
 
@@ -205,11 +237,7 @@ impl OrdersStore {
         settings: &StorageSettings,
         claim_lease: Duration,
     ) -> Result<Self, StoreError> {
-        let migrations = Migrations {
-            sqlite: &SQLITE_MIGRATIONS,
-            postgres: &POSTGRES_MIGRATIONS,
-        };
-        let db = Database::open("orders", data_dir, settings, &migrations).await?;
+        let db = Database::open("orders", data_dir, settings, &SCHEMA).await?;
         let outbox = Outbox::new("orders", db.clone());
         let writer = Writer::start("orders", &db, settings.group_commit);
         Ok(Self {

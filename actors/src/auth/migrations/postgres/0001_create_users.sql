@@ -1,6 +1,7 @@
 -- The auth service's own tables (in its own schema, `auth`): users, their
--- sessions, every refresh token a session was given (by hash only), and the
--- idempotency keys of its POST routes.
+-- sessions and every refresh token a session was given (by hash only). Its
+-- outbox and idempotency keys are the storage layer's shared tables
+-- (actors/src/storage/schema.rs).
 CREATE TABLE users (
     id            UUID PRIMARY KEY,             -- UUIDv7
     email         TEXT NOT NULL,                -- trimmed and lowercased by the service
@@ -40,16 +41,3 @@ CREATE TABLE refresh_tokens (
 );
 
 CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
-
-CREATE TABLE idempotency_keys (
-    scope        TEXT NOT NULL,                 -- caller and route
-    key          TEXT NOT NULL,
-    request_hash TEXT NOT NULL,                 -- keyed fingerprint of the body
-    status       BIGINT,                        -- NULL while the request is in flight
-    response     BYTEA,
-    locked_until BIGINT NOT NULL,               -- unix ms: an unfinished claim is abandoned after it
-    created_at   BIGINT NOT NULL,               -- unix ms
-    PRIMARY KEY (scope, key)
-);
-
-CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);

@@ -1,6 +1,6 @@
--- The auth service's own tables: users, their sessions, every refresh token
--- a session was given (by hash only), and the idempotency keys of its POST
--- routes. Ids are hyphenated UUID text, times RFC 3339 UTC text with six
+-- The auth service's own tables: users, their sessions and every refresh
+-- token a session was given (by hash only); its outbox and idempotency keys
+-- are the storage layer's shared tables (actors/src/storage/schema.rs). Ids are hyphenated UUID text, times RFC 3339 UTC text with six
 -- fraction digits (so both sort as text).
 CREATE TABLE users (
     id            TEXT PRIMARY KEY NOT NULL,    -- UUIDv7
@@ -40,16 +40,3 @@ CREATE TABLE refresh_tokens (
 );
 
 CREATE INDEX refresh_tokens_by_session ON refresh_tokens (session_id);
-
-CREATE TABLE idempotency_keys (
-    scope        TEXT NOT NULL,                 -- caller and route
-    key          TEXT NOT NULL,
-    request_hash TEXT NOT NULL,                 -- keyed fingerprint of the body
-    status       INTEGER,                       -- NULL while the request is in flight
-    response     BLOB,
-    locked_until INTEGER NOT NULL,              -- unix ms: an unfinished claim is abandoned after it
-    created_at   INTEGER NOT NULL,              -- unix ms
-    PRIMARY KEY (scope, key)
-);
-
-CREATE INDEX idempotency_keys_by_age ON idempotency_keys (created_at);

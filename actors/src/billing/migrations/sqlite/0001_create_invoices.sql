@@ -1,5 +1,6 @@
--- The billing service's own tables: invoices, the counter their numbers come
--- from, and the event tables of a service that both consumes and publishes.
+-- The billing service's own tables: invoices and the counter their numbers come
+-- from. Its outbox and processed events are the storage layer's shared
+-- tables (actors/src/storage/schema.rs).
 CREATE TABLE invoices (
     id          TEXT PRIMARY KEY NOT NULL,      -- UUIDv7, hyphenated
     seq         INTEGER NOT NULL UNIQUE,        -- from invoice_counter: 1, 2, 3, … without gaps
@@ -25,25 +26,3 @@ CREATE TABLE invoice_counter (
 );
 
 INSERT INTO invoice_counter (id, last) VALUES (1, 0);
-
--- Events billing publishes (invoice.*), written in the transaction of the
--- change they announce; the relay hands them on (see events/outbox).
-CREATE TABLE outbox (
-    seq           INTEGER PRIMARY KEY AUTOINCREMENT, -- relay order
-    id            TEXT NOT NULL UNIQUE,              -- the event id
-    topic         TEXT NOT NULL,
-    event         TEXT NOT NULL,                     -- the event, JSON (API.md)
-    created_at    INTEGER NOT NULL,                  -- unix ms
-    claimed_until INTEGER NOT NULL DEFAULT 0,        -- unix ms: a relay's lease
-    published_at  INTEGER                            -- unix ms; NULL until handed on
-);
-
-CREATE INDEX outbox_unpublished ON outbox (seq) WHERE published_at IS NULL;
-
--- Events billing consumed (order.*), recorded in the transaction of their
--- effect, so a redelivered event changes nothing (see events/inbox).
-CREATE TABLE processed_events (
-    event_id     TEXT PRIMARY KEY NOT NULL,
-    topic        TEXT NOT NULL,
-    processed_at INTEGER NOT NULL                    -- unix ms
-);

@@ -1,0 +1,102 @@
+//! SQL written once for both backends.
+//!
+//! Most statements read the same on SQLite and PostgreSQL (`$n` placeholders
+//! work on both, and so do `ON CONFLICT`, `RETURNING` and partial indexes).
+//! What differs is small and named here, once per backend, in [`Dialect`]:
+//! how an id is stored (text on SQLite, `UUID` on PostgreSQL) and the row
+//! lock PostgreSQL needs where SQLite's single writer already serialises.
+//!
+//! A function that runs such SQL is written once inside [`per_backend!`],
+//! which compiles it twice, as `sqlite::f` and `postgres::f`, each with `DB`
+//! naming its backend. Each copy is concrete, so sqlx's executor and
+//! encoding traits need no generic bounds (sqlx's `Any` driver was not an
+//! option: it has no UUID, time or array types). Statements whose text
+//! really differs (multi-row inserts: `json_each` against `UNNEST`; `FOR
+//! UPDATE SKIP LOCKED`) stay in a module per backend next to their caller.
+
+use sqlx::{Postgres, Sqlite};
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// What differs between the backends in statements written once.
+pub trait Dialect: sqlx::Database {
+    /// How an id is bound and read back: hyphenated text on SQLite, `UUID`
+    /// on PostgreSQL.
+    type Id;
+
+    /// ` FOR UPDATE` where a row read in a transaction must be locked
+    /// against concurrent writers (PostgreSQL, with replicas); nothing on
+    /// SQLite, whose single writer connection serialises every write.
+    const FOR_UPDATE: &'static str;
+
+    fn id(id: Uuid) -> Self::Id;
+
+    /// The id a row holds; `what` names it in the error of a corrupt row.
+    fn read_id(stored: Self::Id, what: &str) -> Result<Uuid, StoreError>;
+}
+
+impl Dialect for Sqlite {
+    type Id = String;
+    const FOR_UPDATE: &'static str = "";
+
+    fn id(id: Uuid) -> String {
+        id.to_string()
+    }
+
+    fn read_id(stored: String, what: &str) -> Result<Uuid, StoreError> {
+        Uuid::parse_str(&stored).map_err(|_| StoreError::Corrupt(format!("{what} `{stored}`")))
+    }
+}
+
+impl Dialect for Postgres {
+    type Id = Uuid;
+    const FOR_UPDATE: &'static str = " FOR UPDATE";
+
+    fn id(id: Uuid) -> Uuid {
+        id
+    }
+
+    fn read_id(stored: Uuid, _what: &str) -> Result<Uuid, StoreError> {
+        Ok(stored)
+    }
+}
+
+/// Compiles the items it is given twice: as `pub mod sqlite` with `DB` =
+/// [`Sqlite`] and `Db` = [`super::sqlite::SqliteDb`], and as `pub mod
+/// postgres` with `DB` = [`Postgres`] and `Db` = [`super::postgres::PgDb`].
+/// Both see the enclosing module (`use super::*`). Inside, `Db::writer()` is
+/// the pool writes go through and `Db::read()` a connection for reads (a
+/// reader on SQLite, the pool on PostgreSQL), and [`Dialect`] says what
+/// differs: `DB::id(…)`, `DB::FOR_UPDATE`.
+macro_rules! per_backend {
+    ($($item:item)*) => {
+        /// The statements above, on SQLite.
+        pub mod sqlite {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_imports)]
+            use $crate::storage::sql::Dialect as _;
+            #[allow(dead_code, clippy::upper_case_acronyms)]
+            type DB = sqlx::Sqlite;
+            #[allow(dead_code)]
+            type Db = $crate::storage::sqlite::SqliteDb;
+            $($item)*
+        }
+
+        /// The statements above, on PostgreSQL.
+        pub mod postgres {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_imports)]
+            use $crate::storage::sql::Dialect as _;
+            #[allow(dead_code, clippy::upper_case_acronyms)]
+            type DB = sqlx::Postgres;
+            #[allow(dead_code)]
+            type Db = $crate::storage::postgres::PgDb;
+            $($item)*
+        }
+    };
+}
+
+pub(crate) use per_backend;
