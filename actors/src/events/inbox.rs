@@ -56,31 +56,45 @@ impl Inbox {
     }
 }
 
+/// Recording one event: the same statement on both backends.
+mod single {
+    use sqlx::Transaction;
+
+    use super::*;
+    use crate::events::Event;
+    use crate::storage::sql::per_backend;
+
+    per_backend! {
+        /// Records `event` as applied; `false` if it was applied before (the
+        /// caller then commits nothing else). On PostgreSQL a concurrent
+        /// delivery of the same event waits on the first one's row.
+        pub async fn record_in(
+            tx: &mut Transaction<'_, DB>,
+            event: &Event,
+        ) -> Result<bool, StoreError> {
+            let done = sqlx::query(
+                "INSERT INTO processed_events (event_id, topic, processed_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (event_id) DO NOTHING",
+            )
+            .bind(DB::id(event.id))
+            .bind(event.topic.as_str())
+            .bind(unix_millis(OffsetDateTime::now_utc()))
+            .execute(&mut **tx)
+            .await?;
+            Ok(done.rows_affected() == 1)
+        }
+    }
+}
+
 /// SQLite.
 pub mod sqlite {
     use sqlx::{Sqlite, Transaction};
 
+    pub use super::single::sqlite::record_in;
+
     use super::*;
     use crate::events::Event;
     use crate::storage::StoreError;
-
-    /// Records `event` as applied; `false` if it was applied before (the
-    /// caller then commits nothing else).
-    pub async fn record_in(
-        tx: &mut Transaction<'_, Sqlite>,
-        event: &Event,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO processed_events (event_id, topic, processed_at) VALUES ($1, $2, $3)
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(event.id.to_string())
-        .bind(event.topic.as_str())
-        .bind(unix_millis(OffsetDateTime::now_utc()))
-        .execute(&mut **tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
 
     /// Records `events` as applied in one statement; answers the ids that
     /// were new (the others were applied before).
@@ -118,27 +132,11 @@ pub mod sqlite {
 pub mod postgres {
     use sqlx::{Postgres, Transaction};
 
+    pub use super::single::postgres::record_in;
+
     use super::*;
     use crate::events::Event;
     use crate::storage::StoreError;
-
-    /// Records `event` as applied; `false` if it was applied before (the
-    /// caller then commits nothing else).
-    pub async fn record_in(
-        tx: &mut Transaction<'_, Postgres>,
-        event: &Event,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO processed_events (event_id, topic, processed_at) VALUES ($1, $2, $3)
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(event.id)
-        .bind(event.topic.as_str())
-        .bind(unix_millis(OffsetDateTime::now_utc()))
-        .execute(&mut **tx)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
 
     /// Records `events` as applied in one statement; answers the ids that
     /// were new (the others were applied before, or by a concurrent

@@ -5,23 +5,25 @@
 //!
 //! Each service keeps its keys in its own database (table `idempotency_keys`,
 //! a shared table the storage layer creates for every service whose schema
-//! names [`crate::storage::SharedTable::IdempotencyKeys`]); `sqlite.rs` and `postgres.rs` hold
-//! the SQL of each backend, this module the rules they share. A request first *claims* its key in a
-//! short transaction of its own, so a concurrent duplicate sees it in flight;
-//! the service then writes its effect and *completes* the key in one
-//! transaction ([`complete_in`]), so an effect never exists without its stored
-//! response. A claim whose request died is abandoned after its lease and can
-//! be claimed again.
+//! names [`crate::storage::SharedTable::IdempotencyKeys`]); `sql.rs` holds
+//! its SQL, written once for both backends, this module the rules.
+//!
+//! A request first *claims* its key in a short transaction of its own, so a
+//! concurrent duplicate sees it in flight; the service then writes its effect
+//! and *completes* the key in one transaction (`complete_in`), so an effect
+//! never exists without its stored response. A claim whose request died is
+//! abandoned after its lease and can be claimed again.
 
-pub mod postgres;
-pub mod sqlite;
+mod sql;
+
+pub use sql::{postgres, sqlite};
 
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::storage::{unix_millis, StoreError};
+use crate::storage::{unix_millis, Database, StoreError};
 use crate::{FieldError, ServiceError};
 
 /// How long a completed key answers with its stored response.
@@ -91,6 +93,35 @@ impl Claim {
             )),
             Claim::Claimed | Claim::Replay { .. } => None,
         }
+    }
+}
+
+/// Claims `key` in the service's database `db` for `lease` (how long before
+/// an unfinished claim is presumed dead).
+pub async fn claim(
+    db: &Database,
+    key: &IdempotencyKey,
+    lease: Duration,
+) -> Result<Claim, StoreError> {
+    match db {
+        Database::Sqlite(db) => sqlite::claim(db.writer(), key, lease).await,
+        Database::Postgres(db) => postgres::claim(db.writer(), key, lease).await,
+    }
+}
+
+/// Gives a claim back after its request failed, so a retry can run at once.
+pub async fn release(db: &Database, key: &IdempotencyKey) -> Result<(), StoreError> {
+    match db {
+        Database::Sqlite(db) => sqlite::release(db.writer(), key).await,
+        Database::Postgres(db) => postgres::release(db.writer(), key).await,
+    }
+}
+
+/// Deletes the keys past their retention; returns how many.
+pub async fn purge_expired(db: &Database) -> Result<u64, StoreError> {
+    match db {
+        Database::Sqlite(db) => sqlite::purge_expired(db.writer()).await,
+        Database::Postgres(db) => postgres::purge_expired(db.writer()).await,
     }
 }
 

@@ -8,6 +8,7 @@
 pub mod group_commit;
 pub mod postgres;
 pub mod schema;
+pub mod sql;
 pub mod sqlite;
 
 use std::path::Path;

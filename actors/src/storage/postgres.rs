@@ -73,6 +73,17 @@ impl PgDb {
         &self.pool
     }
 
+    /// The pool writes go through (named as SQLite's writer, so statements
+    /// written once for both read the same: see [`super::sql`]).
+    pub fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A connection for reads (as SQLite's `read`), timed like [`PgDb::acquire`].
+    pub async fn read(&self) -> Result<PoolConnection<Postgres>, StoreError> {
+        self.acquire().await
+    }
+
     pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, StoreError> {
         let started = Instant::now();
         let conn = self.pool.acquire().await?;

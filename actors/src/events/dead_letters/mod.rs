@@ -4,8 +4,9 @@
 //! them. A dead letter is written before its delivery is acknowledged, so an
 //! event is always either waiting, applied, or here.
 
-mod postgres;
-mod sqlite;
+mod sql;
+
+use sql::{postgres, sqlite};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The transactional outbox. Each producing service has a table `outbox` in
 //! its own database (see the end of this note) and
-//! appends its events with [`sqlite::append_in`] / [`postgres::append_in`]
+//! appends its events with `sqlite::append_in` / `postgres::append_in`
 //! inside the transaction that makes the change they announce. The relay
 //! ([`crate::events::relay`]) reads them back through an [`Outbox`].
 //!
@@ -17,6 +17,7 @@
 //! definition is `actors/src/storage/migrations/<backend>/1001*.sql`.
 
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -1,4 +1,5 @@
-//! The outbox SQL on PostgreSQL. Claims take `FOR UPDATE SKIP LOCKED`, so
+//! The outbox SQL that differs on PostgreSQL (the shared statements are in
+//! `sql.rs`, re-exported here). Claims take `FOR UPDATE SKIP LOCKED`, so
 //! replicas relaying from one database each take their own rows.
 
 use sqlx::{Postgres, Transaction};
@@ -9,20 +10,7 @@ use crate::events::Event;
 use crate::storage::postgres::PgDb;
 use crate::storage::{unix_millis, StoreError};
 
-/// Appends `event` inside the caller's transaction.
-pub async fn append_in(
-    tx: &mut Transaction<'_, Postgres>,
-    event: &Event,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO outbox (id, topic, event, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(event.id)
-        .bind(event.topic.as_str())
-        .bind(serialize(event)?)
-        .bind(unix_millis(OffsetDateTime::now_utc()))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
+pub use super::sql::postgres::*;
 
 /// Appends `events` inside the caller's transaction, in order, in one
 /// statement (array binds).
@@ -110,23 +98,4 @@ pub(super) async fn release(db: &PgDb, seqs: &[i64]) -> Result<(), StoreError> {
     .execute(&mut *conn)
     .await?;
     Ok(())
-}
-
-pub(super) async fn backlog(db: &PgDb) -> Result<(i64, Option<i64>), StoreError> {
-    let mut conn = db.acquire().await?;
-    Ok(
-        sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&mut *conn)
-            .await?,
-    )
-}
-
-pub(super) async fn purge_published(db: &PgDb, cutoff: i64) -> Result<u64, StoreError> {
-    let mut conn = db.acquire().await?;
-    let done =
-        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-            .bind(cutoff)
-            .execute(&mut *conn)
-            .await?;
-    Ok(done.rows_affected())
 }

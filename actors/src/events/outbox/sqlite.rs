@@ -1,4 +1,5 @@
-//! The outbox SQL on SQLite. Writes go through the service's single writer
+//! The outbox SQL that differs on SQLite (the shared statements are in
+//! `sql.rs`, re-exported here). Writes go through the service's single writer
 //! connection; the relay claims with a cursor instead of a lease (see
 //! `Outbox::claim`); `json_each` passes a list of seqs as one parameter.
 
@@ -10,17 +11,7 @@ use crate::events::Event;
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::{unix_millis, StoreError};
 
-/// Appends `event` inside the caller's transaction.
-pub async fn append_in(tx: &mut Transaction<'_, Sqlite>, event: &Event) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO outbox (id, topic, event, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(event.id.to_string())
-        .bind(event.topic.as_str())
-        .bind(serialize(event)?)
-        .bind(unix_millis(OffsetDateTime::now_utc()))
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
+pub use super::sql::sqlite::*;
 
 /// Appends `events` inside the caller's transaction, in order, in one
 /// statement (`json_each` stands in for PostgreSQL's array binds).
@@ -86,22 +77,4 @@ pub(super) async fn mark_published(
     .execute(db.writer())
     .await?;
     Ok(())
-}
-
-pub(super) async fn backlog(db: &SqliteDb) -> Result<(i64, Option<i64>), StoreError> {
-    let mut conn = db.read().await?;
-    Ok(
-        sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&mut *conn)
-            .await?,
-    )
-}
-
-pub(super) async fn purge_published(db: &SqliteDb, cutoff: i64) -> Result<u64, StoreError> {
-    let done =
-        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-            .bind(cutoff)
-            .execute(db.writer())
-            .await?;
-    Ok(done.rows_affected())
 }

@@ -268,26 +268,17 @@ impl OrdersStore {
     }
 
     pub async fn claim(&self, key: &IdempotencyKey) -> Result<Claim, StoreError> {
-        match &self.db {
-            Database::Sqlite(db) => idempotency::sqlite::claim(db.writer(), key, self.claim_lease).await,
-            Database::Postgres(db) => idempotency::postgres::claim(db.pool(), key, self.claim_lease).await,
-        }
+        idempotency::claim(&self.db, key, self.claim_lease).await
     }
 
     pub async fn release(&self, key: &IdempotencyKey) -> Result<(), StoreError> {
-        match &self.db {
-            Database::Sqlite(db) => idempotency::sqlite::release(db.writer(), key).await,
-            Database::Postgres(db) => idempotency::postgres::release(db.pool(), key).await,
-        }
+        idempotency::release(&self.db, key).await
     }
 
     pub async fn purge_expired_keys(&self) -> Result<u64, StoreError> {
         // The first purge runs at boot, maybe before the migrations.
         self.db.ensure_ready().await?;
-        match &self.db {
-            Database::Sqlite(db) => idempotency::sqlite::purge_expired(db.writer()).await,
-            Database::Postgres(db) => idempotency::postgres::purge_expired(db.pool()).await,
-        }
+        idempotency::purge_expired(&self.db).await
     }
 
     /// Inserts the order and, in the same transaction, its `order.created`
