@@ -13,7 +13,28 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::Event;
 use crate::storage::{unix_millis, Database, StoreError};
+
+/// What a store records of applied events inside its own transactions, on
+/// either backend, so that statements written once for both (see
+/// [`crate::storage::sql`]) call `DB::record_in`.
+pub trait InboxSql: sqlx::Database {
+    /// Records `event` as applied; `false` if it was applied before (the
+    /// caller then commits nothing else).
+    fn record_in(
+        tx: &mut sqlx::Transaction<'_, Self>,
+        event: &Event,
+    ) -> impl std::future::Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records `events` as applied in one statement; answers the ids that
+    /// were new (the others were applied before, or by a concurrent
+    /// delivery that committed first).
+    fn record_all_in(
+        tx: &mut sqlx::Transaction<'_, Self>,
+        events: &[&Event],
+    ) -> impl std::future::Future<Output = Result<HashSet<Uuid>, StoreError>> + Send;
+}
 
 /// How long an applied event's id is kept. A redelivery comes from an
 /// outbox row not yet marked published or a stream entry not yet
@@ -61,14 +82,13 @@ mod single {
     use sqlx::Transaction;
 
     use super::*;
-    use crate::events::Event;
     use crate::storage::sql::per_backend;
 
     per_backend! {
         /// Records `event` as applied; `false` if it was applied before (the
         /// caller then commits nothing else). On PostgreSQL a concurrent
         /// delivery of the same event waits on the first one's row.
-        pub async fn record_in(
+        pub(in crate::events::inbox) async fn record_in(
             tx: &mut Transaction<'_, DB>,
             event: &Event,
         ) -> Result<bool, StoreError> {
@@ -90,15 +110,26 @@ mod single {
 pub mod sqlite {
     use sqlx::{Sqlite, Transaction};
 
-    pub use super::single::sqlite::record_in;
-
     use super::*;
-    use crate::events::Event;
-    use crate::storage::StoreError;
 
-    /// Records `events` as applied in one statement; answers the ids that
-    /// were new (the others were applied before).
-    pub async fn record_all_in(
+    impl InboxSql for Sqlite {
+        async fn record_in(
+            tx: &mut Transaction<'_, Sqlite>,
+            event: &Event,
+        ) -> Result<bool, StoreError> {
+            super::single::sqlite::record_in(tx, event).await
+        }
+
+        async fn record_all_in(
+            tx: &mut Transaction<'_, Sqlite>,
+            events: &[&Event],
+        ) -> Result<HashSet<Uuid>, StoreError> {
+            record_all(tx, events).await
+        }
+    }
+
+    /// One statement: `json_each` stands in for PostgreSQL's array binds.
+    async fn record_all(
         tx: &mut Transaction<'_, Sqlite>,
         events: &[&Event],
     ) -> Result<HashSet<Uuid>, StoreError> {
@@ -132,16 +163,26 @@ pub mod sqlite {
 pub mod postgres {
     use sqlx::{Postgres, Transaction};
 
-    pub use super::single::postgres::record_in;
-
     use super::*;
-    use crate::events::Event;
-    use crate::storage::StoreError;
 
-    /// Records `events` as applied in one statement; answers the ids that
-    /// were new (the others were applied before, or by a concurrent
-    /// delivery that committed first).
-    pub async fn record_all_in(
+    impl InboxSql for Postgres {
+        async fn record_in(
+            tx: &mut Transaction<'_, Postgres>,
+            event: &Event,
+        ) -> Result<bool, StoreError> {
+            super::single::postgres::record_in(tx, event).await
+        }
+
+        async fn record_all_in(
+            tx: &mut Transaction<'_, Postgres>,
+            events: &[&Event],
+        ) -> Result<HashSet<Uuid>, StoreError> {
+            record_all(tx, events).await
+        }
+    }
+
+    /// One statement, with array binds.
+    async fn record_all(
         tx: &mut Transaction<'_, Postgres>,
         events: &[&Event],
     ) -> Result<HashSet<Uuid>, StoreError> {

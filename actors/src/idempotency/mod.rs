@@ -96,6 +96,19 @@ impl Claim {
     }
 }
 
+/// What a store runs on its idempotency keys inside its own transactions, on
+/// either backend (see [`crate::storage::sql`]).
+pub trait IdempotencySql: sqlx::Database {
+    /// Stores the response of a claimed key, inside the transaction that
+    /// writes the effect.
+    fn complete_in(
+        tx: &mut sqlx::Transaction<'_, Self>,
+        key: &IdempotencyKey,
+        status: u16,
+        body: &[u8],
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+}
+
 /// Claims `key` in the service's database `db` for `lease` (how long before
 /// an unfinished claim is presumed dead).
 pub async fn claim(

@@ -10,7 +10,7 @@ use std::time::Duration;
 use sqlx::{Pool, Transaction};
 use time::OffsetDateTime;
 
-use super::{judge, retention_cutoff, Claim, IdempotencyKey, Judgement, KeyRow};
+use super::{judge, retention_cutoff, Claim, IdempotencyKey, IdempotencySql, Judgement, KeyRow};
 use crate::storage::sql::per_backend;
 use crate::storage::{unix_millis, StoreError};
 
@@ -80,23 +80,25 @@ per_backend! {
         Ok(())
     }
 
-    /// Stores the response of a claimed key, inside the transaction that writes the effect.
-    pub async fn complete_in(
-        tx: &mut Transaction<'_, DB>,
-        key: &IdempotencyKey,
-        status: u16,
-        body: &[u8],
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE idempotency_keys SET status = $1, response = $2 WHERE scope = $3 AND key = $4",
-        )
-        .bind(i64::from(status))
-        .bind(body)
-        .bind(&key.scope)
-        .bind(&key.key)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+    impl IdempotencySql for DB {
+        async fn complete_in(
+            tx: &mut Transaction<'_, DB>,
+            key: &IdempotencyKey,
+            status: u16,
+            body: &[u8],
+        ) -> Result<(), StoreError> {
+            sqlx::query(
+                "UPDATE idempotency_keys SET status = $1, response = $2
+                 WHERE scope = $3 AND key = $4",
+            )
+            .bind(i64::from(status))
+            .bind(body)
+            .bind(&key.scope)
+            .bind(&key.key)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
     }
 
     /// Gives a claim back after the request failed, so a retry can run at once.

@@ -3,8 +3,9 @@
 //! Most statements read the same on SQLite and PostgreSQL (`$n` placeholders
 //! work on both, and so do `ON CONFLICT`, `RETURNING` and partial indexes).
 //! What differs is small and named here, once per backend, in [`Dialect`]:
-//! how an id is stored (text on SQLite, `UUID` on PostgreSQL) and the row
-//! lock PostgreSQL needs where SQLite's single writer already serialises.
+//! how an id and a time are stored (text on SQLite; `UUID` and `TIMESTAMPTZ`
+//! on PostgreSQL) and the row lock PostgreSQL needs where SQLite's single
+//! writer already serialises.
 //!
 //! A function that runs such SQL is written once inside [`per_backend!`],
 //! which compiles it twice, as `sqlite::f` and `postgres::f`, each with `DB`
@@ -15,6 +16,8 @@
 //! UPDATE SKIP LOCKED`) stay in a module per backend next to their caller.
 
 use sqlx::{Postgres, Sqlite};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::StoreError;
@@ -34,7 +37,22 @@ pub trait Dialect: sqlx::Database {
 
     /// The id a row holds; `what` names it in the error of a corrupt row.
     fn read_id(stored: Self::Id, what: &str) -> Result<Uuid, StoreError>;
+
+    /// How a time is bound and read back: RFC 3339 text in UTC with six
+    /// fraction digits on SQLite (so stored times sort as text),
+    /// `TIMESTAMPTZ` on PostgreSQL.
+    type Time;
+
+    fn time(t: OffsetDateTime) -> Result<Self::Time, StoreError>;
+
+    /// The time a row holds; `what` names it in the error of a corrupt row.
+    fn read_time(stored: Self::Time, what: &str) -> Result<OffsetDateTime, StoreError>;
 }
+
+/// RFC 3339 with exactly six fraction digits: SQLite's stored times.
+const STORED_TIME: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+);
 
 impl Dialect for Sqlite {
     type Id = String;
@@ -47,6 +65,19 @@ impl Dialect for Sqlite {
     fn read_id(stored: String, what: &str) -> Result<Uuid, StoreError> {
         Uuid::parse_str(&stored).map_err(|_| StoreError::Corrupt(format!("{what} `{stored}`")))
     }
+
+    type Time = String;
+
+    fn time(t: OffsetDateTime) -> Result<String, StoreError> {
+        t.to_offset(time::UtcOffset::UTC)
+            .format(STORED_TIME)
+            .map_err(|e| StoreError::Corrupt(format!("time {t}: {e}")))
+    }
+
+    fn read_time(stored: String, what: &str) -> Result<OffsetDateTime, StoreError> {
+        OffsetDateTime::parse(&stored, &Rfc3339)
+            .map_err(|_| StoreError::Corrupt(format!("{what} `{stored}`")))
+    }
 }
 
 impl Dialect for Postgres {
@@ -58,6 +89,16 @@ impl Dialect for Postgres {
     }
 
     fn read_id(stored: Uuid, _what: &str) -> Result<Uuid, StoreError> {
+        Ok(stored)
+    }
+
+    type Time = OffsetDateTime;
+
+    fn time(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
+        Ok(t)
+    }
+
+    fn read_time(stored: OffsetDateTime, _what: &str) -> Result<OffsetDateTime, StoreError> {
         Ok(stored)
     }
 }

@@ -15,8 +15,9 @@ use super::{
 use crate::api::{PageRequest, Role};
 use crate::auth::model::{role_str, SessionRecord, User};
 use crate::auth::tokens::RefreshHash;
-use crate::events::{outbox, Event};
-use crate::idempotency::{self, IdempotencyKey};
+use crate::events::outbox::OutboxSql;
+use crate::events::Event;
+use crate::idempotency::{IdempotencyKey, IdempotencySql};
 use crate::storage::postgres::PgDb;
 use crate::storage::StoreError;
 
@@ -72,9 +73,9 @@ pub(super) async fn insert_user(
         // Dropping the transaction rolls it back: nothing was written.
         return Ok(false);
     }
-    outbox::postgres::append_in(&mut tx, event).await?;
+    Postgres::append_in(&mut tx, event).await?;
     if let Some((key, body)) = response {
-        idempotency::postgres::complete_in(&mut tx, key, 201, body).await?;
+        Postgres::complete_in(&mut tx, key, 201, body).await?;
     }
     tx.commit().await?;
     Ok(true)
@@ -184,7 +185,7 @@ pub(super) async fn insert_session(
     .bind(s.created_at)
     .execute(&mut *tx)
     .await?;
-    outbox::postgres::append_in(&mut tx, event).await?;
+    Postgres::append_in(&mut tx, event).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -236,7 +237,7 @@ pub(super) async fn rotate(
             .rows_affected()
                 == 1;
             if revoked {
-                outbox::postgres::append_in(&mut tx, &announce(session.id, session.user_id)?)
+                Postgres::append_in(&mut tx, &announce(session.id, session.user_id)?)
                     .await?;
             }
             tx.commit().await?;
@@ -312,7 +313,7 @@ pub(super) async fn revoke(
         // Unknown or revoked already: nothing changed, nothing to announce.
         return Ok(false);
     };
-    outbox::postgres::append_in(&mut tx, &announce(id, user_id)?).await?;
+    Postgres::append_in(&mut tx, &announce(id, user_id)?).await?;
     tx.commit().await?;
     Ok(true)
 }

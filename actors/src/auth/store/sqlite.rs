@@ -16,8 +16,9 @@ use super::{
 use crate::api::{PageRequest, Role};
 use crate::auth::model::{role_str, SessionRecord, User};
 use crate::auth::tokens::RefreshHash;
-use crate::events::{outbox, Event};
-use crate::idempotency::{self, IdempotencyKey};
+use crate::events::outbox::OutboxSql;
+use crate::events::Event;
+use crate::idempotency::{IdempotencyKey, IdempotencySql};
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::StoreError;
 
@@ -78,9 +79,9 @@ pub(super) async fn insert_user(
         // Dropping the transaction rolls it back: nothing was written.
         return Ok(false);
     }
-    outbox::sqlite::append_in(&mut tx, event).await?;
+    Sqlite::append_in(&mut tx, event).await?;
     if let Some((key, body)) = response {
-        idempotency::sqlite::complete_in(&mut tx, key, 201, body).await?;
+        Sqlite::complete_in(&mut tx, key, 201, body).await?;
     }
     tx.commit().await?;
     Ok(true)
@@ -188,7 +189,7 @@ pub(super) async fn insert_session(
     .bind(&created_at)
     .execute(&mut *tx)
     .await?;
-    outbox::sqlite::append_in(&mut tx, event).await?;
+    Sqlite::append_in(&mut tx, event).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -240,7 +241,7 @@ pub(super) async fn rotate(
             .rows_affected()
                 == 1;
             if revoked {
-                outbox::sqlite::append_in(&mut tx, &announce(session.id, session.user_id)?).await?;
+                Sqlite::append_in(&mut tx, &announce(session.id, session.user_id)?).await?;
             }
             tx.commit().await?;
             let reused = Rotation::Reused {
@@ -317,7 +318,7 @@ pub(super) async fn revoke(
     };
     let user_id = Uuid::parse_str(&owner)
         .map_err(|_| corrupt("session", &id.to_string(), "user_id", &owner))?;
-    outbox::sqlite::append_in(&mut tx, &announce(id, user_id)?).await?;
+    Sqlite::append_in(&mut tx, &announce(id, user_id)?).await?;
     tx.commit().await?;
     Ok(true)
 }

@@ -13,7 +13,9 @@ use super::{
 };
 use crate::api::PageRequest;
 use crate::billing::model::{Invoice, InvoiceFilter, InvoiceStatus};
-use crate::events::{inbox, outbox, Event, Topic};
+use crate::events::inbox::InboxSql;
+use crate::events::outbox::OutboxSql;
+use crate::events::{Event, Topic};
 use crate::storage::postgres::PgDb;
 use crate::storage::StoreError;
 
@@ -95,7 +97,7 @@ impl BillingSql for Postgres {
             return Ok(Vec::new());
         }
         let events: Vec<&Event> = invoices.iter().map(|(event, _, _)| *event).collect();
-        let fresh = inbox::postgres::record_all_in(tx, &events).await?;
+        let fresh = Postgres::record_all_in(tx, &events).await?;
         if fresh.is_empty() {
             return Ok(vec![ApplyOutcome::AlreadyApplied; invoices.len()]);
         }
@@ -151,7 +153,7 @@ impl BillingSql for Postgres {
             .iter()
             .map(|(event, invoice)| BillingWrite::announce(event, Topic::InvoiceCreated, invoice))
             .collect::<Result<Vec<_>, _>>()?;
-        outbox::postgres::append_all_in(tx, &announced.iter().collect::<Vec<_>>()).await?;
+        Postgres::append_all_in(tx, &announced.iter().collect::<Vec<_>>()).await?;
         Ok(plan.outcomes)
     }
 
@@ -168,7 +170,7 @@ impl BillingSql for Postgres {
         let Some(current) = locked_by_order(tx, order_id).await? else {
             return Ok(None);
         };
-        if !inbox::postgres::record_in(tx, event).await? {
+        if !Postgres::record_in(tx, event).await? {
             return Ok(Some(ApplyOutcome::AlreadyApplied));
         }
         Ok(Some(match current.status {
@@ -182,7 +184,7 @@ impl BillingSql for Postgres {
                 .await?;
                 let voided = invoice_from_row(row)?;
                 let announced = BillingWrite::announce(event, Topic::InvoiceVoided, &voided)?;
-                outbox::postgres::append_in(tx, &announced).await?;
+                Postgres::append_in(tx, &announced).await?;
                 ApplyOutcome::Voided(voided)
             }
             InvoiceStatus::Paid => ApplyOutcome::RefundNeeded(current),
@@ -224,7 +226,7 @@ impl BillingSql for Postgres {
             request_id: Some(request_id),
             actor_id: Some(actor_id),
         };
-        outbox::postgres::append_in(tx, &cause.announce(Topic::InvoicePaid, &paid)?).await?;
+        Postgres::append_in(tx, &cause.announce(Topic::InvoicePaid, &paid)?).await?;
         Ok(PayOutcome::Paid(paid))
     }
 }

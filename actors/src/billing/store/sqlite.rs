@@ -16,7 +16,9 @@ use super::{
 };
 use crate::api::PageRequest;
 use crate::billing::model::{Invoice, InvoiceFilter, InvoiceStatus};
-use crate::events::{inbox, outbox, Event, Topic};
+use crate::events::inbox::InboxSql;
+use crate::events::outbox::OutboxSql;
+use crate::events::{Event, Topic};
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::StoreError;
 
@@ -98,7 +100,7 @@ impl BillingSql for Sqlite {
             return Ok(Vec::new());
         }
         let events: Vec<&Event> = invoices.iter().map(|(event, _, _)| *event).collect();
-        let fresh = inbox::sqlite::record_all_in(tx, &events).await?;
+        let fresh = Sqlite::record_all_in(tx, &events).await?;
         let orders: Vec<String> = invoices
             .iter()
             .filter(|(event, _, _)| fresh.contains(&event.id))
@@ -157,7 +159,7 @@ impl BillingSql for Sqlite {
             .iter()
             .map(|(event, invoice)| BillingWrite::announce(event, Topic::InvoiceCreated, invoice))
             .collect::<Result<Vec<_>, _>>()?;
-        outbox::sqlite::append_all_in(tx, &announced.iter().collect::<Vec<_>>()).await?;
+        Sqlite::append_all_in(tx, &announced.iter().collect::<Vec<_>>()).await?;
         Ok(plan.outcomes)
     }
 
@@ -173,7 +175,7 @@ impl BillingSql for Sqlite {
         let Some(current) = by_order_in(tx, order_id).await? else {
             return Ok(None);
         };
-        if !inbox::sqlite::record_in(tx, event).await? {
+        if !Sqlite::record_in(tx, event).await? {
             return Ok(Some(ApplyOutcome::AlreadyApplied));
         }
         Ok(Some(match current.status {
@@ -187,7 +189,7 @@ impl BillingSql for Sqlite {
                 .await?;
                 let voided = invoice_from_row(row)?;
                 let announced = BillingWrite::announce(event, Topic::InvoiceVoided, &voided)?;
-                outbox::sqlite::append_in(tx, &announced).await?;
+                Sqlite::append_in(tx, &announced).await?;
                 ApplyOutcome::Voided(voided)
             }
             InvoiceStatus::Paid => ApplyOutcome::RefundNeeded(current),
@@ -226,7 +228,7 @@ impl BillingSql for Sqlite {
             request_id: Some(request_id),
             actor_id: Some(actor_id),
         };
-        outbox::sqlite::append_in(tx, &cause.announce(Topic::InvoicePaid, &paid)?).await?;
+        Sqlite::append_in(tx, &cause.announce(Topic::InvoicePaid, &paid)?).await?;
         Ok(PayOutcome::Paid(paid))
     }
 }

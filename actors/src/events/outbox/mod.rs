@@ -30,6 +30,24 @@ use tokio::sync::Notify;
 use super::Event;
 use crate::storage::{unix_millis, Database, StoreError};
 
+/// What a store runs on its outbox inside its own transactions, on either
+/// backend, so that statements written once for both (see
+/// [`crate::storage::sql`]) call `DB::append_in`.
+pub trait OutboxSql: sqlx::Database {
+    /// Appends `event` inside the caller's transaction.
+    fn append_in(
+        tx: &mut sqlx::Transaction<'_, Self>,
+        event: &Event,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+
+    /// Appends `events` inside the caller's transaction, in order, in one
+    /// statement.
+    fn append_all_in(
+        tx: &mut sqlx::Transaction<'_, Self>,
+        events: &[&Event],
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
+}
+
 /// An event read back from an outbox, with its place in it.
 #[derive(Clone, Debug)]
 pub struct OutboxRecord {

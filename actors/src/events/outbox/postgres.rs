@@ -5,40 +5,48 @@
 use sqlx::{Postgres, Transaction};
 use time::OffsetDateTime;
 
-use super::serialize;
+use super::{serialize, OutboxSql};
 use crate::events::Event;
 use crate::storage::postgres::PgDb;
 use crate::storage::{unix_millis, StoreError};
 
-pub use super::sql::postgres::*;
+pub(super) use super::sql::postgres::{backlog, purge_published};
 
-/// Appends `events` inside the caller's transaction, in order, in one
-/// statement (array binds).
-pub async fn append_all_in(
-    tx: &mut Transaction<'_, Postgres>,
-    events: &[&Event],
-) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
+impl OutboxSql for Postgres {
+    async fn append_in(
+        tx: &mut Transaction<'_, Postgres>,
+        event: &Event,
+    ) -> Result<(), StoreError> {
+        super::sql::postgres::append_in(tx, event).await
     }
-    let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
-    let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
-    let bodies = events
-        .iter()
-        .map(|e| serialize(e))
-        .collect::<Result<Vec<_>, _>>()?;
-    sqlx::query(
-        "INSERT INTO outbox (id, topic, event, created_at)
-         SELECT id, topic, event, $4 FROM UNNEST($1::uuid[], $2::text[], $3::text[])
-             WITH ORDINALITY AS e(id, topic, event, n) ORDER BY n",
-    )
-    .bind(ids)
-    .bind(topics)
-    .bind(bodies)
-    .bind(unix_millis(OffsetDateTime::now_utc()))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+
+    /// One statement (array binds).
+    async fn append_all_in(
+        tx: &mut Transaction<'_, Postgres>,
+        events: &[&Event],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<uuid::Uuid> = events.iter().map(|e| e.id).collect();
+        let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
+        let bodies = events
+            .iter()
+            .map(|e| serialize(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        sqlx::query(
+            "INSERT INTO outbox (id, topic, event, created_at)
+             SELECT id, topic, event, $4 FROM UNNEST($1::uuid[], $2::text[], $3::text[])
+                 WITH ORDINALITY AS e(id, topic, event, n) ORDER BY n",
+        )
+        .bind(ids)
+        .bind(topics)
+        .bind(bodies)
+        .bind(unix_millis(OffsetDateTime::now_utc()))
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
 }
 
 pub(super) async fn claim(

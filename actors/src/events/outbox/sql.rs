@@ -1,6 +1,6 @@
 //! The outbox statements both backends share, written once
-//! ([`per_backend!`]); `sqlite.rs` and `postgres.rs` re-export them next to
-//! the ones that differ (multi-row appends, claims, lists of seqs).
+//! ([`per_backend!`]); `sqlite.rs` and `postgres.rs` use them next to the
+//! ones that differ (multi-row appends, claims, lists of seqs).
 
 use sqlx::Transaction;
 use time::OffsetDateTime;
@@ -11,8 +11,8 @@ use crate::storage::sql::per_backend;
 use crate::storage::{unix_millis, StoreError};
 
 per_backend! {
-    /// Appends `event` inside the caller's transaction.
-    pub async fn append_in(tx: &mut Transaction<'_, DB>, event: &Event) -> Result<(), StoreError> {
+    /// Appends `event` inside the caller's transaction ([`super::OutboxSql`]).
+    pub(in crate::events::outbox) async fn append_in(tx: &mut Transaction<'_, DB>, event: &Event) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO outbox (id, topic, event, created_at) VALUES ($1, $2, $3, $4)")
             .bind(DB::id(event.id))
             .bind(event.topic.as_str())
@@ -24,7 +24,7 @@ per_backend! {
     }
 
     /// How many rows are unpublished, and when the oldest was written.
-    pub(crate) async fn backlog(db: &Db) -> Result<(i64, Option<i64>), StoreError> {
+    pub(in crate::events::outbox) async fn backlog(db: &Db) -> Result<(i64, Option<i64>), StoreError> {
         let mut conn = db.read().await?;
         Ok(
             sqlx::query_as("SELECT COUNT(*), MIN(created_at) FROM outbox WHERE published_at IS NULL")
@@ -34,7 +34,7 @@ per_backend! {
     }
 
     /// Deletes rows published before `cutoff` (unix ms); returns how many.
-    pub(crate) async fn purge_published(db: &Db, cutoff: i64) -> Result<u64, StoreError> {
+    pub(in crate::events::outbox) async fn purge_published(db: &Db, cutoff: i64) -> Result<u64, StoreError> {
         let done =
             sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
                 .bind(cutoff)

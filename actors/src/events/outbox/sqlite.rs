@@ -6,42 +6,47 @@
 use sqlx::{Sqlite, Transaction};
 use time::OffsetDateTime;
 
-use super::serialize;
+use super::{serialize, OutboxSql};
 use crate::events::Event;
 use crate::storage::sqlite::SqliteDb;
 use crate::storage::{unix_millis, StoreError};
 
-pub use super::sql::sqlite::*;
+pub(super) use super::sql::sqlite::{backlog, purge_published};
 
-/// Appends `events` inside the caller's transaction, in order, in one
-/// statement (`json_each` stands in for PostgreSQL's array binds).
-pub async fn append_all_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    events: &[&Event],
-) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
+impl OutboxSql for Sqlite {
+    async fn append_in(tx: &mut Transaction<'_, Sqlite>, event: &Event) -> Result<(), StoreError> {
+        super::sql::sqlite::append_in(tx, event).await
     }
-    let now = unix_millis(OffsetDateTime::now_utc());
-    let rows = events
-        .iter()
-        .map(|event| {
-            Ok(serde_json::json!([
-                event.id.to_string(),
-                event.topic.as_str(),
-                serialize(event)?,
-                now
-            ]))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    sqlx::query(
-        "INSERT INTO outbox (id, topic, event, created_at)
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1)",
-    )
-    .bind(serde_json::Value::Array(rows).to_string())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+
+    /// One statement (`json_each` stands in for PostgreSQL's array binds).
+    async fn append_all_in(
+        tx: &mut Transaction<'_, Sqlite>,
+        events: &[&Event],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let now = unix_millis(OffsetDateTime::now_utc());
+        let rows = events
+            .iter()
+            .map(|event| {
+                Ok(serde_json::json!([
+                    event.id.to_string(),
+                    event.topic.as_str(),
+                    serialize(event)?,
+                    now
+                ]))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        sqlx::query(
+            "INSERT INTO outbox (id, topic, event, created_at)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3 FROM json_each($1)",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
 }
 
 /// The unpublished rows after `after`, oldest first, read on a reader

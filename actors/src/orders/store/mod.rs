@@ -1,13 +1,16 @@
-//! The orders service's data: its own database, SQLite (`sqlite.rs`, the file
-//! `orders.db`) or PostgreSQL (`postgres.rs`, the schema `orders`), with the
-//! migrations of each in `../migrations/`. Nothing outside this service reads
-//! these tables. This module holds what both backends share and picks one.
+//! The orders service's data: its own database, SQLite (the file
+//! `orders.db`) or PostgreSQL (the schema `orders`), with the migrations of
+//! each in `../migrations/`. Nothing outside this service reads these
+//! tables. This module holds the store and its writes; `sql.rs` their SQL,
+//! written once for both backends; `sqlite.rs` and `postgres.rs` the one
+//! statement that differs (the multi-row insert).
 //!
 //! Every change that others must hear of writes its event (`order.created`,
 //! `order.cancelled`) to the outbox in the same transaction; applied events
 //! (`invoice.paid`) are recorded in the same transaction as their effect.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::path::Path;
@@ -20,7 +23,7 @@ use crate::api::PageRequest;
 use crate::events::inbox::Inbox;
 use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
-use crate::storage::group_commit::{Batch, Writer};
+use crate::storage::group_commit::Writer;
 use crate::storage::{now_micros, Database, Dependency, Earlier, Migrations, Schema, SharedTable, StorageSettings, StoreError};
 
 /// The orders schema: its own migrations and the shared tables it uses. The
@@ -137,61 +140,15 @@ pub(super) enum OrderWritten {
     },
 }
 
-/// What each backend's SQL does for the orders writes (`sqlite.rs`,
-/// `postgres.rs`); the batch around them is written once, below.
-pub(super) trait OrdersSql: sqlx::Database {
-    /// The orders, their events and their idempotency responses, as
-    /// multi-row statements.
-    fn insert_all(
+/// The one statement whose text differs per backend: a batch's orders as
+/// one multi-row insert (`sqlite.rs`: `json_each`; `postgres.rs`: `UNNEST`).
+/// The batch around it and every other statement are written once, in
+/// `sql.rs`.
+pub(super) trait OrderRows: sqlx::Database {
+    fn insert_orders(
         tx: &mut sqlx::Transaction<'static, Self>,
-        creates: &[CreateWrite<'_>],
+        orders: &[&Order],
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
-
-    /// Cancels the order if it is `created`, with its `order.cancelled`.
-    fn cancel_in(
-        tx: &mut sqlx::Transaction<'static, Self>,
-        id: Uuid,
-        now: time::OffsetDateTime,
-        request_id: &str,
-        actor: Uuid,
-    ) -> impl std::future::Future<Output = Result<OrderWritten, StoreError>> + Send;
-
-    /// Records `event` and marks the order paid if it is `created`.
-    fn mark_paid_in(
-        tx: &mut sqlx::Transaction<'static, Self>,
-        event: &Event,
-        order_id: Uuid,
-        now: time::OffsetDateTime,
-    ) -> impl std::future::Future<Output = Result<OrderWritten, StoreError>> + Send;
-}
-
-impl<DB: OrdersSql> Batch<DB> for OrderWrite {
-    type Output = OrderWritten;
-
-    async fn write(
-        tx: &mut sqlx::Transaction<'static, DB>,
-        ops: &[Self],
-    ) -> Result<Vec<OrderWritten>, StoreError> {
-        DB::insert_all(tx, &OrderWrite::creates(ops)).await?;
-        let mut written = Vec::with_capacity(ops.len());
-        for op in ops {
-            written.push(match op {
-                OrderWrite::Create { .. } => OrderWritten::Created,
-                OrderWrite::Cancel {
-                    id,
-                    now,
-                    request_id,
-                    actor,
-                } => DB::cancel_in(tx, *id, *now, request_id, *actor).await?,
-                OrderWrite::MarkPaid {
-                    event,
-                    order_id,
-                    now,
-                } => DB::mark_paid_in(tx, event, *order_id, *now).await?,
-            });
-        }
-        Ok(written)
-    }
 }
 
 impl OrderWrite {
@@ -322,8 +279,8 @@ impl OrdersStore {
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
         match &self.db {
-            Database::Sqlite(db) => sqlite::get(db, id).await,
-            Database::Postgres(db) => postgres::get(db, id).await,
+            Database::Sqlite(db) => sql::sqlite::get(db, id).await,
+            Database::Postgres(db) => sql::postgres::get(db, id).await,
         }
     }
 
@@ -331,8 +288,8 @@ impl OrdersStore {
     /// and the total.
     pub async fn list(&self, filter: OrderFilter, page: PageRequest) -> Result<(Vec<Order>, u64), StoreError> {
         let (orders, total) = match &self.db {
-            Database::Sqlite(db) => sqlite::list(db, filter, page).await?,
-            Database::Postgres(db) => postgres::list(db, filter, page).await?,
+            Database::Sqlite(db) => sql::sqlite::list(db, filter, page).await?,
+            Database::Postgres(db) => sql::postgres::list(db, filter, page).await?,
         };
         Ok((orders, u64::try_from(total).unwrap_or(0)))
     }
