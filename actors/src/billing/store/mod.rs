@@ -1,7 +1,9 @@
-//! The billing service's data: its own database, SQLite (`sqlite.rs`, the file
-//! `billing.db`) or PostgreSQL (`postgres.rs`, the schema `billing`), with the
-//! migrations of each in `../migrations/`. Nothing outside this service reads
-//! these tables. This module holds what both backends share and picks one.
+//! The billing service's data: its own database, SQLite (the file
+//! `billing.db`) or PostgreSQL (the schema `billing`), with the migrations
+//! of each in `../migrations/`. Nothing outside this service reads these
+//! tables. This module holds the store and its writes; `sql.rs` their SQL,
+//! written once for both backends; `sqlite.rs` and `postgres.rs` the one
+//! write that differs (invoicing a batch of events).
 //!
 //! Every change is one transaction with what it owes the event flow: a
 //! consumed event is recorded (`processed_events`) before its effect, and
@@ -14,6 +16,7 @@
 //! connection (SQLite) hands them out one creator at a time.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::path::Path;
@@ -24,7 +27,7 @@ use uuid::Uuid;
 use super::model::{Invoice, InvoiceFilter, InvoiceStatus, OrderEvent};
 use crate::api::PageRequest;
 use crate::events::{Event, Outbox, Topic};
-use crate::storage::group_commit::{Batch, Writer};
+use crate::storage::group_commit::Writer;
 use crate::storage::{now_micros, Database, Dependency, Earlier, Migrations, Schema, SharedTable, StorageSettings, StoreError};
 use crate::ServiceError;
 
@@ -138,63 +141,14 @@ pub(super) type InvoiceWrite<'a> = (&'a Event, &'a Invoice, &'a str);
 /// What each backend's SQL does for the billing writes (`sqlite.rs`,
 /// `postgres.rs`); the batch around them is written once, below.
 pub(super) trait BillingSql: sqlx::Database {
-    /// A batch's `order.created` events: one outcome each, in order.
+    /// A batch's `order.created` events: one outcome each, in order. The one
+    /// write whose SQL differs per backend (multi-row statements, the
+    /// counter's lock); the batch around it and every other statement are
+    /// written once, in `sql.rs`.
     fn invoice_all(
         tx: &mut sqlx::Transaction<'static, Self>,
         invoices: &[InvoiceWrite<'_>],
     ) -> impl std::future::Future<Output = Result<Vec<ApplyOutcome>, StoreError>> + Send;
-
-    /// `order.cancelled`; `None`, with nothing written, while the order has no invoice.
-    fn void_in(
-        tx: &mut sqlx::Transaction<'static, Self>,
-        event: &Event,
-        order_id: Uuid,
-        now: time::OffsetDateTime,
-    ) -> impl std::future::Future<Output = Result<Option<ApplyOutcome>, StoreError>> + Send;
-
-    /// Pays the invoice if it is `open`, with `invoice.paid`.
-    fn pay_in(
-        tx: &mut sqlx::Transaction<'static, Self>,
-        id: Uuid,
-        now: time::OffsetDateTime,
-        request_id: &str,
-        actor_id: Uuid,
-    ) -> impl std::future::Future<Output = Result<PayOutcome, StoreError>> + Send;
-}
-
-impl<DB: BillingSql> Batch<DB> for BillingWrite {
-    type Output = BillingWritten;
-
-    async fn write(
-        tx: &mut sqlx::Transaction<'static, DB>,
-        ops: &[Self],
-    ) -> Result<Vec<BillingWritten>, StoreError> {
-        let mut invoiced = DB::invoice_all(tx, &BillingWrite::invoices(ops))
-            .await?
-            .into_iter();
-        let mut written = Vec::with_capacity(ops.len());
-        for op in ops {
-            written.push(match op {
-                BillingWrite::Invoice { .. } => BillingWritten::Applied(
-                    invoiced
-                        .next()
-                        .ok_or_else(|| StoreError::Corrupt("an invoice went unplanned".into()))?,
-                ),
-                BillingWrite::Void {
-                    event,
-                    order_id,
-                    now,
-                } => BillingWritten::Void(DB::void_in(tx, event, *order_id, *now).await?),
-                BillingWrite::Pay {
-                    id,
-                    now,
-                    request_id,
-                    actor_id,
-                } => BillingWritten::Pay(DB::pay_in(tx, *id, *now, request_id, *actor_id).await?),
-            });
-        }
-        Ok(written)
-    }
 }
 
 impl BillingWrite {
@@ -303,16 +257,16 @@ impl BillingStore {
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Invoice>, StoreError> {
         match &self.db {
-            Database::Sqlite(db) => sqlite::get(db, "id", id).await,
-            Database::Postgres(db) => postgres::get(db, "id", id).await,
+            Database::Sqlite(db) => sql::sqlite::get(db, "id", id).await,
+            Database::Postgres(db) => sql::postgres::get(db, "id", id).await,
         }
     }
 
     /// The order's invoice, once its `order.created` has been applied.
     pub async fn get_by_order(&self, order_id: Uuid) -> Result<Option<Invoice>, StoreError> {
         match &self.db {
-            Database::Sqlite(db) => sqlite::get(db, "order_id", order_id).await,
-            Database::Postgres(db) => postgres::get(db, "order_id", order_id).await,
+            Database::Sqlite(db) => sql::sqlite::get(db, "order_id", order_id).await,
+            Database::Postgres(db) => sql::postgres::get(db, "order_id", order_id).await,
         }
     }
 
@@ -324,8 +278,8 @@ impl BillingStore {
         page: PageRequest,
     ) -> Result<(Vec<Invoice>, u64), StoreError> {
         let (invoices, total) = match &self.db {
-            Database::Sqlite(db) => sqlite::list(db, filter, page).await?,
-            Database::Postgres(db) => postgres::list(db, filter, page).await?,
+            Database::Sqlite(db) => sql::sqlite::list(db, filter, page).await?,
+            Database::Postgres(db) => sql::postgres::list(db, filter, page).await?,
         };
         Ok((invoices, u64::try_from(total).unwrap_or(0)))
     }

@@ -1,83 +1,19 @@
-//! The billing SQL on PostgreSQL: native UUID and TIMESTAMPTZ columns, one
-//! pool for reads and writes. Concurrent writers (workers, replicas) are
-//! ordered by row locks: invoice creators queue on the counter row, pay and
-//! void on the invoice's row.
+//! The billing SQL that differs on PostgreSQL: invoicing a batch of
+//! `order.created` events over array binds, under the counter row's lock
+//! (the rest is written once, in `sql.rs`). Concurrent writers (workers,
+//! replicas) are ordered by row locks: invoice creators queue on the counter
+//! row, pay and void on the invoice's row.
 
 use sqlx::{Postgres, Transaction};
-use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{
-    parse_status, ApplyOutcome, BillingSql, BillingWrite, Cause, InvoiceWrite, PayOutcome,
-    COLUMNS,
-};
-use crate::api::PageRequest;
-use crate::billing::model::{Invoice, InvoiceFilter, InvoiceStatus};
+use super::sql::postgres::{invoice_from_row, InvoiceRow};
+use super::{ApplyOutcome, BillingSql, BillingWrite, InvoiceWrite, COLUMNS};
 use crate::events::inbox::InboxSql;
 use crate::events::outbox::OutboxSql;
 use crate::events::{Event, Topic};
-use crate::storage::postgres::PgDb;
+
 use crate::storage::StoreError;
-
-type InvoiceRow = (
-    Uuid,
-    String,
-    Uuid,
-    Uuid,
-    i64,
-    String,
-    String,
-    OffsetDateTime,
-    Option<OffsetDateTime>,
-    Option<OffsetDateTime>,
-);
-
-/// The invoice whose `column` (`id` or `order_id`) is `value`.
-pub(super) async fn get(
-    db: &PgDb,
-    column: &'static str,
-    value: Uuid,
-) -> Result<Option<Invoice>, StoreError> {
-    let mut conn = db.acquire().await?;
-    let row: Option<InvoiceRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM invoices WHERE {column} = $1"
-    ))
-    .bind(value)
-    .fetch_optional(&mut *conn)
-    .await?;
-    row.map(invoice_from_row).transpose()
-}
-
-pub(super) async fn list(
-    db: &PgDb,
-    filter: InvoiceFilter,
-    page: PageRequest,
-) -> Result<(Vec<Invoice>, i64), StoreError> {
-    let mut conn = db.acquire().await?;
-    let user = match filter {
-        InvoiceFilter::All => None,
-        InvoiceFilter::User(user) => Some(user),
-    };
-    let rows: Vec<InvoiceRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM invoices WHERE ($1::uuid IS NULL OR user_id = $1) ORDER BY id DESC LIMIT $2 OFFSET $3"
-    ))
-    .bind(user)
-    .bind(i64::from(page.limit))
-    .bind(page.offset())
-    .fetch_all(&mut *conn)
-    .await?;
-    let total: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM invoices WHERE ($1::uuid IS NULL OR user_id = $1)",
-    )
-    .bind(user)
-    .fetch_one(&mut *conn)
-    .await?;
-    let invoices = rows
-        .into_iter()
-        .map(invoice_from_row)
-        .collect::<Result<_, _>>()?;
-    Ok((invoices, total))
-}
 
 impl BillingSql for Postgres {
     /// Applies a batch's `order.created` events: records them (one statement;
@@ -156,108 +92,4 @@ impl BillingSql for Postgres {
         Postgres::append_all_in(tx, &announced.iter().collect::<Vec<_>>()).await?;
         Ok(plan.outcomes)
     }
-
-    /// Applies `order.cancelled`: voids the order's open invoice with
-    /// `invoice.voided`, and records the event. `None`, with nothing written,
-    /// when the order has no invoice yet (the bus tries again later).
-    async fn void_in(
-        tx: &mut Transaction<'static, Postgres>,
-        event: &Event,
-        order_id: Uuid,
-        now: OffsetDateTime,
-    ) -> Result<Option<ApplyOutcome>, StoreError> {
-        // The row lock orders this against a concurrent pay of the same invoice.
-        let Some(current) = locked_by_order(tx, order_id).await? else {
-            return Ok(None);
-        };
-        if !Postgres::record_in(tx, event).await? {
-            return Ok(Some(ApplyOutcome::AlreadyApplied));
-        }
-        Ok(Some(match current.status {
-            InvoiceStatus::Open => {
-                let row: InvoiceRow = sqlx::query_as(&format!(
-                    "UPDATE invoices SET status = 'void', voided_at = $1 WHERE id = $2 RETURNING {COLUMNS}"
-                ))
-                .bind(now)
-                .bind(current.id)
-                .fetch_one(&mut **tx)
-                .await?;
-                let voided = invoice_from_row(row)?;
-                let announced = BillingWrite::announce(event, Topic::InvoiceVoided, &voided)?;
-                Postgres::append_in(tx, &announced).await?;
-                ApplyOutcome::Voided(voided)
-            }
-            InvoiceStatus::Paid => ApplyOutcome::RefundNeeded(current),
-            InvoiceStatus::Void => ApplyOutcome::AlreadyVoid(current),
-        }))
-    }
-
-    /// Pays the invoice if it is `open`, with `invoice.paid`.
-    async fn pay_in(
-        tx: &mut Transaction<'static, Postgres>,
-        id: Uuid,
-        now: OffsetDateTime,
-        request_id: &str,
-        actor_id: Uuid,
-    ) -> Result<PayOutcome, StoreError> {
-        // The row lock makes two concurrent payments (or a payment and a void)
-        // take turns: the second sees the first's outcome.
-        let current: Option<InvoiceRow> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM invoices WHERE id = $1 FOR UPDATE"
-        ))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-        let Some(current) = current.map(invoice_from_row).transpose()? else {
-            return Ok(PayOutcome::NotFound);
-        };
-        if current.status != InvoiceStatus::Open {
-            return Ok(PayOutcome::NotPayable(current));
-        }
-        let row: InvoiceRow = sqlx::query_as(&format!(
-            "UPDATE invoices SET status = 'paid', paid_at = $1 WHERE id = $2 RETURNING {COLUMNS}"
-        ))
-        .bind(now)
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await?;
-        let paid = invoice_from_row(row)?;
-        let cause = Cause {
-            request_id: Some(request_id),
-            actor_id: Some(actor_id),
-        };
-        Postgres::append_in(tx, &cause.announce(Topic::InvoicePaid, &paid)?).await?;
-        Ok(PayOutcome::Paid(paid))
-    }
-}
-
-/// The order's invoice, its row locked until the transaction ends.
-async fn locked_by_order(
-    tx: &mut Transaction<'static, Postgres>,
-    order_id: Uuid,
-) -> Result<Option<Invoice>, StoreError> {
-    let row: Option<InvoiceRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM invoices WHERE order_id = $1 FOR UPDATE"
-    ))
-    .bind(order_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    row.map(invoice_from_row).transpose()
-}
-
-fn invoice_from_row(row: InvoiceRow) -> Result<Invoice, StoreError> {
-    let (id, number, order_id, user_id, amount, currency, status, created_at, paid_at, voided_at) =
-        row;
-    Ok(Invoice {
-        status: parse_status(&id.to_string(), &status)?,
-        id,
-        number,
-        order_id,
-        user_id,
-        amount,
-        currency,
-        created_at,
-        paid_at,
-        voided_at,
-    })
 }
