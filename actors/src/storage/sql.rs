@@ -114,6 +114,10 @@ macro_rules! per_backend {
     ($($item:item)*) => {
         /// The statements above, on SQLite.
         pub mod sqlite {
+            // One body binds `String`s on SQLite, which a second bind needs
+            // borrowed, and `Copy` values on PostgreSQL, which clippy would
+            // have bound by value.
+            #![allow(clippy::needless_borrows_for_generic_args)]
             #[allow(unused_imports)]
             use super::*;
             #[allow(unused_imports)]
@@ -127,6 +131,10 @@ macro_rules! per_backend {
 
         /// The statements above, on PostgreSQL.
         pub mod postgres {
+            // One body binds `String`s on SQLite, which a second bind needs
+            // borrowed, and `Copy` values on PostgreSQL, which clippy would
+            // have bound by value.
+            #![allow(clippy::needless_borrows_for_generic_args)]
             #[allow(unused_imports)]
             use super::*;
             #[allow(unused_imports)]

@@ -18,8 +18,9 @@
 //! when the revocation changed a row). Their data never holds a password,
 //! a hash or a token.
 
-mod postgres;
-mod sqlite;
+mod sql;
+
+use sql::{postgres, sqlite};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -170,8 +170,6 @@ per_backend! {
     }
 
     /// One page of `filter`'s invoices, newest first, and their total.
-    // `&user`: on SQLite the id is a `String`, bound twice.
-    #[allow(clippy::needless_borrows_for_generic_args)]
     pub(in crate::billing::store) async fn list(
         db: &Db,
         filter: InvoiceFilter,

@@ -152,8 +152,6 @@ per_backend! {
     }
 
     /// One page of `filter`'s orders, newest first, and their total.
-    // `&user`: on SQLite the id is a `String`, bound twice.
-    #[allow(clippy::needless_borrows_for_generic_args)]
     pub(in crate::orders::store) async fn list(
         db: &Db,
         filter: OrderFilter,
