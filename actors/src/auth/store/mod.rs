@@ -44,27 +44,27 @@ static SCHEMA: Schema = Schema {
     sqlite: Migrations {
         own: &sqlx::migrate!("src/auth/migrations/sqlite"),
         earlier: &[
-        Earlier {
-            version: 1,
-            checksum: "5927ac4cf12ecb2296d41a854a49f713238329a694f592f4eb13a1117bcb40bac3f08cbe934285a2ef8ddbd1dcff52a4",
-        },
-        Earlier {
-            version: 2,
-            checksum: "055ef6384fb1a5b5a799b944eb917437c2c344ba6808f6cf0c09ef54668c27cd89ba401405db3d872bc41ce692751abf",
-        },
+            Earlier {
+                version: 1,
+                checksum: "5927ac4cf12ecb2296d41a854a49f713238329a694f592f4eb13a1117bcb40bac3f08cbe934285a2ef8ddbd1dcff52a4",
+            },
+            Earlier {
+                version: 2,
+                checksum: "055ef6384fb1a5b5a799b944eb917437c2c344ba6808f6cf0c09ef54668c27cd89ba401405db3d872bc41ce692751abf",
+            },
         ],
     },
     postgres: Migrations {
         own: &sqlx::migrate!("src/auth/migrations/postgres"),
         earlier: &[
-        Earlier {
-            version: 1,
-            checksum: "eafb5975222162dbb24513e4a3354c7390652a106bd98e54fcafae570f538cf16244e9ba9fd81b84f413d3a5dd0ad95c",
-        },
-        Earlier {
-            version: 2,
-            checksum: "aae131a5ff2783d3281df57a2cc0a76cf348cf4322673cb8c59e2f8d8d317d6630d75c29ea3109082e1b326c855067ba",
-        },
+            Earlier {
+                version: 1,
+                checksum: "eafb5975222162dbb24513e4a3354c7390652a106bd98e54fcafae570f538cf16244e9ba9fd81b84f413d3a5dd0ad95c",
+            },
+            Earlier {
+                version: 2,
+                checksum: "aae131a5ff2783d3281df57a2cc0a76cf348cf4322673cb8c59e2f8d8d317d6630d75c29ea3109082e1b326c855067ba",
+            },
         ],
     },
     shared: &[SharedTable::Outbox, SharedTable::IdempotencyKeys],

@@ -38,19 +38,19 @@ static SCHEMA: Schema = Schema {
     sqlite: Migrations {
         own: &sqlx::migrate!("src/billing/migrations/sqlite"),
         earlier: &[
-        Earlier {
-            version: 1,
-            checksum: "75d84e94bcd8409c229d06eba61e13c1b5284c5a3a1dd46cf2e066f6c3c6cf53d33b1db5855ced462b170805d4c413f4",
-        },
+            Earlier {
+                version: 1,
+                checksum: "75d84e94bcd8409c229d06eba61e13c1b5284c5a3a1dd46cf2e066f6c3c6cf53d33b1db5855ced462b170805d4c413f4",
+            },
         ],
     },
     postgres: Migrations {
         own: &sqlx::migrate!("src/billing/migrations/postgres"),
         earlier: &[
-        Earlier {
-            version: 1,
-            checksum: "79c720f607173c286e958e476905d66fd4cd765249569a9e1410c5584587210b9f58feabd33ac1d81bb96dbc84b432c9",
-        },
+            Earlier {
+                version: 1,
+                checksum: "79c720f607173c286e958e476905d66fd4cd765249569a9e1410c5584587210b9f58feabd33ac1d81bb96dbc84b432c9",
+            },
         ],
     },
     shared: &[SharedTable::Outbox, SharedTable::ProcessedEvents],

@@ -33,30 +33,31 @@ static SCHEMA: Schema = Schema {
     sqlite: Migrations {
         own: &sqlx::migrate!("src/orders/migrations/sqlite"),
         earlier: &[
-        Earlier {
-            version: 1,
-            checksum: "2248714933e46590eac49b97fff2c3a9c6358d9c4e478cf797ba3a2418ff195b1fe765338e7989bb20f87fb2532ff17c",
-        },
-        Earlier {
-            version: 2,
-            checksum: "436c90108426c72b75807cd34ec0cf0122bed6c1945537e7158d890f0853522930f7ca17e3c29126c6dcb996774eaccb",
-        },
+            Earlier {
+                version: 1,
+                checksum: "2248714933e46590eac49b97fff2c3a9c6358d9c4e478cf797ba3a2418ff195b1fe765338e7989bb20f87fb2532ff17c",
+            },
+            Earlier {
+                version: 2,
+                checksum: "436c90108426c72b75807cd34ec0cf0122bed6c1945537e7158d890f0853522930f7ca17e3c29126c6dcb996774eaccb",
+            },
         ],
     },
     postgres: Migrations {
         own: &sqlx::migrate!("src/orders/migrations/postgres"),
         earlier: &[
-        Earlier {
-            version: 1,
-            checksum: "74eac531a762c03b33b794d93549cb32209b28e17525b8eb5829171083c6b06ff0a3bd27f76601aac98cffafc4ef32a0",
-        },
-        Earlier {
-            version: 2,
-            checksum: "36dff3e8c62a1f70ddb80ee1dbf93336a113932a4bc1c0c0686fdf75d5c0619b6a3928519f8f147ff6680e38ad9add6d",
-        },
+            Earlier {
+                version: 1,
+                checksum: "74eac531a762c03b33b794d93549cb32209b28e17525b8eb5829171083c6b06ff0a3bd27f76601aac98cffafc4ef32a0",
+            },
+            Earlier {
+                version: 2,
+                checksum: "36dff3e8c62a1f70ddb80ee1dbf93336a113932a4bc1c0c0686fdf75d5c0619b6a3928519f8f147ff6680e38ad9add6d",
+            },
         ],
     },
-    shared: &[SharedTable::Outbox,
+    shared: &[
+        SharedTable::Outbox,
         SharedTable::ProcessedEvents,
         SharedTable::IdempotencyKeys,
     ],
