@@ -104,6 +104,9 @@ pub struct DatabaseConfig {
     pub read_connections: u32,
     /// SQLite page cache of each connection, KiB.
     pub sqlite_cache_kib: u32,
+    /// SQLite: rows a service keeps of what it wrote, to answer reads of
+    /// them without the database (0: none).
+    pub row_cache: usize,
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
     /// At most this many writes of a service committed in one transaction
@@ -451,6 +454,7 @@ impl Default for DatabaseConfig {
             busy_timeout: Duration::from_secs(5),
             read_connections: 8,
             sqlite_cache_kib: 512,
+            row_cache: 4096,
             acquire_timeout: Duration::from_secs(3),
             write_batch: 256,
             write_lanes: 2,
@@ -794,6 +798,7 @@ impl Config {
             busy_timeout: self.database.busy_timeout,
             read_connections: self.database.read_connections,
             sqlite_cache_kib: self.database.sqlite_cache_kib,
+            row_cache: self.database.row_cache,
             max_connections: self.database.max_connections,
             acquire_timeout: self.database.acquire_timeout,
             statement_timeout: self.database.statement_timeout,

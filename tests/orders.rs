@@ -339,3 +339,83 @@ async fn the_same_key_while_the_first_request_is_in_flight_is_409() {
         .unwrap();
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
 }
+
+/// The row cache (SQLite) answers reads of the orders this process wrote,
+/// and every later write changes what it answers: a cancel at once, a
+/// payment (applied from `invoice.paid`) as soon as it committed. Reads are
+/// never answered from it on PostgreSQL, where another replica may write.
+#[tokio::test]
+async fn reads_follow_every_write_whether_or_not_the_row_cache_answers_them() {
+    let app = spawn_app().await;
+    let path = |id: &str| format!("/api/v1/orders/{id}");
+    let paid: Value = app
+        .create_order(ALICE, json!({"amount": 700, "currency": "EUR"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cancelled: Value = app
+        .create_order(ALICE, json!({"amount": 800, "currency": "EUR"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let (paid_id, cancelled_id) = (
+        paid["id"].as_str().unwrap(),
+        cancelled["id"].as_str().unwrap(),
+    );
+    assert_eq!(app.get_json(&path(paid_id), ALICE).await, paid);
+    assert_eq!(app.get_json(&path(cancelled_id), ALICE).await, cancelled);
+
+    let cancel = app
+        .as_user(
+            Method::POST,
+            &format!("/api/v1/orders/{cancelled_id}/cancel"),
+            ALICE,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancel.status(), 200);
+    let answered: Value = cancel.json().await.unwrap();
+    assert_eq!(answered["status"], "cancelled");
+    assert_eq!(app.get_json(&path(cancelled_id), ALICE).await, answered);
+
+    let invoice = app
+        .eventually(
+            &format!("/api/v1/invoices/by-order/{paid_id}"),
+            ALICE,
+            |_| true,
+        )
+        .await;
+    let pay = app
+        .as_user(
+            Method::POST,
+            &format!("/api/v1/invoices/{}/pay", invoice["id"].as_str().unwrap()),
+            ALICE,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pay.status(), 200);
+    let read = app
+        .eventually(&path(paid_id), ALICE, |o| o["status"] != "created")
+        .await;
+    assert_eq!(read["status"], "paid");
+
+    let hits = app
+        .metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("db_row_cache_lookups_total") && l.contains("outcome=\"hit\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    if app.database.is_some() {
+        assert_eq!(hits, 0.0, "PostgreSQL reads never come from the row cache");
+    } else {
+        assert!(
+            hits >= 3.0,
+            "the reads of fresh rows were cache hits: {hits}"
+        );
+    }
+}

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use actors::storage::group_commit::{Batch, GroupCommit, GroupCommitSettings};
+use actors::storage::group_commit::{Batch, GroupCommit, GroupCommitSettings, OnCommit};
 use actors::storage::StoreError;
 use common::Guard;
 use sqlx::{Postgres, Sqlite, Transaction};
@@ -19,6 +19,8 @@ struct Note {
     panic: bool,
     /// The sizes of the batches this note's batch was part of.
     batches: Arc<Mutex<Vec<usize>>>,
+    /// Where the writer's commit hook logs this note's answer, if anywhere.
+    committed: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl Note {
@@ -27,8 +29,23 @@ impl Note {
             body: body.into(),
             panic: false,
             batches: batches.clone(),
+            committed: None,
         }
     }
+
+    fn logged(mut self, committed: &Arc<Mutex<Vec<String>>>) -> Self {
+        self.committed = Some(committed.clone());
+        self
+    }
+}
+
+/// The writer's commit hook: logs each committed note's answer.
+fn log_commit() -> OnCommit<Note, String> {
+    Arc::new(|note: &Note, answer: &String| {
+        if let Some(log) = &note.committed {
+            log.lock().expect("lock").push(answer.clone());
+        }
+    })
 }
 
 fn record(ops: &[Note]) {
@@ -143,7 +160,10 @@ async fn sqlite_notes() -> (Notes, Guard) {
         ..SETTINGS
     };
     (
-        Notes::Sqlite(GroupCommit::start("notes", writer, settings), reader),
+        Notes::Sqlite(
+            GroupCommit::start("notes", writer, settings, Some(log_commit())),
+            reader,
+        ),
         guard,
     )
 }
@@ -161,7 +181,10 @@ async fn postgres_notes() -> (Notes, Guard) {
         .await
         .expect("create notes");
     (
-        Notes::Postgres(GroupCommit::start("notes", pool.clone(), SETTINGS), pool),
+        Notes::Postgres(
+            GroupCommit::start("notes", pool.clone(), SETTINGS, Some(log_commit())),
+            pool,
+        ),
         guard,
     )
 }
@@ -243,15 +266,16 @@ async fn check_concurrent_writes_share_transactions(notes: &Notes) {
 
 async fn check_a_bad_write_fails_only_its_caller(notes: &Notes) {
     let batches = Arc::new(Mutex::new(Vec::new()));
+    let committed = Arc::new(Mutex::new(Vec::new()));
     notes
-        .submit(Note::new("taken", &batches))
+        .submit(Note::new("taken", &batches).logged(&committed))
         .await
         .expect("the first write");
     // 40 writes at once, one of them breaking the unique constraint.
     let mut batch: Vec<Note> = (0..40)
-        .map(|i| Note::new(format!("fine {i}"), &batches))
+        .map(|i| Note::new(format!("fine {i}"), &batches).logged(&committed))
         .collect();
-    batch.insert(20, Note::new("taken", &batches));
+    batch.insert(20, Note::new("taken", &batches).logged(&committed));
     let answers = submit_all(notes, batch).await;
     for (i, answer) in answers.iter().enumerate() {
         if i == 20 {
@@ -270,6 +294,14 @@ async fn check_a_bad_write_fails_only_its_caller(notes: &Notes) {
         assert!(notes.stored(&format!("fine {i}")).await, "fine {i} stored");
     }
     assert!(notes.stored("taken").await, "the duplicate wrote nothing");
+    // The commit hook heard of every write that committed, once, and of
+    // nothing else (not the duplicate, not the batch that was rolled back).
+    let mut heard = committed.lock().expect("lock").clone();
+    heard.sort();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("stored fine {i}")).collect();
+    expected.push("stored taken".into());
+    expected.sort();
+    assert_eq!(heard, expected);
 }
 
 async fn check_a_panicking_write_fails_only_its_caller(notes: &Notes) {

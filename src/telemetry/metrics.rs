@@ -154,6 +154,10 @@ fn describe() {
         "db_write_batch_retries_total",
         "Group-commit batches that failed and were written again one write at a time"
     );
+    describe_counter!(
+        "db_row_cache_lookups_total",
+        "Reads of a row a service wrote, answered from its row cache (hit) or the database (miss)"
+    );
     describe_histogram!(
         "redis_command_duration_seconds",
         Unit::Seconds,

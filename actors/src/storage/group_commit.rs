@@ -59,6 +59,11 @@ impl Default for GroupCommitSettings {
     }
 }
 
+/// Called by the writer for each write that committed, in commit order,
+/// before its caller hears of it: what a service keeps in memory about its
+/// own rows (orders' row cache) stays in step with the database.
+pub type OnCommit<B, O> = Arc<dyn Fn(&B, &O) + Send + Sync>;
+
 struct Pending<B: Batch<DB>, DB: Database> {
     op: B,
     reply: oneshot::Sender<Result<B::Output, StoreError>>,
@@ -89,7 +94,12 @@ impl<DB: Database, B: Batch<DB>> std::fmt::Debug for GroupCommit<DB, B> {
 
 impl<DB: Database, B: Batch<DB>> GroupCommit<DB, B> {
     /// Starts the writer lanes on `pool`. They stop once every handle is dropped.
-    pub fn start(service: &'static str, pool: Pool<DB>, settings: GroupCommitSettings) -> Self {
+    pub fn start(
+        service: &'static str,
+        pool: Pool<DB>,
+        settings: GroupCommitSettings,
+        on_commit: Option<OnCommit<B, B::Output>>,
+    ) -> Self {
         let max_batch = settings.max_batch.max(1);
         let (queue, receiver) = mpsc::channel(max_batch * settings.lanes.max(1) * 2);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -99,6 +109,7 @@ impl<DB: Database, B: Batch<DB>> GroupCommit<DB, B> {
                 pool: pool.clone(),
                 receiver: receiver.clone(),
                 max_batch,
+                on_commit: on_commit.clone(),
             };
             tokio::spawn(lane.run());
         }
@@ -123,6 +134,7 @@ struct Lane<DB: Database, B: Batch<DB>> {
     pool: Pool<DB>,
     receiver: Arc<Mutex<mpsc::Receiver<Pending<B, DB>>>>,
     max_batch: usize,
+    on_commit: Option<OnCommit<B, B::Output>>,
 }
 
 impl<DB: Database, B: Batch<DB>> Lane<DB, B> {
@@ -148,6 +160,9 @@ impl<DB: Database, B: Batch<DB>> Lane<DB, B> {
         metrics::histogram!("db_write_batch_size", "service" => service).record(size as f64);
         match self.write_in_transaction(&ops).await {
             Ok(outputs) => {
+                for (op, output) in ops.iter().zip(&outputs) {
+                    self.committed(op, output);
+                }
                 for (reply, output) in replies.into_iter().zip(outputs) {
                     // The caller may have timed out and gone.
                     let _ = reply.send(Ok(output));
@@ -173,12 +188,21 @@ impl<DB: Database, B: Batch<DB>> Lane<DB, B> {
                                 StoreError::Corrupt("a write answered nothing".into())
                             })
                         });
+                    if let Ok(output) = &alone {
+                        self.committed(op, output);
+                    }
                     let _ = reply.send(alone);
                 }
             }
         }
         metrics::histogram!("db_write_batch_duration_seconds", "service" => service)
             .record(started.elapsed().as_secs_f64());
+    }
+
+    fn committed(&self, op: &B, output: &B::Output) {
+        if let Some(on_commit) = &self.on_commit {
+            on_commit(op, output);
+        }
     }
 
     async fn write_in_transaction(&self, ops: &[B]) -> Result<Vec<B::Output>, StoreError> {
@@ -254,6 +278,7 @@ where
         service: &'static str,
         db: &super::Database,
         settings: GroupCommitSettings,
+        on_commit: Option<OnCommit<B, <B as Batch<sqlx::Sqlite>>::Output>>,
     ) -> Self {
         match db {
             super::Database::Sqlite(db) => Writer::Sqlite(GroupCommit::start(
@@ -263,10 +288,14 @@ where
                     lanes: 1,
                     ..settings
                 },
+                on_commit,
             )),
-            super::Database::Postgres(db) => {
-                Writer::Postgres(GroupCommit::start(service, db.pool().clone(), settings))
-            }
+            super::Database::Postgres(db) => Writer::Postgres(GroupCommit::start(
+                service,
+                db.pool().clone(),
+                settings,
+                on_commit,
+            )),
         }
     }
 

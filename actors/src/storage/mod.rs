@@ -7,6 +7,7 @@
 
 pub mod group_commit;
 pub mod postgres;
+pub mod row_cache;
 pub mod schema;
 pub mod sql;
 pub mod sqlite;
@@ -33,6 +34,9 @@ pub struct StorageSettings {
     pub read_connections: u32,
     /// SQLite page cache per connection, in KiB.
     pub sqlite_cache_kib: u32,
+    /// Rows a service keeps of what it wrote, to answer reads of them
+    /// (SQLite only; 0: none). See [`row_cache`].
+    pub row_cache: usize,
     /// Size of each service's PostgreSQL pool.
     pub max_connections: u32,
     /// How long acquiring a connection from a pool may take.
@@ -50,6 +54,7 @@ impl Default for StorageSettings {
             busy_timeout: Duration::from_secs(5),
             read_connections: 8,
             sqlite_cache_kib: 512,
+            row_cache: 4096,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(5),

@@ -230,7 +230,7 @@ impl BillingStore {
         let db = Database::open("billing", data_dir, settings, &SCHEMA).await?;
         Ok(Self {
             outbox: Outbox::new("billing", db.clone()),
-            writer: Writer::start("billing", &db, settings.group_commit),
+            writer: Writer::start("billing", &db, settings.group_commit, None),
             db,
             prefix: prefix.into(),
         })

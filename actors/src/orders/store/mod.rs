@@ -14,6 +14,7 @@ mod sql;
 mod sqlite;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use uuid::Uuid;
@@ -23,7 +24,8 @@ use crate::api::PageRequest;
 use crate::events::inbox::Inbox;
 use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
-use crate::storage::group_commit::Writer;
+use crate::storage::group_commit::{OnCommit, Writer};
+use crate::storage::row_cache::RowCache;
 use crate::storage::{now_micros, Database, Dependency, Earlier, Migrations, Schema, SharedTable, StorageSettings, StoreError};
 
 /// The orders schema: its own migrations and the shared tables it uses. The
@@ -185,6 +187,8 @@ pub struct OrdersStore {
     db: Database,
     writer: Writer<OrderWrite>,
     outbox: Outbox,
+    /// The orders this process wrote, as they are now (SQLite only).
+    cache: Option<Arc<RowCache<Uuid, Order>>>,
     /// How long an unfinished idempotency claim holds its key.
     claim_lease: Duration,
 }
@@ -197,11 +201,16 @@ impl OrdersStore {
     ) -> Result<Self, StoreError> {
         let db = Database::open("orders", data_dir, settings, &SCHEMA).await?;
         let outbox = Outbox::new("orders", db.clone());
-        let writer = Writer::start("orders", &db, settings.group_commit);
+        let cache = RowCache::for_backend("orders", &db, settings.row_cache).map(Arc::new);
+        let on_commit = cache.clone().map(|cache| -> OnCommit<OrderWrite, OrderWritten> {
+            Arc::new(move |write, written| remember(&cache, write, written))
+        });
+        let writer = Writer::start("orders", &db, settings.group_commit, on_commit);
         Ok(Self {
             db,
             writer,
             outbox,
+            cache,
             claim_lease,
         })
     }
@@ -221,7 +230,7 @@ impl OrdersStore {
         self.db.ensure_ready().await
     }
 
-    pub fn dependency(&self) -> std::sync::Arc<dyn Dependency> {
+    pub fn dependency(&self) -> Arc<dyn Dependency> {
         self.db.dependency()
     }
 
@@ -279,6 +288,9 @@ impl OrdersStore {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Order>, StoreError> {
+        if let Some(order) = self.cache.as_ref().and_then(|cache| cache.get(&id)) {
+            return Ok(Some(order));
+        }
         match &self.db {
             Database::Sqlite(db) => sql::sqlite::get(db, id).await,
             Database::Postgres(db) => sql::postgres::get(db, id).await,
@@ -349,6 +361,22 @@ impl OrdersStore {
 fn event(topic: Topic, cause: Cause<'_>, order: &Order) -> Result<Event, StoreError> {
     Event::new(topic, Some(cause.request_id), Some(cause.actor), order)
         .map_err(|e| StoreError::Corrupt(format!("order {}: {e}", order.id)))
+}
+
+/// Keeps the row cache in step with a committed write: the order as it is
+/// now where the write knows it, forgotten where it does not (a payment
+/// answers only the status).
+fn remember(cache: &RowCache<Uuid, Order>, write: &OrderWrite, written: &OrderWritten) {
+    match (write, written) {
+        (OrderWrite::Create { order, .. }, OrderWritten::Created) => cache.put(order.id, order.clone()),
+        (
+            OrderWrite::Cancel { .. },
+            OrderWritten::Cancel(CancelOutcome::Cancelled(order) | CancelOutcome::NotCancellable(order)),
+        ) => cache.put(order.id, order.clone()),
+        (OrderWrite::Cancel { id, .. }, _) => cache.forget(id),
+        (OrderWrite::MarkPaid { order_id, .. }, _) => cache.forget(order_id),
+        (OrderWrite::Create { order, .. }, _) => cache.forget(&order.id),
+    }
 }
 
 /// A write answered with another write's outcome: a bug in a backend's batch.
