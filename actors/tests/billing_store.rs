@@ -20,6 +20,7 @@ use actors::billing::store::{ApplyOutcome, BillingStore, PayOutcome};
 use actors::events::{Event, Topic};
 use actors::storage::StorageSettings;
 use actors::ServiceError;
+use actors::{billing, orders};
 use common::Guard;
 use serde_json::json;
 use uuid::Uuid;
@@ -94,9 +95,10 @@ on_both_backends![
 /// An order event as orders publishes it: the order JSON as `data`, the
 /// request and the acting user alongside.
 fn order_event(topic: Topic, order_id: Uuid, user_id: Uuid, amount: i64) -> Event {
-    let status = match topic {
-        Topic::OrderCancelled => "cancelled",
-        _ => "created",
+    let status = if topic == orders::topics::ORDER_CANCELLED {
+        "cancelled"
+    } else {
+        "created"
     };
     let order = json!({
         "id": order_id,
@@ -113,11 +115,11 @@ fn order_event(topic: Topic, order_id: Uuid, user_id: Uuid, amount: i64) -> Even
 }
 
 fn created(order_id: Uuid, user_id: Uuid) -> Event {
-    order_event(Topic::OrderCreated, order_id, user_id, 5000)
+    order_event(orders::topics::ORDER_CREATED, order_id, user_id, 5000)
 }
 
 fn cancelled(order_id: Uuid, user_id: Uuid) -> Event {
-    order_event(Topic::OrderCancelled, order_id, user_id, 5000)
+    order_event(orders::topics::ORDER_CANCELLED, order_id, user_id, 5000)
 }
 
 async fn apply(store: &BillingStore, event: &Event) -> ApplyOutcome {
@@ -189,7 +191,7 @@ async fn check_redelivery_changes_nothing(store: &BillingStore) {
     // One invoice.created, carrying the consumed event's request and actor.
     let events = new_events(store).await;
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].topic, Topic::InvoiceCreated);
+    assert_eq!(events[0].topic, billing::topics::INVOICE_CREATED);
     assert_eq!(events[0].request_id, event.request_id);
     assert_eq!(events[0].actor_id, Some(user));
     assert_eq!(data(&events[0]), first);
@@ -271,7 +273,9 @@ async fn check_one_invoice_per_order(store: &BillingStore) {
         ROUNDS + 2,
         "one invoice.created per invoice: {events:?}"
     );
-    assert!(events.iter().all(|e| e.topic == Topic::InvoiceCreated));
+    assert!(events
+        .iter()
+        .all(|e| e.topic == billing::topics::INVOICE_CREATED));
 }
 
 async fn check_numbers_are_gap_free_under_concurrency(store: &BillingStore) {
@@ -335,7 +339,7 @@ async fn check_cancel_voids_an_open_invoice(store: &BillingStore) {
 
     let events = new_events(store).await;
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].topic, Topic::InvoiceVoided);
+    assert_eq!(events[0].topic, billing::topics::INVOICE_VOIDED);
     assert_eq!(events[0].request_id, cancel.request_id);
     assert_eq!(events[0].actor_id, Some(user));
     assert_eq!(data(&events[0]), voided);
@@ -419,7 +423,7 @@ async fn check_pay(store: &BillingStore) {
 
     let events = new_events(store).await;
     assert_eq!(events.len(), 1, "{events:?}");
-    assert_eq!(events[0].topic, Topic::InvoicePaid);
+    assert_eq!(events[0].topic, billing::topics::INVOICE_PAID);
     assert_eq!(events[0].request_id.as_deref(), Some("req-pay-1"));
     assert_eq!(events[0].actor_id, Some(admin));
     assert_eq!(data(&events[0]), paid);
@@ -458,7 +462,7 @@ async fn check_pay(store: &BillingStore) {
     let paid_events = new_events(store)
         .await
         .into_iter()
-        .filter(|e| e.topic == Topic::InvoicePaid)
+        .filter(|e| e.topic == billing::topics::INVOICE_PAID)
         .count();
     assert_eq!(paid_events, 1);
 }
@@ -467,9 +471,9 @@ async fn check_malformed_events_are_refused(store: &BillingStore) {
     let user = Uuid::now_v7();
     let mut bad = created(Uuid::now_v7(), user);
     bad.data = json!({"id": "not a uuid"});
-    let mut zero = order_event(Topic::OrderCreated, Uuid::now_v7(), user, 0);
+    let mut zero = order_event(orders::topics::ORDER_CREATED, Uuid::now_v7(), user, 0);
     let mut foreign = created(Uuid::now_v7(), user);
-    foreign.topic = Topic::UserRegistered;
+    foreign.topic = actors::auth::topics::USER_REGISTERED;
     for event in [&bad, &zero, &foreign] {
         match store.apply(event).await {
             Err(ServiceError::Conflict(_)) => {}

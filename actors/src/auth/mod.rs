@@ -27,6 +27,7 @@ pub mod password;
 pub mod revocation;
 pub mod routes;
 pub mod store;
+pub mod topics;
 pub mod tokens;
 
 #[cfg(test)]

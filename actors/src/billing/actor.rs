@@ -154,7 +154,7 @@ async fn pay(
 async fn apply(store: &BillingStore, event: &Event) -> Result<(), ServiceError> {
     // An error goes back to the bus, which logs it and retries.
     let outcome = store.apply(event).await?;
-    let (event_id, topic) = (event.id, event.topic);
+    let (event_id, topic) = (event.id, &event.topic);
     match outcome {
         ApplyOutcome::Invoiced(invoice) => tracing::info!(
             invoice_id = %invoice.id,

@@ -17,12 +17,14 @@ pub mod messages;
 pub mod model;
 pub mod routes;
 pub mod store;
+pub mod topics;
 
 use supervision::ServiceSupervisor;
 
 pub use messages::BillingMsg;
 
-use crate::events::{Subscription, Topic};
+use crate::orders::topics::{ORDER_CANCELLED, ORDER_CREATED};
+use crate::events::{Subscription, Topics};
 use crate::service::{ServiceContext, ServiceDefinition, StartError, StartedService};
 use actor::BillingWorker;
 use store::BillingStore;
@@ -33,7 +35,10 @@ pub const SERVICE: ServiceDefinition = ServiceDefinition {
 };
 
 /// The topics billing consumes.
-const TOPICS: &[Topic] = &[Topic::OrderCreated, Topic::OrderCancelled];
+const TOPICS: Topics = Topics::Named(&[
+    ORDER_CREATED,
+    ORDER_CANCELLED,
+]);
 
 async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
     let store = BillingStore::open(&ctx.data_dir, &ctx.storage, &ctx.invoice_prefix)

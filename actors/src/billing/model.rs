@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::events::{Event, Topic};
+use crate::events::Event;
 use crate::ServiceError;
 
 /// How many digits an invoice number has at least (`INV-000001`); past
@@ -98,8 +98,8 @@ impl OrderEvent {
     /// consume, is a `Conflict`: the delivery fails, is retried, and ends
     /// among the dead letters where an operator sees it.
     pub fn from_event(event: &Event) -> Result<Self, ServiceError> {
-        match event.topic {
-            Topic::OrderCreated => {
+        use crate::orders::topics::{ORDER_CANCELLED, ORDER_CREATED};
+        if event.topic == ORDER_CREATED {
                 let order: OrderPayload = event.payload()?;
                 // The table's checks would refuse these too, but as a database
                 // error (a worker failure): say what is wrong instead.
@@ -115,12 +115,13 @@ impl OrderEvent {
                     ));
                 }
                 Ok(OrderEvent::Created(order))
-            }
-            Topic::OrderCancelled => Ok(OrderEvent::Cancelled(event.payload()?)),
-            other => Err(ServiceError::Conflict(format!(
-                "event {} ({other}) is not one billing consumes",
-                event.id
-            ))),
+        } else if event.topic == ORDER_CANCELLED {
+            Ok(OrderEvent::Cancelled(event.payload()?))
+        } else {
+            Err(ServiceError::Conflict(format!(
+                "event {} ({}) is not one billing consumes",
+                event.id, event.topic
+            )))
         }
     }
 
@@ -143,7 +144,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn event(topic: Topic, data: serde_json::Value) -> Event {
+    fn event(topic: crate::events::Topic, data: serde_json::Value) -> Event {
         Event::new(topic, Some("req-1"), None, &data).expect("serializable")
     }
 
@@ -172,7 +173,7 @@ mod tests {
     #[test]
     fn an_order_created_event_is_read_ignoring_other_fields() {
         let read =
-            OrderEvent::from_event(&event(Topic::OrderCreated, order_json())).expect("parses");
+            OrderEvent::from_event(&event(crate::orders::topics::ORDER_CREATED, order_json())).expect("parses");
         let OrderEvent::Created(order) = read else {
             panic!("{read:?}")
         };
@@ -184,7 +185,7 @@ mod tests {
     #[test]
     fn an_order_cancelled_event_is_read() {
         let read =
-            OrderEvent::from_event(&event(Topic::OrderCancelled, order_json())).expect("parses");
+            OrderEvent::from_event(&event(crate::orders::topics::ORDER_CANCELLED, order_json())).expect("parses");
         assert!(matches!(read, OrderEvent::Cancelled(_)), "{read:?}");
     }
 
@@ -200,14 +201,14 @@ mod tests {
         currency["currency"] = json!("usd");
         for data in [missing, zero, currency, json!("not an object")] {
             let err =
-                OrderEvent::from_event(&event(Topic::OrderCreated, data.clone())).unwrap_err();
+                OrderEvent::from_event(&event(crate::orders::topics::ORDER_CREATED, data.clone())).unwrap_err();
             assert!(matches!(err, ServiceError::Conflict(_)), "{data}: {err:?}");
         }
     }
 
     #[test]
     fn other_topics_are_refused() {
-        let err = OrderEvent::from_event(&event(Topic::InvoicePaid, order_json())).unwrap_err();
+        let err = OrderEvent::from_event(&event(crate::billing::topics::INVOICE_PAID, order_json())).unwrap_err();
         assert!(matches!(err, ServiceError::Conflict(_)), "{err:?}");
     }
 

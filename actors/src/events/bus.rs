@@ -383,7 +383,7 @@ impl EventBus {
             use std::sync::atomic::Ordering::Relaxed;
             subscribers.push(SubscriberView {
                 name,
-                topics: subscription.topics.iter().map(|t| t.as_str()).collect(),
+                topics: subscription.topics.names(),
                 delivered: counters.delivered.load(Relaxed),
                 failed_attempts: counters.failed.load(Relaxed),
                 pending: backlog.map(|(pending, _)| pending),
@@ -439,7 +439,7 @@ impl EventBus {
         match subscription.deliver(letter.event.clone()).await {
             Ok(()) => {
                 store.replayed(id, Ok(())).await?;
-                metrics::counter!("events_delivered_total", "topic" => letter.event.topic.as_str(), "subscriber" => subscription.subscriber)
+                metrics::counter!("events_delivered_total", "topic" => letter.event.topic.label(), "subscriber" => subscription.subscriber)
                     .increment(1);
                 tracing::info!("dead letter replayed");
                 self.publish_gauges().await;

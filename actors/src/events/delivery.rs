@@ -132,7 +132,7 @@ impl Settler {
     fn applied(&self, event: &Event) {
         let subscriber = self.subscription.subscriber;
         self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("events_delivered_total", "topic" => event.topic.as_str(), "subscriber" => subscriber)
+        metrics::counter!("events_delivered_total", "topic" => event.topic.label(), "subscriber" => subscriber)
             .increment(1);
         metrics::histogram!("event_delivery_lag_seconds", "subscriber" => subscriber)
             .record(event.age().as_secs_f64());
@@ -165,7 +165,7 @@ impl Settler {
                 Err(DeliveryError::Failed(reason)) => {
                     failures += 1;
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("events_failed_total", "topic" => event.topic.as_str(), "subscriber" => subscriber)
+                    metrics::counter!("events_failed_total", "topic" => event.topic.label(), "subscriber" => subscriber)
                         .increment(1);
                     if failures >= self.max_attempts {
                         return self.bury(&event, failures, &reason).await;

@@ -106,12 +106,12 @@ impl MemoryBus {
                 continue;
             }
             accepted += 1;
-            metrics::counter!("events_published_total", "topic" => record.event.topic.as_str())
+            metrics::counter!("events_published_total", "topic" => record.event.topic.label())
                 .increment(1);
             let targets: Vec<&Queue> = self
                 .queues
                 .iter()
-                .filter(|q| q.subscription.wants(record.event.topic))
+                .filter(|q| q.subscription.wants(&record.event.topic))
                 .collect();
             let ticket = Arc::new(Ticket {
                 remaining: AtomicUsize::new(targets.len() + 1),

@@ -81,7 +81,7 @@ impl RedisStream {
                 .xadd(&self.key, false, None::<()>, XID::Auto, fields)
                 .await
                 .map_err(|e| format!("XADD {}: {e}", self.key))?;
-            metrics::counter!("events_published_total", "topic" => record.event.topic.as_str())
+            metrics::counter!("events_published_total", "topic" => record.event.topic.label())
                 .increment(1);
         }
         Ok(())
@@ -407,7 +407,7 @@ impl Consumer {
         let wanted: Vec<Event> = entries
             .iter()
             .filter_map(|(_, event)| event.clone())
-            .filter(|event| self.settler.subscription.wants(event.topic))
+            .filter(|event| self.settler.subscription.wants(&event.topic))
             .collect();
         let mut attempts: HashMap<uuid::Uuid, Attempt> = wanted
             .iter()
@@ -440,7 +440,7 @@ impl Consumer {
                 tracing::error!(group = %self.group, entry = %id, "unreadable event in the stream; skipped");
                 true
             }
-            Some(event) if !self.settler.subscription.wants(event.topic) => true,
+            Some(event) if !self.settler.subscription.wants(&event.topic) => true,
             Some(event) => self.settler.settle_after(event, first).await != Settled::Abandoned,
         };
         if settled {

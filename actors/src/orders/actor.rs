@@ -7,8 +7,9 @@ use supervision::{BoxError, WorkerHandler};
 use super::messages::{Created, OrdersMsg};
 use super::model::NewOrder;
 use super::store::{CancelOutcome, Cause, InvoicePaid, OrdersStore, PaidOutcome};
+use crate::billing::topics;
 use crate::api::{Caller, Page, RequestContext};
-use crate::events::{Event, Topic};
+use crate::events::Event;
 use crate::fault::Fault;
 use crate::idempotency::{Claim, IdempotencyKey};
 use crate::storage::StoreError;
@@ -161,7 +162,7 @@ async fn cancel(
 /// Applies an event orders subscribes to (`invoice.paid`: the order is paid).
 async fn apply(store: &OrdersStore, event: &Event) -> Result<(), ServiceError> {
     crate::fault::poison::strike("orders", event);
-    if event.topic != Topic::InvoicePaid {
+    if event.topic != topics::INVOICE_PAID {
         return Ok(());
     }
     let paid: InvoicePaid = event.payload()?;

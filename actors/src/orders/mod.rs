@@ -13,6 +13,7 @@ pub mod messages;
 pub mod model;
 pub mod routes;
 pub mod store;
+pub mod topics;
 
 use std::time::Duration;
 
@@ -20,7 +21,8 @@ use supervision::ServiceSupervisor;
 
 pub use messages::OrdersMsg;
 
-use crate::events::{Subscription, Topic};
+use crate::billing::topics::INVOICE_PAID;
+use crate::events::{Subscription, Topics};
 use crate::service::{ServiceContext, ServiceDefinition, StartError, StartedService};
 use crate::storage::StoreError;
 use actor::OrdersWorker;
@@ -34,6 +36,9 @@ pub const SERVICE: ServiceDefinition = ServiceDefinition {
 
 /// How often completed idempotency keys past their retention are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
+
+/// The topics orders consumes.
+const TOPICS: Topics = Topics::Named(&[INVOICE_PAID]);
 
 async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
     let store_error = |source: StoreError| StartError::Store {
@@ -57,7 +62,7 @@ async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
     );
     let subscription = Subscription::new(
         "orders",
-        &[Topic::InvoicePaid],
+        TOPICS,
         ctx.workers,
         handle.clone(),
         |event, reply| OrdersMsg::Apply { event, reply },

@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use super::model::{parse_role, ClientInfo, DisplayName, Email, SessionRecord, User};
 use super::tokens::RefreshHash;
+use crate::auth::topics;
 use crate::api::{PageRequest, Role};
 use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
@@ -307,7 +308,7 @@ impl AuthStore {
             None => None,
         };
         let response = body.as_ref().map(|(key, body)| (*key, body.as_slice()));
-        let event = event(Topic::UserRegistered, cause, user.id, &user)?;
+        let event = event(topics::USER_REGISTERED, cause, user.id, &user)?;
         let inserted = match &self.db {
             Database::Sqlite(db) => {
                 sqlite::insert_user(db, &user, password_hash, response, &event).await?
@@ -419,7 +420,7 @@ impl AuthStore {
             ip: record.ip.as_deref(),
             user_agent: record.user_agent.as_deref(),
         };
-        let event = event(Topic::UserLoggedIn, cause, user_id, &logged_in)?;
+        let event = event(topics::USER_LOGGED_IN, cause, user_id, &logged_in)?;
         let new = NewSession {
             record: record.clone(),
             refresh,
@@ -543,7 +544,7 @@ fn event(
     subject: Uuid,
     data: &impl Serialize,
 ) -> Result<Event, StoreError> {
-    Event::new(topic, cause.request_id, cause.actor.resolve(subject), data)
+    Event::new(topic.clone(), cause.request_id, cause.actor.resolve(subject), data)
         .map_err(|e| StoreError::Corrupt(format!("{topic} event for user {subject}: {e}")))
 }
 
@@ -559,7 +560,7 @@ fn revocation(
             user_id,
             reason,
         };
-        event(Topic::SessionRevoked, cause, user_id, &data)
+        event(topics::SESSION_REVOKED, cause, user_id, &data)
     }
 }
 

@@ -9,9 +9,10 @@ use uuid::Uuid;
 
 use super::sql::postgres::{invoice_from_row, InvoiceRow};
 use super::{ApplyOutcome, BillingSql, BillingWrite, InvoiceWrite, COLUMNS};
+use crate::billing::topics;
 use crate::events::inbox::InboxSql;
 use crate::events::outbox::OutboxSql;
-use crate::events::{Event, Topic};
+use crate::events::Event;
 
 use crate::storage::StoreError;
 
@@ -87,7 +88,7 @@ impl BillingSql for Postgres {
         let announced = plan
             .new
             .iter()
-            .map(|(event, invoice)| BillingWrite::announce(event, Topic::InvoiceCreated, invoice))
+            .map(|(event, invoice)| BillingWrite::announce(event, topics::INVOICE_CREATED, invoice))
             .collect::<Result<Vec<_>, _>>()?;
         Postgres::append_all_in(tx, &announced.iter().collect::<Vec<_>>()).await?;
         Ok(plan.outcomes)

@@ -13,11 +13,12 @@ use super::{
     parse_status, ApplyOutcome, BillingSql, BillingWrite, BillingWritten, Cause, PayOutcome,
     COLUMNS,
 };
+use crate::billing::topics;
 use crate::api::PageRequest;
 use crate::billing::model::{Invoice, InvoiceFilter, InvoiceStatus};
 use crate::events::inbox::InboxSql;
 use crate::events::outbox::OutboxSql;
-use crate::events::{Event, Topic};
+use crate::events::Event;
 use crate::storage::group_commit::Batch;
 use crate::storage::sql::{per_backend, Dialect};
 use crate::storage::StoreError;
@@ -106,7 +107,7 @@ per_backend! {
                 .fetch_one(&mut **tx)
                 .await?;
                 let voided = invoice_from_row(row)?;
-                let announced = BillingWrite::announce(event, Topic::InvoiceVoided, &voided)?;
+                let announced = BillingWrite::announce(event, topics::INVOICE_VOIDED, &voided)?;
                 DB::append_in(tx, &announced).await?;
                 ApplyOutcome::Voided(voided)
             }
@@ -150,7 +151,7 @@ per_backend! {
             request_id: Some(request_id),
             actor_id: Some(actor_id),
         };
-        DB::append_in(tx, &cause.announce(Topic::InvoicePaid, &paid)?).await?;
+        DB::append_in(tx, &cause.announce(topics::INVOICE_PAID, &paid)?).await?;
         Ok(PayOutcome::Paid(paid))
     }
 

@@ -9,9 +9,10 @@ use sqlx::{Sqlite, Transaction};
 
 use super::sql::sqlite::{invoice_from_row, InvoiceRow};
 use super::{ApplyOutcome, BillingSql, BillingWrite, InvoiceWrite, COLUMNS};
+use crate::billing::topics;
 use crate::events::inbox::InboxSql;
 use crate::events::outbox::OutboxSql;
-use crate::events::{Event, Topic};
+use crate::events::Event;
 use crate::storage::sql::Dialect;
 use crate::storage::StoreError;
 
@@ -85,7 +86,7 @@ impl BillingSql for Sqlite {
         let announced = plan
             .new
             .iter()
-            .map(|(event, invoice)| BillingWrite::announce(event, Topic::InvoiceCreated, invoice))
+            .map(|(event, invoice)| BillingWrite::announce(event, topics::INVOICE_CREATED, invoice))
             .collect::<Result<Vec<_>, _>>()?;
         Sqlite::append_all_in(tx, &announced.iter().collect::<Vec<_>>()).await?;
         Ok(plan.outcomes)

@@ -20,6 +20,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::model::{NewOrder, Order, OrderFilter, OrderStatus};
+use crate::orders::topics;
 use crate::api::PageRequest;
 use crate::events::inbox::Inbox;
 use crate::events::{Event, Outbox, Topic};
@@ -175,7 +176,7 @@ impl OrderWrite {
     /// The event announcing a cancel.
     fn cancelled(order: &Order, request_id: &str, actor: Uuid) -> Result<Event, StoreError> {
         event(
-            Topic::OrderCancelled,
+            topics::ORDER_CANCELLED,
             Cause { request_id, actor },
             order,
         )
@@ -275,7 +276,7 @@ impl OrdersStore {
             )),
             None => None,
         };
-        let event = event(Topic::OrderCreated, cause, &order)?;
+        let event = event(topics::ORDER_CREATED, cause, &order)?;
         self.writer
             .submit(OrderWrite::Create {
                 order: order.clone(),
