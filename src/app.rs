@@ -1,29 +1,33 @@
-//! Boot and shutdown. [`App::start`] opens every enabled service (database,
-//! migrations), starts the supervision tree, binds the public and admin
-//! listeners and serves. Shutdown (signal or [`App::shutdown`]): `/ready`
-//! turns 503, the public listener stops accepting and drains in-flight
-//! requests (bounded by `server.shutdown_timeout`), the services stop in
-//! reverse start order, then the admin listener closes.
+//! Boot and shutdown. An app is built from a configuration and a list of
+//! service definitions ([`App::builder`]; [`App::start`] takes the built-in
+//! ones). [`AppBuilder::build`] checks the configuration against the
+//! services, makes the shared resources, opens every enabled service
+//! (database, migrations) and starts the supervision tree;
+//! [`Built::run`] binds the public and admin listeners and serves.
+//! Shutdown (signal or [`App::shutdown`]): `/ready` turns 503, the public
+//! listener stops accepting and drains in-flight requests (bounded by
+//! `server.shutdown_timeout`), the services stop in reverse start order,
+//! then the admin listener closes.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::Actor;
-use supervision::{RootSupervisor, Tree};
+use ractor::{Actor, ActorRef};
+use supervision::{RootSupervisor, ServiceStarter, Tree};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use actors::auth::TokenKeys;
+use actors::access::TokenKeys;
 use actors::events::bus::BusConfig;
-use actors::events::EventBus;
-use actors::kv::{KvDependency, KvStore, MemoryKv, RateLimit, ReconnectingRedis, RedisSettings};
-use actors::service::{ServiceContext, StartError};
+use actors::events::{EventBus, Outbox, Subscription};
+use actors::kv::{KvDependency, KvStore, MemoryKv, ReconnectingRedis, RedisSettings};
+use actors::service::{RateLimiting, Resources, ServiceContext, ServiceDefinition, StartError};
 use actors::storage::Dependency;
 
-use crate::config::{Config, Environment, RedisConfig};
+use crate::config::{Config, ConfigError, Environment, RedisConfig};
 use crate::http::admin::Admin;
 use crate::http::auth::Authenticator;
 use crate::http::edge::Cors;
@@ -36,6 +40,10 @@ use crate::telemetry::metrics::{self, MetricsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("service {0} is registered twice")]
+    DuplicateService(&'static str),
     #[error(transparent)]
     Service(#[from] StartError),
     #[error("cannot listen on {addr} ({what}): {source}")]
@@ -52,11 +60,22 @@ pub enum AppError {
     /// The token keys cannot be had (a short secret, none in production, an
     /// unreadable secret file): a configuration problem.
     #[error(transparent)]
-    Keys(#[from] actors::auth::tokens::KeyError),
+    Keys(#[from] actors::access::tokens::KeyError),
     #[error("cannot start the event bus: {0}")]
     Events(#[from] actors::events::bus::BusError),
     #[error("cannot start the supervision tree: {0}")]
     Supervision(String),
+}
+
+impl AppError {
+    /// Whether the configuration is at fault (exit code 2) rather than the
+    /// environment.
+    pub fn is_configuration(&self) -> bool {
+        matches!(
+            self,
+            AppError::Config(_) | AppError::DuplicateService(_) | AppError::Keys(_)
+        )
+    }
 }
 
 /// A running Stageworks.
@@ -67,160 +86,310 @@ pub struct App {
     done: JoinHandle<()>,
 }
 
-impl App {
-    pub async fn start(config: Config) -> Result<App, AppError> {
+/// What an app is built from: a configuration, service definitions (in
+/// start order), and shared resources beyond the process's own.
+pub struct AppBuilder {
+    config: Config,
+    services: Vec<ServiceDefinition>,
+    resources: Resources,
+}
+
+impl AppBuilder {
+    /// Registers a service (started after those registered before it,
+    /// stopped before them).
+    pub fn service(mut self, definition: ServiceDefinition) -> Self {
+        self.services.push(definition);
+        self
+    }
+
+    pub fn services(mut self, definitions: impl IntoIterator<Item = ServiceDefinition>) -> Self {
+        self.services.extend(definitions);
+        self
+    }
+
+    /// Adds a shared resource for the services to take by type (see
+    /// [`ServiceContext::resource`]); the process's own (key-value store,
+    /// token keys, [`RateLimiting`]) are added by [`AppBuilder::build`].
+    pub fn resource<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.resources.insert(value);
+        self
+    }
+
+    /// Checks the configuration against the registered services, makes the
+    /// shared resources, starts every enabled service and the event bus
+    /// under the root supervisor; nothing listens yet.
+    pub async fn build(self) -> Result<Built, AppError> {
+        let AppBuilder {
+            config,
+            services,
+            mut resources,
+        } = self;
+        for (i, definition) in services.iter().enumerate() {
+            if services[..i].iter().any(|d| d.name == definition.name) {
+                return Err(AppError::DuplicateService(definition.name));
+            }
+        }
+        config.validate(&services)?;
+        let configured = config.configure(&services)?;
         let metrics_handle = metrics::install()?;
 
+        let mut started = Started::new()?;
+        let kv = key_value_store(&config.redis).await;
+        if config.redis.url.is_empty() {
+            tracing::info!("key-value store: in memory (this process only)");
+        } else {
+            started
+                .dependencies
+                .push(Arc::new(KvDependency(kv.clone())));
+        }
+        let tokens = Arc::new(TokenKeys::load_or_create(
+            &config.data_dir,
+            Some(config.tokens.jwt_secret.as_str()),
+            config.env == Environment::Production,
+            config.tokens.token_settings(),
+        )?);
+        resources.insert(kv.clone());
+        resources.insert(tokens.clone());
+        resources.insert(RateLimiting {
+            enabled: config.rate_limit.enabled,
+        });
+
+        for (section, service) in configured {
+            if !section.enabled {
+                tracing::info!(service = service.name, "service disabled by configuration");
+                continue;
+            }
+            let ctx = ServiceContext {
+                name: service.name,
+                policy: section.policy(config.server.shutdown_timeout),
+                workers: section.workers,
+                call_timeout: section.call_timeout,
+                data_dir: config.data_dir.clone(),
+                storage: config.storage(service.name),
+                resources: resources.clone(),
+            };
+            started.add(service.start(ctx).await?)?;
+        }
+        let events = started.start_events(&config).await?;
+        let tree = Tree::new(
+            started
+                .starters
+                .iter()
+                .map(|s| s.shared().clone())
+                .collect(),
+        );
+        let (root, _) = Actor::spawn(None, RootSupervisor, started.starters)
+            .await
+            .map_err(|e| AppError::Supervision(e.to_string()))?;
+
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        let dependencies = started.dependencies;
+        let probes = Probes::new(tree.clone(), dependencies.clone(), shutting_down.clone());
+        let frontend = Frontend::new(
+            started.router,
+            probes,
+            Authenticator::new(tokens, kv.clone()),
+            RateLimiter::new(kv, &config.rate_limit),
+            Cors::new(&config.cors),
+            config.server.max_body_bytes,
+            config.server.request_timeout,
+        );
+        let admin = Admin::new(
+            tree,
+            dependencies.clone(),
+            metrics_handle,
+            events.clone(),
+            config.admin.token.clone(),
+        );
+        Ok(Built {
+            config,
+            frontend: Arc::new(frontend),
+            admin: Arc::new(admin),
+            events,
+            root,
+            dependencies,
+            shutting_down,
+        })
+    }
+
+    /// [`AppBuilder::build`], then [`Built::run`].
+    pub async fn start(self) -> Result<App, AppError> {
+        self.build().await?.run().await
+    }
+}
+
+/// What the services gave as they started, gathered for the router, the
+/// probes, the event bus and the root supervisor.
+struct Started {
+    router: Router,
+    starters: Vec<Arc<dyn ServiceStarter>>,
+    dependencies: Vec<Arc<dyn Dependency>>,
+    producers: Vec<Outbox>,
+    subscriptions: Vec<Subscription>,
+}
+
+impl Started {
+    fn new() -> Result<Self, AppError> {
         let mut router = Router::new();
         router.add(http::Method::GET, "/live", Endpoint::Live)?;
         router.add(http::Method::GET, "/ready", Endpoint::Ready)?;
         router.add(http::Method::GET, "/health", Endpoint::Health)?;
-        let mut starters = Vec::new();
-        let mut dependencies: Vec<Arc<dyn Dependency>> = Vec::new();
-        let mut producers = Vec::new();
-        let mut subscriptions = Vec::new();
-        let kv = key_value_store(&config.redis).await;
-        let tokens = Arc::new(TokenKeys::load_or_create(
-            &config.data_dir,
-            Some(config.auth.jwt_secret.as_str()),
-            config.env == Environment::Production,
-            config.auth.token_settings(),
-        )?);
-        if config.redis.url.is_empty() {
-            tracing::info!("key-value store: in memory (this process only)");
-        } else {
-            dependencies.push(Arc::new(KvDependency(kv.clone())));
+        Ok(Self {
+            router,
+            starters: Vec::new(),
+            dependencies: Vec::new(),
+            producers: Vec::new(),
+            subscriptions: Vec::new(),
+        })
+    }
+
+    fn add(&mut self, started: actors::StartedService) -> Result<(), AppError> {
+        for route in started.routes {
+            self.router
+                .add(route.method.clone(), route.path, Endpoint::Api(route))?;
         }
-        for definition in actors::SERVICES {
-            let settings = config.service(definition.name);
-            if !settings.enabled {
-                tracing::info!(
-                    service = definition.name,
-                    "service disabled by configuration"
-                );
-                continue;
-            }
-            let ctx = ServiceContext {
-                name: definition.name,
-                policy: settings.policy(config.server.shutdown_timeout),
-                workers: settings.workers,
-                call_timeout: settings.call_timeout,
-                data_dir: config.data_dir.clone(),
-                storage: config.storage(definition.name),
-                default_currency: config.currency.clone(),
-                invoice_prefix: config.billing.invoice_prefix.clone(),
-                kv: kv.clone(),
-                tokens: tokens.clone(),
-                per_email_limit: config.rate_limit.enabled.then(|| {
-                    RateLimit::new(
-                        config.rate_limit.auth_email.requests,
-                        config.rate_limit.auth_email.per,
-                    )
-                }),
-            };
-            let started = (definition.start)(ctx).await?;
-            for route in started.routes {
-                router.add(route.method.clone(), route.path, Endpoint::Api(route))?;
-            }
-            dependencies.extend(started.dependencies);
-            producers.extend(started.outbox);
-            subscriptions.extend(started.subscriptions);
-            starters.push(started.starter);
-        }
-        // Started last, so it is stopped first: no event is taken from an
-        // outbox while the services stop.
-        let bus_settings = config.service(actors::events::bus::SERVICE_NAME);
+        self.dependencies.extend(started.dependencies);
+        self.producers.extend(started.outbox);
+        self.subscriptions.extend(started.subscriptions);
+        self.starters.push(started.starter);
+        Ok(())
+    }
+
+    /// The event bus, started last so it is stopped first: no event is
+    /// taken from an outbox while the services stop.
+    async fn start_events(&mut self, config: &Config) -> Result<EventBus, AppError> {
+        let section = config.service(actors::events::bus::SERVICE_NAME);
         let events = EventBus::start(BusConfig {
             settings: config.events.settings(),
             data_dir: config.data_dir.clone(),
             storage: config.storage(actors::events::bus::SERVICE_NAME),
             redis: redis_settings(&config.redis),
             instance: actors::instance::instance_id(&config.instance_id, &config.data_dir),
-            policy: bus_settings.policy(config.server.shutdown_timeout),
-            call_timeout: bus_settings.call_timeout,
-            producers,
-            subscriptions,
+            policy: section.policy(config.server.shutdown_timeout),
+            call_timeout: section.call_timeout,
+            producers: std::mem::take(&mut self.producers),
+            subscriptions: std::mem::take(&mut self.subscriptions),
         })
         .await?;
         tracing::info!(transport = events.bus.transport(), "event bus started");
-        dependencies.extend(events.dependencies);
-        starters.push(events.starter);
-        let events = events.bus;
-        let tree = Tree::new(starters.iter().map(|s| s.shared().clone()).collect());
-        let (root, _) = Actor::spawn(None, RootSupervisor, starters)
-            .await
-            .map_err(|e| AppError::Supervision(e.to_string()))?;
+        self.dependencies.extend(events.dependencies);
+        self.starters.push(events.starter);
+        Ok(events.bus)
+    }
+}
 
+/// A built app: services running under the root supervisor, the handlers
+/// of both listeners made, nothing bound yet.
+pub struct Built {
+    config: Config,
+    frontend: Arc<Frontend>,
+    admin: Arc<Admin>,
+    events: EventBus,
+    root: ActorRef<<RootSupervisor as Actor>::Msg>,
+    dependencies: Vec<Arc<dyn Dependency>>,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl Built {
+    /// Binds the public and admin listeners and serves until
+    /// [`App::shutdown`].
+    pub async fn run(self) -> Result<App, AppError> {
+        let config = &self.config;
         let public = bind("public listener", config.server.listen).await?;
         let admin = bind("admin listener", config.admin.listen).await?;
         let public_addr = local_addr(&public, "public listener")?;
         let admin_addr = local_addr(&admin, "admin listener")?;
-
-        let shutting_down = Arc::new(AtomicBool::new(false));
-        let probes = Probes::new(tree.clone(), dependencies.clone(), shutting_down.clone());
-        let closing = dependencies.clone();
-        let frontend = Arc::new(Frontend::new(
-            router,
-            probes,
-            Authenticator::new(tokens.clone(), kv.clone()),
-            RateLimiter::new(kv.clone(), &config.rate_limit),
-            Cors::new(&config.cors),
-            config.server.max_body_bytes,
-            config.server.request_timeout,
-        ));
-        let admin_handler = Arc::new(Admin::new(
-            tree,
-            dependencies,
-            metrics_handle,
-            events.clone(),
-            config.admin.token.clone(),
-        ));
         let settings = ServeSettings {
             header_read_timeout: config.server.header_read_timeout,
             shutdown_timeout: config.server.shutdown_timeout,
         };
 
-        let (shutdown, mut stop_requested) = watch::channel(false);
+        let (shutdown, stop_requested) = watch::channel(false);
         let (stop_public_tx, stop_public) = watch::channel(false);
         let (stop_admin_tx, stop_admin) = watch::channel(false);
-        let public_task = tokio::spawn(server::serve(public, frontend, settings, stop_public));
-        let admin_task = tokio::spawn(server::serve(admin, admin_handler, settings, stop_admin));
+        let public_task = tokio::spawn(server::serve(public, self.frontend, settings, stop_public));
+        let admin_task = tokio::spawn(server::serve(admin, self.admin, settings, stop_admin));
         tracing::info!(%public_addr, %admin_addr, version = env!("CARGO_PKG_VERSION"), "stageworks is serving");
 
-        let done = tokio::spawn(async move {
-            {
-                let _ = stop_requested.wait_for(|stop| *stop).await;
-            }
-            // Readiness fails first, so load balancers stop sending before the
-            // listener closes.
-            shutting_down.store(true, Ordering::Release);
-            tracing::info!("shutting down: /ready answers 503, draining in-flight requests");
-            let _ = stop_public_tx.send(true);
-            let drained = public_task.await.unwrap_or(false);
-            if !drained {
-                tracing::warn!("some requests did not finish within the shutdown timeout");
-            }
-            // Relays and consumers stop first: what they had not settled
-            // stays in the outboxes (or pending in the stream).
-            events.stop().await;
-            tracing::info!("stopping services in reverse start order");
-            if let Err(err) = root.stop_and_wait(Some("shutdown".into()), None).await {
-                tracing::warn!(error = %err, "root supervisor did not stop cleanly");
-            }
-            for dependency in &closing {
-                dependency.close().await;
-            }
-            let _ = stop_admin_tx.send(true);
-            let _ = admin_task.await;
-            tracing::info!("stopped");
-        });
-
+        let stopping = Stopping {
+            shutting_down: self.shutting_down,
+            stop_public: stop_public_tx,
+            public_task,
+            events: self.events,
+            root: self.root,
+            dependencies: self.dependencies,
+            stop_admin: stop_admin_tx,
+            admin_task,
+        };
+        let done = tokio::spawn(stopping.after(stop_requested));
         Ok(App {
             public_addr,
             admin_addr,
             shutdown,
             done,
         })
+    }
+}
+
+/// What a graceful shutdown stops, in order.
+struct Stopping {
+    shutting_down: Arc<AtomicBool>,
+    stop_public: watch::Sender<bool>,
+    public_task: JoinHandle<bool>,
+    events: EventBus,
+    root: ActorRef<<RootSupervisor as Actor>::Msg>,
+    dependencies: Vec<Arc<dyn Dependency>>,
+    stop_admin: watch::Sender<bool>,
+    admin_task: JoinHandle<bool>,
+}
+
+impl Stopping {
+    async fn after(self, mut stop_requested: watch::Receiver<bool>) {
+        {
+            let _ = stop_requested.wait_for(|stop| *stop).await;
+        }
+        // Readiness fails first, so load balancers stop sending before the
+        // listener closes.
+        self.shutting_down.store(true, Ordering::Release);
+        tracing::info!("shutting down: /ready answers 503, draining in-flight requests");
+        let _ = self.stop_public.send(true);
+        let drained = self.public_task.await.unwrap_or(false);
+        if !drained {
+            tracing::warn!("some requests did not finish within the shutdown timeout");
+        }
+        // Relays and consumers stop first: what they had not settled
+        // stays in the outboxes (or pending in the stream).
+        self.events.stop().await;
+        tracing::info!("stopping services in reverse start order");
+        if let Err(err) = self.root.stop_and_wait(Some("shutdown".into()), None).await {
+            tracing::warn!(error = %err, "root supervisor did not stop cleanly");
+        }
+        for dependency in &self.dependencies {
+            dependency.close().await;
+        }
+        let _ = self.stop_admin.send(true);
+        let _ = self.admin_task.await;
+        tracing::info!("stopped");
+    }
+}
+
+impl App {
+    /// An app of the given services (none yet: add them with
+    /// [`AppBuilder::service`], the built-in ones with `actors::BUILTIN`).
+    pub fn builder(config: Config) -> AppBuilder {
+        AppBuilder {
+            config,
+            services: Vec::new(),
+            resources: Resources::new(),
+        }
+    }
+
+    /// Builds and runs the built-in services.
+    pub async fn start(config: Config) -> Result<App, AppError> {
+        App::builder(config)
+            .services(actors::BUILTIN.iter().copied())
+            .start()
+            .await
     }
 
     pub fn public_addr(&self) -> SocketAddr {

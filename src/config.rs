@@ -2,6 +2,13 @@
 //! environment variables `STAGEWORKS__SECTION__KEY` (figment layers them). The
 //! result is checked as a whole: every problem is reported with its key, and
 //! the process does not start on a bad configuration (exit code 2).
+//!
+//! This file knows the process's own sections (server, admin, database,
+//! redis, tokens, events, …) and the supervision keys every
+//! `[services.<name>]` section has ([`ServiceConfig`]). The rest of a
+//! service's section is the service's own: it is handed to the service's
+//! definition, which reads it into its typed settings and names its problems
+//! (`services.<name>.<key>`); no service is named here.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -9,10 +16,15 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use actors::service::ServiceDefinition;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::Dict;
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use supervision::{Backoff, Strategy, SupervisionPolicy};
+
+/// A rate limit as configured: `{ requests = 100, per = "15m" }`.
+pub type LimitConfig = actors::kv::LimitSettings;
 
 /// The environment variable prefix; `__` separates the levels of a key.
 pub const ENV_PREFIX: &str = "STAGEWORKS__";
@@ -21,12 +33,10 @@ pub const ENV_PREFIX: &str = "STAGEWORKS__";
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `development` or `production`; production makes secret checks strict
-    /// (used by the auth service).
+    /// (a token secret is required).
     pub env: Environment,
     /// Where the embedded databases live (one SQLite file per service).
     pub data_dir: PathBuf,
-    /// ISO 4217 code for amounts that name no currency.
-    pub currency: String,
     /// This process's stable name among replicas (its Redis Streams
     /// consumer); empty: the host name and a hash of `data_dir`.
     pub instance_id: String,
@@ -35,12 +45,11 @@ pub struct Config {
     pub log: LogConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
-    pub auth: AuthConfig,
+    pub tokens: TokensConfig,
     pub cors: CorsConfig,
     pub rate_limit: RateLimitConfig,
     pub events: EventsConfig,
-    pub billing: BillingConfig,
-    /// Per service, by name (`[services.orders]`).
+    /// Per service, by name (`[services.<name>]`).
     pub services: BTreeMap<String, ServiceConfig>,
 }
 
@@ -147,10 +156,12 @@ impl Default for RedisConfig {
     }
 }
 
-/// Access tokens: the signing key and the claims' issuer, audience and lifetimes.
+/// Access tokens: the signing key and the claims' issuer, audience and
+/// lifetimes. The keys are a shared resource: the front-end verifies every
+/// request with them, the service that signs users in issues with them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
+pub struct TokensConfig {
     /// HS256 key, at least 32 bytes. Empty in development: one is generated
     /// into `<data_dir>/jwt-secret` (mode 0600) and kept; required in production.
     pub jwt_secret: String,
@@ -162,9 +173,9 @@ pub struct AuthConfig {
     pub refresh_ttl: Duration,
 }
 
-impl Default for AuthConfig {
+impl Default for TokensConfig {
     fn default() -> Self {
-        let tokens = actors::auth::TokenSettings::default();
+        let tokens = actors::access::TokenSettings::default();
         Self {
             jwt_secret: String::new(),
             issuer: tokens.issuer,
@@ -175,9 +186,9 @@ impl Default for AuthConfig {
     }
 }
 
-impl AuthConfig {
-    pub fn token_settings(&self) -> actors::auth::TokenSettings {
-        actors::auth::TokenSettings {
+impl TokensConfig {
+    pub fn token_settings(&self) -> actors::access::TokenSettings {
+        actors::access::TokenSettings {
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
             access_ttl: self.access_ttl,
@@ -247,22 +258,6 @@ impl EventsConfig {
     }
 }
 
-/// The billing service.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BillingConfig {
-    /// What invoice numbers start with: `INV-` gives `INV-000001`.
-    pub invoice_prefix: String,
-}
-
-impl Default for BillingConfig {
-    fn default() -> Self {
-        Self {
-            invoice_prefix: "INV-".into(),
-        }
-    }
-}
-
 /// Cross-origin access: nothing is allowed until origins are listed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -305,24 +300,6 @@ impl Default for CorsConfig {
     }
 }
 
-/// Requests allowed per period.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitConfig {
-    pub requests: u32,
-    #[serde(with = "humantime_serde")]
-    pub per: Duration,
-}
-
-impl Default for LimitConfig {
-    fn default() -> Self {
-        Self {
-            requests: 100,
-            per: Duration::from_secs(15 * 60),
-        }
-    }
-}
-
 /// Rate limits at the edge (GCRA, state in the key-value store).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -334,10 +311,9 @@ pub struct RateLimitConfig {
     pub trusted_proxy_hops: u32,
     /// Per client IP, every `/api/v1` route.
     pub api: LimitConfig,
-    /// Per client IP, sign-up and sign-in (stricter).
+    /// Per client IP, the routes that take credentials (sign-up, sign-in:
+    /// stricter).
     pub auth: LimitConfig,
-    /// Per email, sign-in attempts (guessing spread over many addresses).
-    pub auth_email: LimitConfig,
     /// Per authenticated user.
     pub user: LimitConfig,
 }
@@ -356,10 +332,6 @@ impl Default for RateLimitConfig {
                 requests: 20,
                 per: fifteen_minutes,
             },
-            auth_email: LimitConfig {
-                requests: 5,
-                per: fifteen_minutes,
-            },
             user: LimitConfig {
                 requests: 1000,
                 per: fifteen_minutes,
@@ -368,9 +340,12 @@ impl Default for RateLimitConfig {
     }
 }
 
+/// A `[services.<name>]` section: the supervision keys every service has,
+/// and the service's own keys, which its definition reads and checks.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct ServiceConfig {
+    /// `false`: the service is not started and its routes answer 404.
     pub enabled: bool,
     /// This service's own database URL, overriding `database.url`.
     pub database_url: String,
@@ -391,6 +366,9 @@ pub struct ServiceConfig {
     /// The cap for `open_for` as it doubles on consecutive trips.
     #[serde(with = "humantime_serde")]
     pub open_for_max: Duration,
+    /// The service's own keys (`invoice_prefix`), for its definition to read.
+    #[serde(flatten)]
+    pub own: Dict,
 }
 
 impl Default for Config {
@@ -398,18 +376,16 @@ impl Default for Config {
         Self {
             env: Environment::Development,
             data_dir: PathBuf::from("./data"),
-            currency: "USD".into(),
             instance_id: String::new(),
             server: ServerConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
             database: DatabaseConfig::default(),
             redis: RedisConfig::default(),
-            auth: AuthConfig::default(),
+            tokens: TokensConfig::default(),
             cors: CorsConfig::default(),
             rate_limit: RateLimitConfig::default(),
             events: EventsConfig::default(),
-            billing: BillingConfig::default(),
             services: BTreeMap::new(),
         }
     }
@@ -477,11 +453,21 @@ impl Default for ServiceConfig {
             backoff_max: policy.backoff.max,
             open_for: policy.open_for,
             open_for_max: policy.open_for_max,
+            own: Dict::new(),
         }
     }
 }
 
 impl ServiceConfig {
+    /// Sets one of the service's own keys (for tests and programs that build
+    /// their configuration in code).
+    pub fn set(&mut self, key: &str, value: impl Serialize) -> Result<(), ConfigError> {
+        let value = figment::value::Value::serialize(value)
+            .map_err(|err| ConfigError::Parse(format!("{key}: {err}")))?;
+        self.own.insert(key.to_owned(), value);
+        Ok(())
+    }
+
     pub fn policy(&self, shutdown_timeout: Duration) -> SupervisionPolicy {
         SupervisionPolicy {
             strategy: self.strategy,
@@ -509,285 +495,143 @@ pub enum ConfigError {
     Missing(PathBuf),
 }
 
+/// The process's own sections that were renamed: a configuration that still
+/// uses one is refused with the new name, rather than read as unknown.
+const RENAMED: &[(&str, &str)] = &[("auth", "tokens")];
+
 impl Config {
-    /// Loads defaults ← file ← environment. A missing file is an error only if
-    /// it was asked for explicitly.
-    pub fn load(path: &Path, explicit: bool) -> Result<Self, ConfigError> {
+    /// Loads defaults ← file ← environment and checks the result, including
+    /// each service's own keys against its definition. A missing file is an
+    /// error only if it was asked for explicitly.
+    pub fn load(
+        path: &Path,
+        explicit: bool,
+        services: &[ServiceDefinition],
+    ) -> Result<Self, ConfigError> {
         if explicit && !path.exists() {
             return Err(ConfigError::Missing(path.to_owned()));
         }
-        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+        let figment = Figment::from(Serialized::defaults(Config::default()))
             .merge(if explicit {
                 Toml::file_exact(path)
             } else {
                 Toml::file(path)
             })
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
-            .extract()
-            .map_err(|err| {
-                ConfigError::Parse(
-                    err.into_iter()
-                        .map(|e| e.to_string())
-                        .collect::<Vec<_>>()
-                        .join("; "),
-                )
-            })?;
-        config.validate(
-            actors::SERVICES
-                .iter()
-                .map(|s| s.name)
-                .chain([actors::events::bus::SERVICE_NAME]),
-        )?;
+            .merge(Env::prefixed(ENV_PREFIX).split("__"));
+        let moved = moved_keys(&figment, services);
+        if !moved.is_empty() {
+            return Err(ConfigError::Invalid(moved));
+        }
+        let config: Config = figment.extract().map_err(|err| {
+            ConfigError::Parse(
+                err.into_iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        config.validate(services)?;
         Ok(config)
     }
 
-    /// The settings of a service: its section, or the defaults.
+    /// The section of a service: its own, or the defaults.
     pub fn service(&self, name: &str) -> ServiceConfig {
         self.services.get(name).cloned().unwrap_or_default()
     }
 
-    /// Checks what types alone cannot: zero durations, empty pools, unknown
-    /// services, an exposed admin listener without a token.
-    pub fn validate<'a>(
+    /// The section of a service, created with the defaults if absent (for
+    /// tests and programs that build their configuration in code).
+    pub fn service_mut(&mut self, name: &str) -> &mut ServiceConfig {
+        self.services.entry(name.to_owned()).or_default()
+    }
+
+    /// Checks what types alone cannot, section by section: zero durations,
+    /// empty pools, an exposed admin listener without a token, unknown
+    /// services, and each service's own keys (by its definition).
+    pub fn validate(&self, services: &[ServiceDefinition]) -> Result<(), ConfigError> {
+        let mut problems = Problems::default();
+        self.server.check(&mut problems);
+        self.admin.check(&self.server, &mut problems);
+        self.log.check(&mut problems);
+        self.database.check(&mut problems);
+        self.redis.check(&mut problems);
+        self.tokens.check(self.env, &mut problems);
+        self.cors.check(&mut problems);
+        self.rate_limit.check(&mut problems);
+        self.events.check(&mut problems);
+        self.check_instance_id(&mut problems);
+        self.check_services(services, &mut problems);
+        problems.into_result()
+    }
+
+    /// Every registered service with its own settings read, in registration
+    /// order, disabled ones included (the caller skips them).
+    pub fn configure(
         &self,
-        known_services: impl Iterator<Item = &'a str>,
-    ) -> Result<(), ConfigError> {
-        let known: Vec<&str> = known_services.collect();
+        services: &[ServiceDefinition],
+    ) -> Result<Vec<(ServiceConfig, actors::service::ConfiguredService)>, ConfigError> {
         let mut problems = Vec::new();
-        let mut positive = |key: String, d: Duration| {
-            if d.is_zero() {
-                problems.push(format!("{key}: must be greater than zero"));
-            }
-        };
-        positive("server.request_timeout".into(), self.server.request_timeout);
-        positive(
-            "server.shutdown_timeout".into(),
-            self.server.shutdown_timeout,
-        );
-        positive(
-            "server.header_read_timeout".into(),
-            self.server.header_read_timeout,
-        );
-        positive("database.busy_timeout".into(), self.database.busy_timeout);
-        positive(
-            "database.statement_timeout".into(),
-            self.database.statement_timeout,
-        );
-        positive("redis.command_timeout".into(), self.redis.command_timeout);
-        positive("auth.access_ttl".into(), self.auth.access_ttl);
-        positive("auth.refresh_ttl".into(), self.auth.refresh_ttl);
-        positive("redis.connect_timeout".into(), self.redis.connect_timeout);
-        positive(
-            "database.acquire_timeout".into(),
-            self.database.acquire_timeout,
-        );
-        positive("events.retry_min".into(), self.events.retry_min);
-        positive("events.relay_interval".into(), self.events.relay_interval);
-        positive("events.claim_lease".into(), self.events.claim_lease);
-        positive(
-            "events.stream_claim_idle".into(),
-            self.events.stream_claim_idle,
-        );
-        positive(
-            "events.outbox_retention".into(),
-            self.events.outbox_retention,
-        );
-        for (name, s) in &self.services {
-            positive(format!("services.{name}.call_timeout"), s.call_timeout);
-            positive(format!("services.{name}.within"), s.within);
-            positive(format!("services.{name}.backoff_min"), s.backoff_min);
-            positive(format!("services.{name}.open_for"), s.open_for);
-        }
-        if self.server.max_body_bytes == 0 {
-            problems.push("server.max_body_bytes: must be greater than zero".into());
-        }
-        if self.database.read_connections == 0 {
-            problems.push("database.read_connections: must be at least 1".into());
-        }
-        if self.database.max_connections == 0 {
-            problems.push("database.max_connections: must be at least 1".into());
-        }
-        if self.database.sqlite_cache_kib < 64 {
-            problems.push("database.sqlite_cache_kib: must be at least 64".into());
-        }
-        if self.database.write_batch == 0 {
-            problems.push("database.write_batch: must be at least 1".into());
-        }
-        if self.database.write_lanes == 0 {
-            problems.push("database.write_lanes: must be at least 1".into());
-        } else if self.database.write_lanes > self.database.max_connections as usize {
-            problems.push(format!(
-                "database.write_lanes: {} is more than database.max_connections ({}): each lane holds a connection while it commits",
-                self.database.write_lanes, self.database.max_connections
-            ));
-        }
-        check_database_url("database.url", &self.database.url, &mut problems);
-        if !self.redis.url.is_empty() {
-            if let Err(problem) = actors::kv::check_redis_url(&self.redis.url) {
-                problems.push(format!(
-                    "redis.url: {problem} (leave it empty for the in-memory store)"
-                ));
+        let mut configured = Vec::new();
+        for definition in services {
+            let section = self.service(definition.name);
+            match definition.configure(&section.own) {
+                Ok(service) => configured.push((section, service)),
+                Err(found) => problems.extend(found),
             }
         }
-        for (key, limit) in [
-            ("rate_limit.api", self.rate_limit.api),
-            ("rate_limit.auth", self.rate_limit.auth),
-            ("rate_limit.auth_email", self.rate_limit.auth_email),
-            ("rate_limit.user", self.rate_limit.user),
-        ] {
-            if limit.requests == 0 {
-                problems.push(format!("{key}.requests: must be at least 1"));
-            }
-            if limit.per.as_micros() < u128::from(limit.requests.max(1)) {
-                problems.push(format!(
-                    "{key}.per: must allow at least a microsecond per request"
-                ));
-            }
+        if problems.is_empty() {
+            Ok(configured)
+        } else {
+            Err(ConfigError::Invalid(problems))
         }
-        let any_origin = self.cors.allowed_origins.iter().any(|o| o == "*");
-        if any_origin && self.cors.allow_credentials {
-            problems.push(
-                "cors.allowed_origins: \"*\" cannot be combined with cors.allow_credentials".into(),
-            );
-        }
-        for origin in self.cors.allowed_origins.iter().filter(|o| *o != "*") {
-            let scheme = origin.starts_with("http://") || origin.starts_with("https://");
-            if !scheme || origin.ends_with('/') || origin.matches('/').count() != 2 {
-                problems.push(format!(
-                    "cors.allowed_origins: `{origin}` is not an origin (scheme://host[:port], no path)"
-                ));
-            }
-        }
-        for method in &self.cors.allowed_methods {
-            if method.parse::<http::Method>().is_err() {
-                problems.push(format!(
-                    "cors.allowed_methods: `{method}` is not an HTTP method"
-                ));
-            }
-        }
-        for header in self
-            .cors
-            .allowed_headers
-            .iter()
-            .chain(&self.cors.exposed_headers)
-        {
-            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                problems.push(format!("cors: `{header}` is not a header name"));
-            }
-        }
-        if !self.auth.jwt_secret.is_empty() && self.auth.jwt_secret.len() < 32 {
-            problems.push("auth.jwt_secret: must be at least 32 bytes (generate one with `openssl rand -base64 48`)".into());
-        }
-        if self.env == Environment::Production && self.auth.jwt_secret.is_empty() {
-            problems.push(
-                "auth.jwt_secret: required when env = \"production\" (at least 32 bytes; STAGEWORKS__AUTH__JWT_SECRET)"
-                    .into(),
-            );
-        }
-        if self.auth.access_ttl < Duration::from_secs(1) {
-            problems.push("auth.access_ttl: must be at least 1s".into());
-        }
-        if self.auth.refresh_ttl < self.auth.access_ttl {
-            problems.push("auth.refresh_ttl: must not be shorter than auth.access_ttl".into());
-        }
-        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
-            problems.push("auth.issuer, auth.audience: must not be empty".into());
-        }
-        if self.events.max_attempts == 0 {
-            problems.push("events.max_attempts: must be at least 1".into());
-        }
-        if self.events.retry_max < self.events.retry_min {
-            problems.push("events.retry_max: must not be shorter than events.retry_min".into());
-        }
-        if self.events.relay_batch == 0 {
-            problems.push("events.relay_batch: must be at least 1".into());
-        }
-        if self.billing.invoice_prefix.len() > 16
-            || !self
-                .billing
-                .invoice_prefix
-                .bytes()
-                .all(|b| b.is_ascii_graphic())
-        {
-            problems
-                .push("billing.invoice_prefix: must be at most 16 visible ASCII characters".into());
-        }
-        if self.redis.pool_size == 0 {
-            problems.push("redis.pool_size: must be at least 1".into());
-        }
-        if self.redis.memory_max_keys == 0 {
-            problems.push("redis.memory_max_keys: must be at least 1".into());
-        }
-        if self.server.listen.port() != 0 && self.server.listen == self.admin.listen {
-            problems.push("admin.listen: must differ from server.listen".into());
-        }
-        let token = self.admin.token.as_deref().unwrap_or("");
-        if !self.admin.listen.ip().is_loopback() && token.is_empty() {
-            problems.push(format!(
-                "admin.listen: {} is not a loopback address, so admin.token must be set",
-                self.admin.listen
-            ));
-        }
-        if !token.is_empty() && token.len() < 16 {
-            problems.push("admin.token: must be at least 16 characters".into());
-        }
+    }
+
+    fn check_instance_id(&self, problems: &mut Problems) {
         if self.instance_id.len() > 200
             || self
                 .instance_id
                 .chars()
                 .any(|c| c.is_control() || c.is_whitespace())
         {
-            problems.push(
-                "instance_id: at most 200 characters, no spaces or control characters".into(),
+            problems.add(
+                "instance_id",
+                "at most 200 characters, no spaces or control characters",
             );
         }
-        if !(self.currency.len() == 3 && self.currency.bytes().all(|b| b.is_ascii_uppercase())) {
-            problems.push(format!(
-                "currency: `{}` is not a three-letter ISO 4217 code in capitals",
-                self.currency
-            ));
-        }
-        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            problems.push(format!(
-                "log.level: `{}` is not a valid filter: {err}",
-                self.log.level
-            ));
-        }
-        for (name, s) in &self.services {
+    }
+
+    /// The supervision keys of every section, unknown services, and each
+    /// registered service's own keys.
+    fn check_services(&self, services: &[ServiceDefinition], problems: &mut Problems) {
+        let known: Vec<&str> = services
+            .iter()
+            .map(|s| s.name)
+            .chain([actors::events::bus::SERVICE_NAME])
+            .collect();
+        for (name, section) in &self.services {
             if !known.contains(&name.as_str()) {
-                problems.push(format!(
-                    "services.{name}: no such service (known: {})",
-                    known.join(", ")
-                ));
+                problems.add(
+                    format!("services.{name}"),
+                    format!("no such service (known: {})", known.join(", ")),
+                );
+                continue;
             }
-            check_database_url(
-                &format!("services.{name}.database_url"),
-                &s.database_url,
-                &mut problems,
-            );
-            if !(1..=1024).contains(&s.workers) {
-                problems.push(format!("services.{name}.workers: must be from 1 to 1024"));
-            }
-            if s.call_timeout > self.server.request_timeout {
-                problems.push(format!(
-                    "services.{name}.call_timeout: must not exceed server.request_timeout, or slow calls are cut off before they count as failures"
-                ));
-            }
-            if s.backoff_max < s.backoff_min {
-                problems.push(format!(
-                    "services.{name}.backoff_max: must not be below backoff_min"
-                ));
-            }
-            if s.open_for_max < s.open_for {
-                problems.push(format!(
-                    "services.{name}.open_for_max: must not be below open_for"
-                ));
+            section.check(name, self.server.request_timeout, problems);
+            if name == actors::events::bus::SERVICE_NAME && !section.own.is_empty() {
+                let keys: Vec<&str> = section.own.keys().map(String::as_str).collect();
+                problems.add(
+                    format!("services.{name}"),
+                    format!(
+                        "the event bus has only the supervision keys, not {}",
+                        keys.join(", ")
+                    ),
+                );
             }
         }
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems))
+        for definition in services {
+            if let Err(found) = definition.configure(&self.service(definition.name).own) {
+                problems.0.extend(found);
+            }
         }
     }
 
@@ -821,39 +665,314 @@ impl Config {
         (!url.is_empty()).then_some(url)
     }
 
-    /// The effective configuration as TOML, with secrets masked.
-    pub fn to_masked_toml(&self) -> Result<String, toml::ser::Error> {
+    /// The effective configuration as TOML, with secrets masked; every
+    /// registered service's section is shown whole (its own settings with
+    /// their defaults, as its definition reads them).
+    pub fn to_masked_toml(
+        &self,
+        services: &[ServiceDefinition],
+    ) -> Result<String, toml::ser::Error> {
         let mut shown = self.clone();
         if shown.admin.token.is_some() {
-            shown.admin.token = Some("********".into());
+            shown.admin.token = Some(MASK.into());
         }
         shown.database.url = mask_password(&shown.database.url);
         shown.redis.url = mask_password(&shown.redis.url);
-        if !shown.auth.jwt_secret.is_empty() {
-            shown.auth.jwt_secret = "********".into();
+        if !shown.tokens.jwt_secret.is_empty() {
+            shown.tokens.jwt_secret = MASK.into();
+        }
+        for definition in services {
+            let section = shown.service_mut(definition.name);
+            if let Ok(service) = definition.configure(&section.own) {
+                section.own = service.shown;
+            }
         }
         for service in shown.services.values_mut() {
             service.database_url = mask_password(&service.database_url);
-        }
-        for name in actors::SERVICES.iter().map(|s| s.name) {
-            shown.services.entry(name.to_owned()).or_default();
         }
         toml::to_string_pretty(&shown)
     }
 }
 
-/// Only PostgreSQL URLs are accepted (SQLite is the empty default).
-fn check_database_url(key: &str, url: &str, problems: &mut Vec<String>) {
-    if url.is_empty() {
-        return;
+/// What a secret is shown as.
+const MASK: &str = "********";
+
+/// The problems found so far, each `key: message`.
+#[derive(Default)]
+struct Problems(Vec<String>);
+
+impl Problems {
+    fn add(&mut self, key: impl std::fmt::Display, message: impl std::fmt::Display) {
+        self.0.push(format!("{key}: {message}"));
     }
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        problems.push(format!(
-            "{key}: must be a postgres:// URL (leave it empty for SQLite under data_dir)"
-        ));
-    } else if sqlx::postgres::PgConnectOptions::from_str(url).is_err() {
-        problems.push(format!("{key}: not a valid PostgreSQL URL"));
+
+    fn positive(&mut self, key: impl std::fmt::Display, value: Duration) {
+        if value.is_zero() {
+            self.add(key, "must be greater than zero");
+        }
     }
+
+    fn at_least(&mut self, key: &str, value: u64, min: u64) {
+        if value < min {
+            self.add(key, format!("must be at least {min}"));
+        }
+    }
+
+    fn database_url(&mut self, key: &str, url: &str) {
+        if url.is_empty() {
+            return;
+        }
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            self.add(
+                key,
+                "must be a postgres:// URL (leave it empty for SQLite under data_dir)",
+            );
+        } else if sqlx::postgres::PgConnectOptions::from_str(url).is_err() {
+            self.add(key, "not a valid PostgreSQL URL");
+        }
+    }
+
+    fn limit(&mut self, key: &str, limit: &LimitConfig) {
+        for (field, message) in limit.problems() {
+            self.add(format!("{key}.{field}"), message);
+        }
+    }
+
+    fn into_result(self) -> Result<(), ConfigError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(self.0))
+        }
+    }
+}
+
+impl ServerConfig {
+    fn check(&self, problems: &mut Problems) {
+        problems.positive("server.request_timeout", self.request_timeout);
+        problems.positive("server.shutdown_timeout", self.shutdown_timeout);
+        problems.positive("server.header_read_timeout", self.header_read_timeout);
+        if self.max_body_bytes == 0 {
+            problems.add("server.max_body_bytes", "must be greater than zero");
+        }
+    }
+}
+
+impl AdminConfig {
+    fn check(&self, server: &ServerConfig, problems: &mut Problems) {
+        if server.listen.port() != 0 && server.listen == self.listen {
+            problems.add("admin.listen", "must differ from server.listen");
+        }
+        let token = self.token.as_deref().unwrap_or("");
+        if !self.listen.ip().is_loopback() && token.is_empty() {
+            problems.add(
+                "admin.listen",
+                format!(
+                    "{} is not a loopback address, so admin.token must be set",
+                    self.listen
+                ),
+            );
+        }
+        if !token.is_empty() && token.len() < 16 {
+            problems.add("admin.token", "must be at least 16 characters");
+        }
+    }
+}
+
+impl LogConfig {
+    fn check(&self, problems: &mut Problems) {
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.level) {
+            problems.add(
+                "log.level",
+                format!("`{}` is not a valid filter: {err}", self.level),
+            );
+        }
+    }
+}
+
+impl DatabaseConfig {
+    fn check(&self, problems: &mut Problems) {
+        problems.positive("database.busy_timeout", self.busy_timeout);
+        problems.positive("database.statement_timeout", self.statement_timeout);
+        problems.positive("database.acquire_timeout", self.acquire_timeout);
+        problems.at_least("database.read_connections", self.read_connections.into(), 1);
+        problems.at_least("database.max_connections", self.max_connections.into(), 1);
+        problems.at_least(
+            "database.sqlite_cache_kib",
+            self.sqlite_cache_kib.into(),
+            64,
+        );
+        problems.at_least("database.write_batch", self.write_batch as u64, 1);
+        if self.write_lanes == 0 {
+            problems.add("database.write_lanes", "must be at least 1");
+        } else if self.write_lanes > self.max_connections as usize {
+            problems.add(
+                "database.write_lanes",
+                format!(
+                    "{} is more than database.max_connections ({}): each lane holds a connection while it commits",
+                    self.write_lanes, self.max_connections
+                ),
+            );
+        }
+        problems.database_url("database.url", &self.url);
+    }
+}
+
+impl RedisConfig {
+    fn check(&self, problems: &mut Problems) {
+        problems.positive("redis.command_timeout", self.command_timeout);
+        problems.positive("redis.connect_timeout", self.connect_timeout);
+        problems.at_least("redis.pool_size", self.pool_size as u64, 1);
+        problems.at_least("redis.memory_max_keys", self.memory_max_keys as u64, 1);
+        if !self.url.is_empty() {
+            if let Err(problem) = actors::kv::check_redis_url(&self.url) {
+                problems.add(
+                    "redis.url",
+                    format!("{problem} (leave it empty for the in-memory store)"),
+                );
+            }
+        }
+    }
+}
+
+impl TokensConfig {
+    fn check(&self, env: Environment, problems: &mut Problems) {
+        problems.positive("tokens.access_ttl", self.access_ttl);
+        problems.positive("tokens.refresh_ttl", self.refresh_ttl);
+        if !self.jwt_secret.is_empty() && self.jwt_secret.len() < 32 {
+            problems.add(
+                "tokens.jwt_secret",
+                "must be at least 32 bytes (generate one with `openssl rand -base64 48`)",
+            );
+        }
+        if env == Environment::Production && self.jwt_secret.is_empty() {
+            problems.add(
+                "tokens.jwt_secret",
+                "required when env = \"production\" (at least 32 bytes; STAGEWORKS__TOKENS__JWT_SECRET)",
+            );
+        }
+        if self.access_ttl < Duration::from_secs(1) {
+            problems.add("tokens.access_ttl", "must be at least 1s");
+        }
+        if self.refresh_ttl < self.access_ttl {
+            problems.add(
+                "tokens.refresh_ttl",
+                "must not be shorter than tokens.access_ttl",
+            );
+        }
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            problems.add("tokens.issuer, tokens.audience", "must not be empty");
+        }
+    }
+}
+
+impl CorsConfig {
+    fn check(&self, problems: &mut Problems) {
+        let any_origin = self.allowed_origins.iter().any(|o| o == "*");
+        if any_origin && self.allow_credentials {
+            problems.add(
+                "cors.allowed_origins",
+                "\"*\" cannot be combined with cors.allow_credentials",
+            );
+        }
+        for origin in self.allowed_origins.iter().filter(|o| *o != "*") {
+            let scheme = origin.starts_with("http://") || origin.starts_with("https://");
+            if !scheme || origin.ends_with('/') || origin.matches('/').count() != 2 {
+                problems.add(
+                    "cors.allowed_origins",
+                    format!("`{origin}` is not an origin (scheme://host[:port], no path)"),
+                );
+            }
+        }
+        for method in &self.allowed_methods {
+            if method.parse::<http::Method>().is_err() {
+                problems.add(
+                    "cors.allowed_methods",
+                    format!("`{method}` is not an HTTP method"),
+                );
+            }
+        }
+        for header in self.allowed_headers.iter().chain(&self.exposed_headers) {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                problems.add("cors", format!("`{header}` is not a header name"));
+            }
+        }
+    }
+}
+
+impl RateLimitConfig {
+    fn check(&self, problems: &mut Problems) {
+        problems.limit("rate_limit.api", &self.api);
+        problems.limit("rate_limit.auth", &self.auth);
+        problems.limit("rate_limit.user", &self.user);
+    }
+}
+
+impl EventsConfig {
+    fn check(&self, problems: &mut Problems) {
+        problems.positive("events.retry_min", self.retry_min);
+        problems.positive("events.relay_interval", self.relay_interval);
+        problems.positive("events.claim_lease", self.claim_lease);
+        problems.positive("events.stream_claim_idle", self.stream_claim_idle);
+        problems.positive("events.outbox_retention", self.outbox_retention);
+        problems.at_least("events.max_attempts", self.max_attempts.into(), 1);
+        problems.at_least("events.relay_batch", self.relay_batch.into(), 1);
+        if self.retry_max < self.retry_min {
+            problems.add(
+                "events.retry_max",
+                "must not be shorter than events.retry_min",
+            );
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// The supervision keys of `[services.<name>]`.
+    fn check(&self, name: &str, request_timeout: Duration, problems: &mut Problems) {
+        let key = |field: &str| format!("services.{name}.{field}");
+        problems.positive(key("call_timeout"), self.call_timeout);
+        problems.positive(key("within"), self.within);
+        problems.positive(key("backoff_min"), self.backoff_min);
+        problems.positive(key("open_for"), self.open_for);
+        problems.database_url(&key("database_url"), &self.database_url);
+        if !(1..=1024).contains(&self.workers) {
+            problems.add(key("workers"), "must be from 1 to 1024");
+        }
+        if self.call_timeout > request_timeout {
+            problems.add(
+                key("call_timeout"),
+                "must not exceed server.request_timeout, or slow calls are cut off before they count as failures",
+            );
+        }
+        if self.backoff_max < self.backoff_min {
+            problems.add(key("backoff_max"), "must not be below backoff_min");
+        }
+        if self.open_for_max < self.open_for {
+            problems.add(key("open_for_max"), "must not be below open_for");
+        }
+    }
+}
+
+/// Keys set where they used to be: the process's renamed sections and the
+/// keys services moved into their own sections, each with where it went.
+fn moved_keys(figment: &Figment, services: &[ServiceDefinition]) -> Vec<String> {
+    let renamed = RENAMED
+        .iter()
+        .filter(|(from, _)| figment.contains(from))
+        .map(|(from, to)| {
+            format!(
+                "{from}: renamed [{to}] (the same keys: {to}.<key>, STAGEWORKS__{}__<KEY>)",
+                to.to_uppercase()
+            )
+        });
+    let moved = services.iter().flat_map(|definition| {
+        definition
+            .moved
+            .iter()
+            .filter(|m| figment.contains(m.from))
+            .map(|m| format!("{}: moved to services.{}.{}", m.from, definition.name, m.to))
+    });
+    renamed.chain(moved).collect()
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:********@host/db`.
@@ -873,44 +992,148 @@ fn mask_password(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actors::service::{
+        Moved, Service, ServiceContext, ServiceSettings, SettingProblem, StartError, StartedService,
+    };
+
+    /// A service for these tests: its own settings, one of which moved.
+    struct Example;
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct ExampleSettings {
+        prefix: String,
+    }
+
+    impl Default for ExampleSettings {
+        fn default() -> Self {
+            Self {
+                prefix: "EX-".into(),
+            }
+        }
+    }
+
+    impl ServiceSettings for ExampleSettings {
+        fn check(&self) -> Vec<SettingProblem> {
+            if self.prefix.is_empty() {
+                vec![SettingProblem::new("prefix", "must not be empty")]
+            } else {
+                Vec::new()
+            }
+        }
+
+        const MOVED: &'static [Moved] = &[Moved {
+            from: "example_prefix",
+            to: "prefix",
+        }];
+    }
+
+    impl Service for Example {
+        const NAME: &'static str = "example";
+        type Settings = ExampleSettings;
+
+        async fn start(
+            ctx: ServiceContext,
+            _settings: ExampleSettings,
+        ) -> Result<StartedService, StartError> {
+            Err(StartError::Resource {
+                service: ctx.name,
+                missing: actors::service::MissingResource("never started in these tests"),
+            })
+        }
+    }
+
+    const SERVICES: &[ServiceDefinition] = &[ServiceDefinition::of::<Example>()];
 
     fn invalid(config: &Config) -> Vec<String> {
-        match config.validate(["orders"].into_iter()) {
+        match config.validate(SERVICES) {
             Err(ConfigError::Invalid(p)) => p,
             other => panic!("expected problems, got {other:?}"),
         }
     }
 
+    /// Loads `toml` as a configuration file would be.
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, toml).unwrap();
+        Config::load(&path, true, SERVICES)
+    }
+
     #[test]
     fn defaults_are_valid() {
-        Config::default().validate(["orders"].into_iter()).unwrap();
+        Config::default().validate(SERVICES).unwrap();
     }
 
     #[test]
     fn zero_timeouts_and_unknown_services_are_named() {
         let mut config = Config::default();
         config.server.request_timeout = Duration::ZERO;
-        let orders = ServiceConfig {
-            call_timeout: Duration::ZERO,
-            ..Default::default()
-        };
-        config.services.insert("orders".into(), orders);
-        config
-            .services
-            .insert("ordres".into(), ServiceConfig::default());
+        config.service_mut("example").call_timeout = Duration::ZERO;
+        config.service_mut("exampel");
         let problems = invalid(&config).join("\n");
         assert!(
             problems.contains("server.request_timeout: must be greater than zero"),
             "{problems}"
         );
         assert!(
-            problems.contains("services.orders.call_timeout"),
+            problems.contains("services.example.call_timeout"),
             "{problems}"
         );
         assert!(
-            problems.contains("services.ordres: no such service"),
+            problems.contains("services.exampel: no such service (known: example, events)"),
             "{problems}"
         );
+    }
+
+    #[test]
+    fn a_services_own_keys_are_read_and_checked_by_it() {
+        let config = load("[services.example]\nworkers = 3\nprefix = \"X-\"\n").unwrap();
+        assert_eq!(config.service("example").workers, 3);
+        let configured = config.configure(SERVICES).unwrap();
+        assert_eq!(configured[0].1.shown["prefix"].as_str(), Some("X-"));
+
+        let problems = match load("[services.example]\nprefix = \"\"\nprefx = 1\n") {
+            Err(ConfigError::Invalid(problems)) => problems.join("\n"),
+            other => panic!("expected problems, got {other:?}"),
+        };
+        assert!(
+            problems.contains("services.example.prefx: no such setting (known: prefix"),
+            "{problems}"
+        );
+        let problems = match load("[services.example]\nprefix = \"\"\n") {
+            Err(ConfigError::Invalid(problems)) => problems,
+            other => panic!("expected problems, got {other:?}"),
+        };
+        assert_eq!(problems, vec!["services.example.prefix: must not be empty"]);
+        let problems = match load("[services.events]\nprefix = \"X-\"\n") {
+            Err(ConfigError::Invalid(problems)) => problems.join("\n"),
+            other => panic!("expected problems, got {other:?}"),
+        };
+        assert!(
+            problems.contains("services.events: the event bus has only the supervision keys"),
+            "{problems}"
+        );
+    }
+
+    #[test]
+    fn moved_and_renamed_keys_name_their_new_place() {
+        let problems = match load("example_prefix = \"X-\"\n[auth]\njwt_secret = \"x\"\n") {
+            Err(ConfigError::Invalid(problems)) => problems.join("\n"),
+            other => panic!("expected problems, got {other:?}"),
+        };
+        assert!(
+            problems.contains("example_prefix: moved to services.example.prefix"),
+            "{problems}"
+        );
+        assert!(problems.contains("auth: renamed [tokens]"), "{problems}");
+    }
+
+    #[test]
+    fn check_config_shows_every_services_own_settings() {
+        let shown = Config::default().to_masked_toml(SERVICES).unwrap();
+        assert!(shown.contains("[services.example]"), "{shown}");
+        assert!(shown.contains("prefix = \"EX-\""), "{shown}");
     }
 
     #[test]
@@ -919,7 +1142,7 @@ mod tests {
         config.admin.listen = "0.0.0.0:9090".parse().unwrap();
         assert!(invalid(&config)[0].starts_with("admin.listen"));
         config.admin.token = Some("a-long-enough-admin-token".into());
-        config.validate(["orders"].into_iter()).unwrap();
+        config.validate(SERVICES).unwrap();
     }
 
     #[test]
@@ -928,15 +1151,15 @@ mod tests {
         config.database.url = "mysql://x".into();
         assert!(invalid(&config)[0].starts_with("database.url"));
         config.database.url = "postgres://app:hunter2@db:5432/app".into();
-        config.validate(["orders"].into_iter()).unwrap();
-        let shown = config.to_masked_toml().unwrap();
+        config.validate(SERVICES).unwrap();
+        let shown = config.to_masked_toml(SERVICES).unwrap();
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(
             shown.contains("postgres://app:********@db:5432/app"),
             "{shown}"
         );
         assert_eq!(
-            config.database_url("orders").as_deref(),
+            config.database_url("example").as_deref(),
             Some("postgres://app:hunter2@db:5432/app")
         );
     }
@@ -953,29 +1176,31 @@ mod tests {
             assert!(invalid(&config)[0].starts_with("redis.url"), "{bad}");
         }
         config.redis.url = "redis://:hunter3@cache:6379?protocol=resp2".into();
-        config.validate(["orders"].into_iter()).unwrap();
-        assert!(!config.to_masked_toml().unwrap().contains("hunter3"));
+        config.validate(SERVICES).unwrap();
+        assert!(!config.to_masked_toml(SERVICES).unwrap().contains("hunter3"));
     }
 
     #[test]
     fn the_jwt_secret_is_checked_required_in_production_and_masked() {
         let mut config = Config::default();
-        config.auth.jwt_secret = "too short".into();
-        assert!(invalid(&config)[0].starts_with("auth.jwt_secret"));
-        config.auth.jwt_secret = String::new();
+        config.tokens.jwt_secret = "too short".into();
+        assert!(invalid(&config)[0].starts_with("tokens.jwt_secret"));
+        config.tokens.jwt_secret = String::new();
         config.env = Environment::Production;
-        assert!(invalid(&config)[0].starts_with("auth.jwt_secret"));
-        config.auth.jwt_secret = "a-production-secret-of-enough-bytes-0123456789".into();
-        config.validate(["orders"].into_iter()).unwrap();
-        assert!(!config.to_masked_toml().unwrap().contains("0123456789"));
+        assert!(invalid(&config)[0].starts_with("tokens.jwt_secret"));
+        config.tokens.jwt_secret = "a-production-secret-of-enough-bytes-0123456789".into();
+        config.validate(SERVICES).unwrap();
+        assert!(!config
+            .to_masked_toml(SERVICES)
+            .unwrap()
+            .contains("0123456789"));
     }
 
     #[test]
     fn masked_output_hides_the_token() {
         let mut config = Config::default();
         config.admin.token = Some("super-secret-admin-token".into());
-        let shown = config.to_masked_toml().unwrap();
+        let shown = config.to_masked_toml(SERVICES).unwrap();
         assert!(!shown.contains("super-secret"), "{shown}");
-        assert!(shown.contains("[services.orders]"), "{shown}");
     }
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use actors::service::ServiceDefinition;
 use clap::{Parser, Subcommand};
 
 use stageworks::app::App;
@@ -65,7 +66,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let explicit = cli.config.is_some();
     let path = cli.config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    let config = match Config::load(&path, explicit) {
+    let services = actors::BUILTIN;
+    let config = match Config::load(&path, explicit, services) {
         Ok(config) => config,
         Err(err) => return config_failure(&err),
     };
@@ -81,7 +83,7 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(serve(config)),
-        Command::CheckConfig => check_config(&config),
+        Command::CheckConfig => check_config(&config, services),
         Command::Healthcheck => runtime.block_on(healthcheck(config.server.listen)),
         Command::User(UserCommand::Create { email, admin }) => {
             runtime.block_on(create_admin(&config, &email, admin))
@@ -104,16 +106,17 @@ async fn serve(config: Config) -> ExitCode {
         Err(err) => {
             tracing::error!(error = %err, "stageworks failed to start");
             eprintln!("error: {err}");
-            match err {
-                stageworks::app::AppError::Keys(_) => ExitCode::from(2),
-                _ => ExitCode::FAILURE,
+            if err.is_configuration() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
             }
         }
     }
 }
 
-fn check_config(config: &Config) -> ExitCode {
-    match config.to_masked_toml() {
+fn check_config(config: &Config, services: &[ServiceDefinition]) -> ExitCode {
+    match config.to_masked_toml(services) {
         Ok(text) => {
             println!("# configuration is valid\n{text}");
             ExitCode::SUCCESS

@@ -297,10 +297,9 @@ async fn sign_in_attempts_are_limited_per_email_whatever_the_address() {
     let app = spawn_app_with(|c| {
         limit(c, 100, Duration::from_secs(60));
         c.rate_limit.auth.requests = 100;
-        c.rate_limit.auth_email = stageworks::config::LimitConfig {
-            requests: 3,
-            per: Duration::from_secs(60),
-        };
+        c.service_mut("auth")
+            .set("email_limit", json!({"requests": 3, "per": "60s"}))
+            .unwrap();
         c.rate_limit.trusted_proxy_hops = 1;
     })
     .await;

@@ -55,7 +55,12 @@ async fn create_read_list_and_cancel_an_order() {
 
 #[tokio::test]
 async fn currency_defaults_from_configuration() {
-    let app = spawn_app_with(|c| c.currency = "GBP".into()).await;
+    let app = spawn_app_with(|c| {
+        c.service_mut("orders")
+            .set("default_currency", "GBP")
+            .unwrap()
+    })
+    .await;
     let order: Value = app
         .create_order(ALICE, json!({"amount": 1}))
         .await

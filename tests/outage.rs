@@ -306,14 +306,7 @@ async fn a_database_down_at_start_up_is_waited_for_not_fatal() {
         orders.open_for_max = Duration::from_secs(1);
     }
     // Workers cannot start: spawn without waiting for them.
-    config
-        .validate(
-            actors::SERVICES
-                .iter()
-                .map(|s| s.name)
-                .chain([actors::events::bus::SERVICE_NAME]),
-        )
-        .unwrap();
+    config.validate(actors::BUILTIN).unwrap();
     let app = stageworks::app::App::start(config)
         .await
         .expect("starts without its database");

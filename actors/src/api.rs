@@ -22,6 +22,22 @@ pub enum Role {
     Admin,
 }
 
+/// How roles are stored and carried in tokens.
+pub fn role_str(role: Role) -> &'static str {
+    match role {
+        Role::User => "user",
+        Role::Admin => "admin",
+    }
+}
+
+pub fn parse_role(value: &str) -> Option<Role> {
+    match value {
+        "user" => Some(Role::User),
+        "admin" => Some(Role::Admin),
+        _ => None,
+    }
+}
+
 /// Who is calling, as the front-end established it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {

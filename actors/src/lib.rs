@@ -3,14 +3,18 @@
 //! A service folder holds its messages (`messages.rs`, the service's API), its
 //! worker actor (`actor.rs`), its store and migrations (`store.rs`,
 //! `migrations/`), its typed input values (`model.rs`) and the mapping from
-//! HTTP routes to its messages (`routes.rs`). It exposes one
-//! [`ServiceDefinition`] named `SERVICE`.
+//! HTTP routes to its messages (`routes.rs`), its settings (`settings.rs`)
+//! and the topics it publishes (`topics.rs`). It exposes one
+//! [`ServiceDefinition`] named `SERVICE` ([`service::Service`] on a type of
+//! its own, erased).
 //!
-//! Adding a service: create its folder, then add its name to the
-//! [`services!`] line below. Nothing else changes: the binary wires every
+//! Adding a built-in service: create its folder, then add its name to the
+//! [`services!`] line below. Nothing else changes: the app wires every
 //! registered service into the supervision tree, the router, the probes and
-//! the configuration (`[services.<name>]`).
+//! the configuration (`[services.<name>]`). A program that embeds
+//! Stageworks registers its own the same way, with `App::builder().service(…)`.
 
+pub mod access;
 pub mod api;
 pub mod error;
 pub mod events;
@@ -28,8 +32,8 @@ pub use service::{ServiceContext, ServiceDefinition, StartedService};
 macro_rules! services {
     ($($name:ident),* $(,)?) => {
         $(pub mod $name;)*
-        /// Every registered service, in start order (stopped in reverse).
-        pub const SERVICES: &[ServiceDefinition] = &[$($name::SERVICE),*];
+        /// The built-in services, in start order (stopped in reverse).
+        pub const BUILTIN: &[ServiceDefinition] = &[$($name::SERVICE),*];
     };
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use http::header::AUTHORIZATION;
 use http::HeaderMap;
 
+use actors::access::{is_session_revoked, TokenKeys};
 use actors::api::Caller;
-use actors::auth::{is_session_revoked, TokenKeys};
 use actors::kv::KvStore;
 use actors::ServiceError;
 

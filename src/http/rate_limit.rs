@@ -36,9 +36,9 @@ impl RateLimiter {
             kv,
             enabled: config.enabled,
             trusted_proxy_hops: config.trusted_proxy_hops,
-            api: RateLimit::new(config.api.requests, config.api.per),
-            auth: RateLimit::new(config.auth.requests, config.auth.per),
-            user: RateLimit::new(config.user.requests, config.user.per),
+            api: config.api.rate_limit(),
+            auth: config.auth.rate_limit(),
+            user: config.user.rate_limit(),
         }
     }
 
@@ -162,14 +162,13 @@ pub fn refusal_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{LimitConfig, RateLimitConfig};
+    use crate::config::RateLimitConfig;
 
     fn limiter(hops: u32) -> RateLimiter {
         let config = RateLimitConfig {
             trusted_proxy_hops: hops,
             ..RateLimitConfig::default()
         };
-        let _ = LimitConfig::default();
         RateLimiter::new(Arc::new(actors::kv::MemoryKv::new(100, "t:")), &config)
     }
 

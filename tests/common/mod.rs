@@ -139,6 +139,11 @@ pub struct TestApp {
     pub data: TempDir,
 }
 
+/// The services every test app runs: the built-in ones.
+pub fn registered_services() -> &'static [actors::ServiceDefinition] {
+    actors::BUILTIN
+}
+
 /// Settings that make supervision observable in a test's time frame.
 pub fn test_config(data: &TempDir) -> Config {
     let mut config = Config::default();
@@ -147,20 +152,22 @@ pub fn test_config(data: &TempDir) -> Config {
     config.server.listen = "127.0.0.1:0".parse().unwrap();
     config.admin.listen = "127.0.0.1:0".parse().unwrap();
     config.data_dir = data.path().to_owned();
-    config.auth.jwt_secret = JWT_SECRET.into();
+    config.tokens.jwt_secret = JWT_SECRET.into();
     // Rate limits have tests of their own; the rest must not trip them.
     config.rate_limit.enabled = false;
     config.server.shutdown_timeout = Duration::from_secs(5);
-    let orders = ServiceConfig {
-        workers: 2,
-        call_timeout: Duration::from_secs(2),
-        backoff_min: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(50),
-        open_for: Duration::from_secs(1),
-        ..Default::default()
-    };
-    config.services.insert("billing".into(), orders.clone());
-    config.services.insert("orders".into(), orders);
+    // Every service restarts and recloses in test time, not production time.
+    for service in registered_services() {
+        let section = config.service_mut(service.name);
+        *section = ServiceConfig {
+            workers: 2,
+            call_timeout: Duration::from_secs(2),
+            backoff_min: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+            open_for: Duration::from_secs(1),
+            ..Default::default()
+        };
+    }
     // Retries and take-overs in test time, not production time.
     config.events.max_attempts = 3;
     config.events.retry_min = Duration::from_millis(20);
@@ -199,15 +206,14 @@ pub async fn spawn_app_in(
     database: Option<TestDatabase>,
 ) -> TestApp {
     config
-        .validate(
-            actors::SERVICES
-                .iter()
-                .map(|s| s.name)
-                .chain([actors::events::bus::SERVICE_NAME]),
-        )
+        .validate(registered_services())
         .expect("test config is valid");
     let admin_token = config.admin.token.clone();
-    let app = App::start(config).await.expect("app starts");
+    let app = App::builder(config)
+        .services(registered_services().iter().copied())
+        .start()
+        .await
+        .expect("app starts");
     let mut test_app = TestApp {
         base: format!("http://{}", app.public_addr()),
         admin: format!("http://{}", app.admin_addr()),
@@ -222,9 +228,9 @@ pub async fn spawn_app_in(
         users: std::collections::HashMap::new(),
         data,
     };
-    test_app.wait_for_status("auth", "running").await;
-    test_app.wait_for_status("orders", "running").await;
-    test_app.wait_for_status("billing", "running").await;
+    for service in registered_services() {
+        test_app.wait_for_status(service.name, "running").await;
+    }
     for email in [ALICE, BOB] {
         let user = test_app.sign_in(email).await;
         test_app.users.insert(email, user);

@@ -10,25 +10,28 @@
 //! * `model.rs` — typed input values ([`model::Email`],
 //!   [`model::Password`], …), the user and the session
 //! * `password.rs` — argon2id hashing on the blocking pool
-//! * `tokens.rs` — [`TokenKeys`]: access tokens issued and verified, refresh
-//!   tokens, the secret
-//! * `revocation.rs` — ended sessions in the key-value store, which the
-//!   front-end checks ([`is_session_revoked`])
+//! * [`crate::access`] (shared with the front-end, not in this folder):
+//!   [`TokenKeys`] — access tokens issued and verified, refresh tokens, the
+//!   secret — and ended sessions in the key-value store ([`is_session_revoked`])
 //! * `routes.rs` — `/api/v1/auth`
+//! * `settings.rs` — `[services.auth]` (the per-email sign-in limit)
+//! * `topics.rs` — the topics it publishes
 //!
 //! The front-end verifies access tokens itself with the same
-//! `Arc<TokenKeys>` ([`TokenKeys::verify_access`], then
+//! `Arc<TokenKeys>` (a shared resource: [`TokenKeys::verify_access`], then
 //! [`is_session_revoked`]); no message to this service is needed for that.
 
 pub mod actor;
 pub mod messages;
 pub mod model;
 pub mod password;
-pub mod revocation;
 pub mod routes;
+pub mod settings;
 pub mod store;
 pub mod topics;
-pub mod tokens;
+
+/// Tokens and revocations live in [`crate::access`], shared with the edge.
+pub use crate::access::{revocation, tokens};
 
 #[cfg(test)]
 mod tests;
@@ -40,29 +43,38 @@ use supervision::ServiceSupervisor;
 use time::OffsetDateTime;
 
 pub use messages::AuthMsg;
-pub use revocation::is_session_revoked;
-pub use tokens::{AccessClaims, TokenError, TokenKeys, TokenSettings};
+pub use crate::access::{is_session_revoked, AccessClaims, TokenError, TokenKeys, TokenSettings};
 
-use crate::service::{ServiceContext, ServiceDefinition, StartError, StartedService};
-use crate::storage::StoreError;
+use crate::kv::KvStore;
+use crate::service::{
+    RateLimiting, Service, ServiceContext, ServiceDefinition, StartError, StartedService,
+};
 use actor::{AuthState, AuthWorker};
 use model::{DisplayName, Email, Password};
 use password::PasswordError;
+use settings::AuthSettings;
 use store::{AuthStore, GrantAdmin};
+use crate::storage::StoreError;
 
 /// The service's name: its `[services.auth]` section, its database file
 /// (`auth.db`) or PostgreSQL schema (`auth`), its node in the tree.
 pub const NAME: &str = "auth";
 
-pub const SERVICE: ServiceDefinition = ServiceDefinition {
-    name: NAME,
-    start: |ctx| {
-        Box::pin(async move {
-            let keys = ctx.tokens.clone();
-            start_with(ctx, keys).await
-        })
-    },
-};
+pub const SERVICE: ServiceDefinition = ServiceDefinition::of::<Auth>();
+
+/// The auth service, for [`ServiceDefinition::of`]. It needs two shared
+/// resources: the token keys (`Arc<TokenKeys>`, the same the front-end
+/// verifies with) and the key-value store (`Arc<dyn KvStore>`).
+pub struct Auth;
+
+impl Service for Auth {
+    const NAME: &'static str = NAME;
+    type Settings = AuthSettings;
+
+    async fn start(ctx: ServiceContext, settings: AuthSettings) -> Result<StartedService, StartError> {
+        start(ctx, settings).await
+    }
+}
 
 /// How often expired idempotency keys and sessions are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
@@ -70,26 +82,24 @@ const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
 /// The name a bootstrapped admin is created with.
 const ADMIN_NAME: &str = "Administrator";
 
-/// Starts the service with the process's token keys (the same `Arc` the
-/// front-end verifies with).
-pub async fn start_with(
-    ctx: ServiceContext,
-    keys: Arc<TokenKeys>,
-) -> Result<StartedService, StartError> {
-    let store_error = |source: StoreError| StartError::Store {
-        service: NAME,
-        source,
-    };
+async fn start(ctx: ServiceContext, settings: AuthSettings) -> Result<StartedService, StartError> {
+    let keys: Arc<TokenKeys> = ctx.resource()?;
+    let kv: Arc<dyn KvStore> = ctx.resource()?;
+    let limits_apply = ctx
+        .resources
+        .get::<RateLimiting>()
+        .is_none_or(|limiting| limiting.enabled);
+    let per_email = limits_apply.then(|| settings.email_limit.rate_limit());
     // An unfinished idempotency claim outlives its request by the call timeout at most.
     let claim_lease = ctx.call_timeout * 2;
     let store = AuthStore::open(&ctx.data_dir, &ctx.storage, claim_lease)
         .await
-        .map_err(store_error)?;
+        .map_err(StartError::store(NAME))?;
     spawn_purge(store.clone());
     let state = AuthState {
         store: store.clone(),
         keys: keys.clone(),
-        kv: ctx.kv.clone(),
+        kv: kv.clone(),
     };
     let (handle, starter) = ServiceSupervisor::<AuthWorker>::build(
         ctx.name,
@@ -100,7 +110,7 @@ pub async fn start_with(
     );
     Ok(StartedService {
         starter,
-        routes: routes::routes(handle, keys, ctx.kv.clone(), ctx.per_email_limit),
+        routes: routes::routes(handle, keys, kv, per_email),
         dependencies: vec![store.dependency()],
         outbox: Some(store.outbox()),
         subscriptions: Vec::new(),

@@ -150,21 +150,7 @@ impl DisplayName {
     }
 }
 
-/// How roles are stored and carried in tokens.
-pub fn role_str(role: Role) -> &'static str {
-    match role {
-        Role::User => "user",
-        Role::Admin => "admin",
-    }
-}
-
-pub fn parse_role(value: &str) -> Option<Role> {
-    match value {
-        "user" => Some(Role::User),
-        "admin" => Some(Role::Admin),
-        _ => None,
-    }
-}
+pub use crate::api::{parse_role, role_str};
 
 /// Names every field of `body` that is not in `known`.
 fn unknown_fields(body: &Map<String, Value>, known: &[&str], errors: &mut Vec<FieldError>) {

@@ -1,5 +1,5 @@
 //! The auth service as the front-end will drive it: started with
-//! [`super::start_with`] under a real root supervisor (SQLite in a temporary
+//! [`super::Auth`] under a real root supervisor (SQLite in a temporary
 //! directory, the in-memory key-value store), its routes called with
 //! [`ApiRequest`]s. HTTP itself, and the front-end's own token checks, are
 //! the end-to-end tests' business.
@@ -20,7 +20,7 @@ use super::tokens::{TokenKeys, TokenSettings};
 use crate::api::{ApiRequest, ApiResponse, Caller, RequestContext, Role, Route};
 use crate::events::Outbox;
 use crate::kv::{KvStore, MemoryKv};
-use crate::service::ServiceContext;
+use crate::service::{RateLimiting, Resources, Service as _, ServiceContext};
 use crate::storage::StorageSettings;
 use crate::ServiceError;
 
@@ -46,6 +46,10 @@ async fn start() -> Service {
     let data = tempfile::tempdir().expect("temp dir");
     let kv: Arc<dyn KvStore> = Arc::new(MemoryKv::new(10_000, "test:"));
     let keys = Arc::new(TokenKeys::new(&[42u8; 32], TokenSettings::default()).expect("valid keys"));
+    let mut resources = Resources::new();
+    resources.insert(kv.clone());
+    resources.insert(keys.clone());
+    resources.insert(RateLimiting { enabled: false });
     let ctx = ServiceContext {
         name: "auth",
         policy: SupervisionPolicy::default(),
@@ -54,13 +58,11 @@ async fn start() -> Service {
         call_timeout: Duration::from_secs(30),
         data_dir: data.path().to_owned(),
         storage: StorageSettings::default(),
-        default_currency: "USD".into(),
-        invoice_prefix: "INV-".into(),
-        kv: kv.clone(),
-        tokens: keys.clone(),
-        per_email_limit: None,
+        resources,
     };
-    let started = super::start_with(ctx, keys.clone()).await.expect("starts");
+    let started = super::Auth::start(ctx, Default::default())
+        .await
+        .expect("starts");
     let outbox = started.outbox.clone().expect("auth publishes events");
     let shared = started.starter.shared().clone();
     let (root, _) = Actor::spawn(None, RootSupervisor, vec![started.starter])

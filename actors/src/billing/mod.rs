@@ -8,6 +8,8 @@
 //!   record of the events it applied
 //! * `model.rs` — the invoice, its number, and the order events it reads
 //! * `routes.rs` — `/api/v1/invoices`
+//! * `settings.rs` — `[services.billing]` (the invoice prefix)
+//! * `topics.rs` — the topics it publishes
 //!
 //! Consumes `order.created` and `order.cancelled`; publishes
 //! `invoice.created`, `invoice.paid` and `invoice.voided`.
@@ -16,6 +18,7 @@ pub mod actor;
 pub mod messages;
 pub mod model;
 pub mod routes;
+pub mod settings;
 pub mod store;
 pub mod topics;
 
@@ -25,14 +28,27 @@ pub use messages::BillingMsg;
 
 use crate::orders::topics::{ORDER_CANCELLED, ORDER_CREATED};
 use crate::events::{Subscription, Topics};
-use crate::service::{ServiceContext, ServiceDefinition, StartError, StartedService};
+use crate::service::{Service, ServiceContext, ServiceDefinition, StartError, StartedService};
 use actor::BillingWorker;
+use settings::BillingSettings;
 use store::BillingStore;
 
-pub const SERVICE: ServiceDefinition = ServiceDefinition {
-    name: "billing",
-    start: |ctx| Box::pin(start(ctx)),
-};
+pub const SERVICE: ServiceDefinition = ServiceDefinition::of::<Billing>();
+
+/// The billing service, for [`ServiceDefinition::of`].
+pub struct Billing;
+
+impl Service for Billing {
+    const NAME: &'static str = "billing";
+    type Settings = BillingSettings;
+
+    async fn start(
+        ctx: ServiceContext,
+        settings: BillingSettings,
+    ) -> Result<StartedService, StartError> {
+        start(ctx, settings).await
+    }
+}
 
 /// The topics billing consumes.
 const TOPICS: Topics = Topics::Named(&[
@@ -40,13 +56,17 @@ const TOPICS: Topics = Topics::Named(&[
     ORDER_CANCELLED,
 ]);
 
-async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
-    let store = BillingStore::open(&ctx.data_dir, &ctx.storage, &ctx.invoice_prefix)
-        .await
-        .map_err(|source| StartError::Store {
-            service: "billing",
-            source,
-        })?;
+async fn start(
+    ctx: ServiceContext,
+    settings: BillingSettings,
+) -> Result<StartedService, StartError> {
+    let store = BillingStore::open(
+        &ctx.data_dir,
+        &ctx.storage,
+        settings.invoice_prefix.as_str(),
+    )
+    .await
+    .map_err(StartError::store(Billing::NAME))?;
     let outbox = store.outbox().clone();
     let (handle, starter) = ServiceSupervisor::<BillingWorker>::build(
         ctx.name,
@@ -62,7 +82,7 @@ async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
         outbox: Some(outbox),
         // As many events at once as there are workers to apply them.
         subscriptions: vec![Subscription::new(
-            "billing",
+            Billing::NAME,
             TOPICS,
             ctx.workers,
             handle.clone(),

@@ -13,6 +13,49 @@ use crate::ServiceError;
 /// 999999 it simply grows (`INV-1000000`).
 pub const NUMBER_DIGITS: usize = 6;
 
+/// What invoice numbers start with (`INV-` gives `INV-000001`): at most 16
+/// visible ASCII characters, so a number stays one token in any system
+/// that receives it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct InvoicePrefix(String);
+
+impl InvoicePrefix {
+    pub const MAX_LEN: usize = 16;
+
+    pub fn parse(value: &str) -> Result<Self, &'static str> {
+        if value.len() <= Self::MAX_LEN && value.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(Self(value.to_owned()))
+        } else {
+            Err("must be at most 16 visible ASCII characters")
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for InvoicePrefix {
+    fn default() -> Self {
+        Self("INV-".into())
+    }
+}
+
+impl TryFrom<String> for InvoicePrefix {
+    type Error = &'static str;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<InvoicePrefix> for String {
+    fn from(prefix: InvoicePrefix) -> String {
+        prefix.0
+    }
+}
+
 /// The invoice number for the `seq`-th invoice of a database.
 pub fn invoice_number(prefix: &str, seq: i64) -> String {
     format!("{prefix}{seq:0width$}", width = NUMBER_DIGITS)

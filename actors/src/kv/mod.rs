@@ -82,6 +82,33 @@ impl RateLimit {
     }
 }
 
+/// A rate limit as configured: `{ requests = 5, per = "15m" }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub requests: u32,
+    #[serde(with = "humantime_serde")]
+    pub per: Duration,
+}
+
+impl LimitSettings {
+    pub fn rate_limit(&self) -> RateLimit {
+        RateLimit::new(self.requests, self.per)
+    }
+
+    /// What is wrong with it, as `(key within the limit, message)` pairs.
+    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        let mut problems = Vec::new();
+        if self.requests == 0 {
+            problems.push(("requests", "must be at least 1"));
+        }
+        if self.per.as_micros() < u128::from(self.requests.max(1)) {
+            problems.push(("per", "must allow at least a microsecond per request"));
+        }
+        problems
+    }
+}
+
 /// The answer to one [`KvStore::rate_limit`] call, with what the
 /// `RateLimit-*` and `Retry-After` headers need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,11 +7,14 @@
 //! * `store.rs` + `migrations/` — its own database
 //! * `model.rs` — typed input values and the order
 //! * `routes.rs` — `/api/v1/orders`
+//! * `settings.rs` — `[services.orders]` (the default currency)
+//! * `topics.rs` — the topics it publishes
 
 pub mod actor;
 pub mod messages;
 pub mod model;
 pub mod routes;
+pub mod settings;
 pub mod store;
 pub mod topics;
 
@@ -23,16 +26,27 @@ pub use messages::OrdersMsg;
 
 use crate::billing::topics::INVOICE_PAID;
 use crate::events::{Subscription, Topics};
-use crate::service::{ServiceContext, ServiceDefinition, StartError, StartedService};
-use crate::storage::StoreError;
+use crate::service::{Service, ServiceContext, ServiceDefinition, StartError, StartedService};
 use actor::OrdersWorker;
-use model::Currency;
+use settings::OrdersSettings;
 use store::OrdersStore;
 
-pub const SERVICE: ServiceDefinition = ServiceDefinition {
-    name: "orders",
-    start: |ctx| Box::pin(start(ctx)),
-};
+pub const SERVICE: ServiceDefinition = ServiceDefinition::of::<Orders>();
+
+/// The orders service, for [`ServiceDefinition::of`].
+pub struct Orders;
+
+impl Service for Orders {
+    const NAME: &'static str = "orders";
+    type Settings = OrdersSettings;
+
+    async fn start(
+        ctx: ServiceContext,
+        settings: OrdersSettings,
+    ) -> Result<StartedService, StartError> {
+        start(ctx, settings).await
+    }
+}
 
 /// How often completed idempotency keys past their retention are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
@@ -40,18 +54,12 @@ const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
 /// The topics orders consumes.
 const TOPICS: Topics = Topics::Named(&[INVOICE_PAID]);
 
-async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
-    let store_error = |source: StoreError| StartError::Store {
-        service: "orders",
-        source,
-    };
-    let default_currency = Currency::parse(&ctx.default_currency)
-        .map_err(|m| store_error(StoreError::Corrupt(format!("default currency {m}"))))?;
+async fn start(ctx: ServiceContext, settings: OrdersSettings) -> Result<StartedService, StartError> {
     // An unfinished idempotency claim outlives its request by the call timeout at most.
     let claim_lease = ctx.call_timeout * 2;
     let store = OrdersStore::open(&ctx.data_dir, &ctx.storage, claim_lease)
         .await
-        .map_err(store_error)?;
+        .map_err(StartError::store(Orders::NAME))?;
     spawn_key_purge(store.clone());
     let (handle, starter) = ServiceSupervisor::<OrdersWorker>::build(
         ctx.name,
@@ -61,7 +69,7 @@ async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
         store.clone(),
     );
     let subscription = Subscription::new(
-        "orders",
+        Orders::NAME,
         TOPICS,
         ctx.workers,
         handle.clone(),
@@ -70,7 +78,7 @@ async fn start(ctx: ServiceContext) -> Result<StartedService, StartError> {
     .with_inbox(store.inbox());
     Ok(StartedService {
         starter,
-        routes: routes::routes(handle, default_currency),
+        routes: routes::routes(handle, settings.default_currency),
         dependencies: vec![store.dependency()],
         outbox: Some(store.outbox()),
         subscriptions: vec![subscription],

@@ -1,7 +1,7 @@
 //! The orders service's values, parsed at the edge: an order request is turned
 //! into typed values (an [`Amount`], a [`Currency`]) or a list of field errors.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -36,9 +36,23 @@ impl Amount {
 }
 
 /// An ISO 4217 alphabetic code: three capital letters.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Currency(String);
+
+impl TryFrom<String> for Currency {
+    type Error = &'static str;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<Currency> for String {
+    fn from(currency: Currency) -> String {
+        currency.0
+    }
+}
 
 impl Currency {
     pub fn parse(value: &str) -> Result<Self, &'static str> {
@@ -51,6 +65,11 @@ impl Currency {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// US dollars: the default of `default_currency`.
+    pub fn usd() -> Self {
+        Self("USD".to_owned())
     }
 }
 

@@ -1,5 +1,5 @@
 //! Tokens: signed access tokens (JWT) that anyone holding [`TokenKeys`] can
-//! verify without asking the auth service, and opaque refresh tokens that
+//! verify without asking the service that issued them, and opaque refresh tokens that
 //! only the service's database can redeem.
 //!
 //! * **Access tokens** are JWTs signed with HS256 and nothing else: the
@@ -16,7 +16,7 @@
 //!   a stolen database cannot be replayed as tokens, and since the tokens
 //!   are uniformly random a fast unsalted hash loses nothing (there is no
 //!   dictionary to try).
-//! * **The secret** ([`TokenKeys::load_or_create`]): `auth.jwt_secret` when
+//! * **The secret** ([`TokenKeys::load_or_create`]): `tokens.jwt_secret` when
 //!   configured (at least 32 bytes); otherwise, in development only, one
 //!   generated on first run into `<data_dir>/jwt-secret` (mode 0600) and
 //!   reused, so tokens survive restarts.
@@ -35,8 +35,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::model::{parse_role, role_str};
-use crate::api::Role;
+use crate::api::{parse_role, role_str, Role};
 
 /// The only algorithm accepted, and the one tokens are signed with.
 pub const ALGORITHM: Algorithm = Algorithm::HS256;
@@ -76,12 +75,12 @@ impl Default for TokenSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error(
-        "auth.jwt_secret must be at least {MIN_SECRET_BYTES} bytes, it has {len}; \
+        "tokens.jwt_secret must be at least {MIN_SECRET_BYTES} bytes, it has {len}; \
          generate one with `openssl rand -base64 48`"
     )]
     SecretTooShort { len: usize },
     #[error(
-        "auth.jwt_secret is required when env = \"production\" (at least {MIN_SECRET_BYTES} \
+        "tokens.jwt_secret is required when env = \"production\" (at least {MIN_SECRET_BYTES} \
          bytes; generate one with `openssl rand -base64 48` and set it in the configuration \
          file or STAGEWORKS__AUTH__JWT_SECRET)"
     )]
@@ -263,7 +262,7 @@ impl TokenKeys {
 
     /// The keys the process runs with:
     ///
-    /// * a configured secret (`auth.jwt_secret`, not empty) is used as its
+    /// * a configured secret (`tokens.jwt_secret`, not empty) is used as its
     ///   UTF-8 bytes, and must be at least 32 of them;
     /// * otherwise, in production, start-up stops with
     ///   [`KeyError::MissingInProduction`];
@@ -871,7 +870,7 @@ mod tests {
             let err = TokenKeys::load_or_create(dir.path(), secret, true, TokenSettings::default())
                 .expect_err("refused");
             assert!(matches!(err, KeyError::MissingInProduction));
-            assert!(err.to_string().contains("auth.jwt_secret"));
+            assert!(err.to_string().contains("tokens.jwt_secret"));
         }
         assert!(!dir.path().join(SECRET_FILE).exists());
         let short =

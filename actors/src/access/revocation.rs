@@ -6,7 +6,7 @@
 //! TTL plus the verification leeway); after that the tokens have expired on
 //! their own. With Redis, every replica sees it at once.
 //!
-//! The database's `revoked_at` stays the truth: [`super::actor`] copies the
+//! The database's `revoked_at` stays the truth: the auth service copies the
 //! recent revocations back into the store when the service starts, so an
 //! in-memory store that was lost with the process forgets nothing that
 //! still matters.
