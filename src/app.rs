@@ -200,7 +200,7 @@ impl AppBuilder {
             metrics_handle,
             events.clone(),
             config.admin.token.clone(),
-        );
+        )?;
         Ok(Built {
             config,
             frontend: Arc::new(frontend),

@@ -20,6 +20,7 @@ use actors::ServiceError;
 
 use super::request_id;
 use super::response;
+use super::router::{Resolved, RouteError, Router};
 use super::server::Handler;
 use super::Response;
 use crate::telemetry::metrics;
@@ -29,6 +30,7 @@ use crate::telemetry::metrics;
 const LIVE_PAGE: &str = include_str!("assets/admin.html");
 
 pub struct Admin {
+    routes: Router<Action>,
     tree: Tree,
     dependencies: Vec<Arc<dyn Dependency>>,
     metrics: PrometheusHandle,
@@ -46,14 +48,15 @@ impl Admin {
         metrics: PrometheusHandle,
         events: EventBus,
         token: Option<String>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, RouteError> {
+        Ok(Self {
+            routes: admin_routes()?,
             tree,
             dependencies,
             metrics,
             events,
             token: token.filter(|t| !t.is_empty()),
-        }
+        })
     }
 
     fn authorized(&self, headers: &http::HeaderMap) -> bool {
@@ -94,9 +97,30 @@ impl Admin {
         path: &str,
         query: Option<&str>,
     ) -> Result<Response, ServiceError> {
-        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-        match (method, segments.as_slice()) {
-            (&Method::GET, ["metrics"]) => {
+        let path = match path.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        };
+        let (action, params) = match self.routes.resolve(method, path) {
+            Resolved::Found {
+                endpoint, params, ..
+            } => (*endpoint, params),
+            Resolved::MethodNotAllowed { allow, .. } => {
+                return Err(ServiceError::MethodNotAllowed { allow })
+            }
+            Resolved::NotFound => {
+                return Err(ServiceError::NotFound(format!("no admin route for {path}")))
+            }
+        };
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
+        match action {
+            Action::Metrics => {
                 self.tree.publish_gauges();
                 for dependency in &self.dependencies {
                     dependency.publish_gauges();
@@ -108,7 +132,7 @@ impl Admin {
                 );
                 Ok(response)
             }
-            (&Method::GET, ["admin", "actors"]) => {
+            Action::Tree => {
                 #[derive(serde::Serialize)]
                 struct Tree {
                     root: supervision::ActorNode,
@@ -120,26 +144,29 @@ impl Admin {
                     },
                 )
             }
-            (&Method::GET, ["admin", "actors", name]) => {
+            Action::Actor => {
+                let name = param("name");
                 let found = self.tree.node(name).ok_or_else(|| not_found(name))?;
                 node(StatusCode::OK, &found)
             }
-            (&Method::POST, ["admin", "actors", name, "restart"]) => {
-                let restarted = self.tree.restart(name).await.map_err(control_error)?;
+            Action::Restart => {
+                let restarted = self
+                    .tree
+                    .restart(param("name"))
+                    .await
+                    .map_err(control_error)?;
                 node(StatusCode::ACCEPTED, &restarted)
             }
-            (&Method::POST, ["admin", "circuits", service, action @ ("open" | "close")]) => {
+            Action::Circuit { open } => {
                 let forced = self
                     .tree
-                    .force_circuit(service, *action == "open")
+                    .force_circuit(param("service"), open)
                     .await
                     .map_err(control_error)?;
                 node(StatusCode::OK, &forced)
             }
-            (&Method::GET, ["admin", "events"]) => {
-                node(StatusCode::OK, &self.events.overview().await)
-            }
-            (&Method::GET, ["admin", "events", "dead-letters"]) => {
+            Action::Events => node(StatusCode::OK, &self.events.overview().await),
+            Action::DeadLetters => {
                 let all = form_urlencoded::parse(query.unwrap_or("").as_bytes())
                     .any(|(k, v)| k == "all" && v == "true");
                 let letters = self
@@ -149,42 +176,84 @@ impl Admin {
                     .map_err(ServiceError::internal)?;
                 node(StatusCode::OK, &serde_json::json!({ "data": letters }))
             }
-            (&Method::POST, ["admin", "events", "dead-letters", id, "replay"]) => {
+            Action::Replay => {
+                let id = param("id");
                 let id = uuid::Uuid::parse_str(id)
                     .map_err(|_| ServiceError::NotFound(format!("no dead letter `{id}`")))?;
                 let letter = self.events.replay(id).await.map_err(replay_error)?;
                 node(StatusCode::OK, &letter)
             }
             #[cfg(feature = "fault-injection")]
-            (&Method::PUT | &Method::DELETE, ["admin", "faults", "poison", subscriber, user]) => {
+            Action::Poison => {
+                let user = param("user");
                 let user = uuid::Uuid::parse_str(user)
                     .map_err(|_| ServiceError::NotFound(format!("`{user}` is not a user id")))?;
-                actors::fault::poison::set(subscriber, user, method == Method::PUT);
+                actors::fault::poison::set(param("subscriber"), user, method == Method::PUT);
                 Ok(response::json(StatusCode::NO_CONTENT, ""))
             }
-            (_, ["admin", "events"] | ["admin", "events", "dead-letters"]) => {
-                Err(ServiceError::MethodNotAllowed {
-                    allow: vec![Method::GET],
-                })
-            }
-            (_, ["admin", "events", "dead-letters", _, "replay"]) => {
-                Err(ServiceError::MethodNotAllowed {
-                    allow: vec![Method::POST],
-                })
-            }
-            (_, ["metrics"] | ["admin", "actors"] | ["admin", "actors", _]) => {
-                Err(ServiceError::MethodNotAllowed {
-                    allow: vec![Method::GET],
-                })
-            }
-            (_, ["admin", "actors", _, "restart"] | ["admin", "circuits", _, "open" | "close"]) => {
-                Err(ServiceError::MethodNotAllowed {
-                    allow: vec![Method::POST],
-                })
-            }
-            _ => Err(ServiceError::NotFound(format!("no admin route for {path}"))),
         }
     }
+}
+
+/// What an admin route does.
+#[derive(Clone, Copy, Debug)]
+enum Action {
+    Metrics,
+    Tree,
+    Actor,
+    Restart,
+    Circuit {
+        open: bool,
+    },
+    Events,
+    DeadLetters,
+    Replay,
+    #[cfg(feature = "fault-injection")]
+    Poison,
+}
+
+/// The admin listener's routes (the live page, `/admin/`, is served before
+/// routing: it needs no token).
+fn admin_routes() -> Result<Router<Action>, RouteError> {
+    let mut routes = Router::new();
+    routes.add(Method::GET, "/metrics", Action::Metrics)?;
+    routes.add(Method::GET, "/admin/actors", Action::Tree)?;
+    routes.add(Method::GET, "/admin/actors/{name}", Action::Actor)?;
+    routes.add(
+        Method::POST,
+        "/admin/actors/{name}/restart",
+        Action::Restart,
+    )?;
+    routes.add(
+        Method::POST,
+        "/admin/circuits/{service}/open",
+        Action::Circuit { open: true },
+    )?;
+    routes.add(
+        Method::POST,
+        "/admin/circuits/{service}/close",
+        Action::Circuit { open: false },
+    )?;
+    routes.add(Method::GET, "/admin/events", Action::Events)?;
+    routes.add(
+        Method::GET,
+        "/admin/events/dead-letters",
+        Action::DeadLetters,
+    )?;
+    routes.add(
+        Method::POST,
+        "/admin/events/dead-letters/{id}/replay",
+        Action::Replay,
+    )?;
+    #[cfg(feature = "fault-injection")]
+    for method in [Method::PUT, Method::DELETE] {
+        routes.add(
+            method,
+            "/admin/faults/poison/{subscriber}/{user}",
+            Action::Poison,
+        )?;
+    }
+    Ok(routes)
 }
 
 fn node(status: StatusCode, value: &impl serde::Serialize) -> Result<Response, ServiceError> {

@@ -1,12 +1,13 @@
 //! The route table: path patterns (matchit) to the endpoints behind them, with
 //! the 404 / 405 decisions made before anything else (routing comes before
-//! authentication).
+//! authentication). Both listeners use it: the public one with [`Endpoint`]s
+//! (probes and the services' routes), the admin one with its own actions.
 
 use http::Method;
 
 use actors::api::Route;
 
-/// What a path and method lead to.
+/// What a path and method lead to on the public listener.
 #[derive(Clone)]
 pub enum Endpoint {
     Live,
@@ -15,14 +16,14 @@ pub enum Endpoint {
     Api(Route),
 }
 
-struct Entry {
+struct Entry<E> {
     pattern: &'static str,
-    methods: Vec<(Method, Endpoint)>,
+    methods: Vec<(Method, E)>,
 }
 
-pub enum Resolved<'a> {
+pub enum Resolved<'a, E = Endpoint> {
     Found {
-        endpoint: &'a Endpoint,
+        endpoint: &'a E,
         /// The route pattern, for metrics labels (never the raw path).
         pattern: &'static str,
         params: Vec<(String, String)>,
@@ -42,13 +43,21 @@ pub struct RouteError {
     source: matchit::InsertError,
 }
 
-#[derive(Default)]
-pub struct Router {
+pub struct Router<E = Endpoint> {
     paths: matchit::Router<usize>,
-    entries: Vec<Entry>,
+    entries: Vec<Entry<E>>,
 }
 
-impl Router {
+impl<E> Default for Router<E> {
+    fn default() -> Self {
+        Self {
+            paths: matchit::Router::new(),
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<E> Router<E> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -57,7 +66,7 @@ impl Router {
         &mut self,
         method: Method,
         pattern: &'static str,
-        endpoint: Endpoint,
+        endpoint: E,
     ) -> Result<(), RouteError> {
         if let Some(entry) = self.entries.iter_mut().find(|e| e.pattern == pattern) {
             entry.methods.push((method, endpoint));
@@ -73,7 +82,7 @@ impl Router {
         Ok(())
     }
 
-    pub fn resolve(&self, method: &Method, path: &str) -> Resolved<'_> {
+    pub fn resolve(&self, method: &Method, path: &str) -> Resolved<'_, E> {
         let Ok(matched) = self.paths.at(path) else {
             return Resolved::NotFound;
         };

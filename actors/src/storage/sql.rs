@@ -110,6 +110,10 @@ impl Dialect for Postgres {
 /// the pool writes go through and `Db::read()` a connection for reads (a
 /// reader on SQLite, the pool on PostgreSQL), and [`Dialect`] says what
 /// differs: `DB::id(…)`, `DB::FOR_UPDATE`.
+///
+/// Exported (`actors::per_backend!`) for services defined outside this
+/// crate; the caller's crate needs `sqlx` as a dependency.
+#[macro_export]
 macro_rules! per_backend {
     ($($item:item)*) => {
         /// The statements above, on SQLite.
@@ -148,4 +152,4 @@ macro_rules! per_backend {
     };
 }
 
-pub(crate) use per_backend;
+pub use crate::per_backend;
