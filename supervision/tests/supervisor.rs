@@ -36,6 +36,7 @@ enum ToyMsg {
 
 impl WorkerHandler for Toy {
     type Msg = ToyMsg;
+    type Context = ();
     type State = usize;
     type Args = ToyArgs;
 
@@ -51,7 +52,7 @@ impl WorkerHandler for Toy {
         Ok(index)
     }
 
-    async fn handle(msg: ToyMsg, index: &mut usize) -> Result<(), BoxError> {
+    async fn handle(msg: ToyMsg, _ctx: &(), index: &mut usize) -> Result<(), BoxError> {
         match msg {
             ToyMsg::Which(reply) => {
                 let _ = reply.send(*index);
