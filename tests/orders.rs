@@ -6,7 +6,6 @@ mod common;
 use common::{expect_error, spawn_app, spawn_app_with, ALICE, BOB};
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::time::Duration;
 
 #[tokio::test]
 async fn create_read_list_and_cancel_an_order() {
@@ -317,31 +316,23 @@ async fn a_malformed_idempotency_key_is_422() {
 #[tokio::test]
 async fn the_same_key_while_the_first_request_is_in_flight_is_409() {
     let app = spawn_app().await;
-    let slow = app
-        .as_user(Method::POST, "/api/v1/orders", ALICE)
-        .header("idempotency-key", "slow-one")
-        .header("x-fault", "delay=800")
-        .json(&json!({"amount": 7}))
-        .send();
-    let slow = tokio::spawn(slow);
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    let duplicate = app
-        .as_user(Method::POST, "/api/v1/orders", ALICE)
-        .header("idempotency-key", "slow-one")
-        .json(&json!({"amount": 7}))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"amount": 7});
+    let send = || {
+        app.as_user(Method::POST, "/api/v1/orders", ALICE)
+            .header("idempotency-key", "slow-one")
+            .json(&body)
+            .send()
+    };
+    // The first request has claimed the key and is not done with it.
+    let first = app.order_key_in_flight(ALICE, "slow-one", &body).await;
+    let duplicate = send().await.unwrap();
     expect_error(duplicate, 409, "CONFLICT").await;
-    let first = slow.await.unwrap().unwrap();
-    assert_eq!(first.status(), 201);
-    let replay = app
-        .as_user(Method::POST, "/api/v1/orders", ALICE)
-        .header("idempotency-key", "slow-one")
-        .json(&json!({"amount": 7}))
-        .send()
-        .await
-        .unwrap();
+    // It ends without an answer stored, as a failed request does: the key
+    // is free for the retry, whose answer is then replayed.
+    first.release().await;
+    let retried = send().await.unwrap();
+    assert_eq!(retried.status(), 201);
+    let replay = send().await.unwrap();
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
 }
 

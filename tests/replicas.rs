@@ -79,26 +79,27 @@ async fn an_order_created_on_one_replica_is_read_on_the_other() {
 #[tokio::test]
 async fn an_idempotency_key_holds_across_replicas() {
     let (one, two) = two_replicas().await;
-    let send = |app: &TestApp, fault: Option<&str>| {
-        let mut request = app
-            .as_user(Method::POST, "/api/v1/orders", ALICE)
+    let body = json!({"amount": 4321});
+    let send = |app: &TestApp| {
+        app.as_user(Method::POST, "/api/v1/orders", ALICE)
             .header("idempotency-key", "across-replicas")
-            .json(&json!({"amount": 4321}));
-        if let Some(fault) = fault {
-            request = request.header("x-fault", fault.to_owned());
-        }
-        request.send()
+            .json(&body)
+            .send()
     };
-    // The first is still running on replica one when replica two gets the key.
-    let slow = tokio::spawn(send(&one, Some("delay=800")));
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let in_flight = send(&two, None).await.unwrap();
+    // A request on replica one has claimed the key and is not done with it
+    // when replica two gets the key.
+    let running = one
+        .order_key_in_flight(ALICE, "across-replicas", &body)
+        .await;
+    let in_flight = send(&two).await.unwrap();
     assert_eq!(in_flight.status(), 409);
-    let first = slow.await.unwrap().unwrap();
+    // It ends without an answer stored; its retry on replica one succeeds.
+    running.release().await;
+    let first = send(&one).await.unwrap();
     assert_eq!(first.status(), 201);
     let first: Value = first.json().await.unwrap();
 
-    let replayed = send(&two, None).await.unwrap();
+    let replayed = send(&two).await.unwrap();
     assert_eq!(replayed.status(), 201);
     assert_eq!(replayed.headers()["idempotent-replayed"], "true");
     assert_eq!(replayed.json::<Value>().await.unwrap(), first);

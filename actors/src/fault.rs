@@ -1,17 +1,18 @@
-//! Fault injection for tests: an `x-fault` header makes a handler panic, fail
-//! or stall at its fault point. Only builds with the `fault-injection` feature
-//! parse the header; release builds leave it out and [`Fault::from_headers`]
-//! always answers `None`.
+//! Fault injection for tests: an `x-fault` header makes a service's worker
+//! panic, fail or stall before it handles the request's message (struck once,
+//! in its `WorkerHandler::before`, by [`crate::api::RequestContext::strike_fault`]).
+//! Only builds with the `fault-injection` feature parse the header; release
+//! builds leave it out and [`Fault::from_headers`] always answers `None`.
 
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
-    /// `x-fault: panic`: the handler panics.
+    /// `x-fault: panic`: the worker panics.
     Panic,
-    /// `x-fault: error`: the handler returns an internal error (a failure).
+    /// `x-fault: error`: the worker fails (an internal error).
     Error,
-    /// `x-fault: delay=250`: the handler sleeps this many milliseconds.
+    /// `x-fault: delay=250`: the worker sleeps this many milliseconds.
     Delay(Duration),
 }
 

@@ -8,8 +8,8 @@
 //! [`ServiceDefinition`] named `SERVICE` ([`service::Service`] on a type of
 //! its own, erased).
 //!
-//! Adding a built-in service: create its folder, then add its name to the
-//! [`services!`] line below. Nothing else changes: the app wires every
+//! Adding a built-in service: create its folder, declare its module below
+//! and add its `SERVICE` to [`BUILTIN`]. Nothing else changes: the app wires every
 //! registered service into the supervision tree, the router, the probes and
 //! the configuration (`[services.<name>]`). A program that embeds
 //! Stageworks registers its own the same way, with `App::builder().service(…)`.
@@ -28,13 +28,11 @@ pub mod storage;
 pub use error::{FieldError, ServiceError};
 pub use service::{ServiceContext, ServiceDefinition, StartedService};
 
-/// Declares the service modules and lists their definitions in start order.
-macro_rules! services {
-    ($($name:ident),* $(,)?) => {
-        $(pub mod $name;)*
-        /// The built-in services, in start order (stopped in reverse).
-        pub const BUILTIN: &[ServiceDefinition] = &[$($name::SERVICE),*];
-    };
-}
+// The built-in services, each a folder (declared plainly, not by a macro, so
+// that `cargo fmt` sees them).
+pub mod auth;
+pub mod billing;
+pub mod orders;
 
-services![auth, orders, billing];
+/// The built-in services, in start order (stopped in reverse).
+pub const BUILTIN: &[ServiceDefinition] = &[auth::SERVICE, orders::SERVICE, billing::SERVICE];

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+use http::header::{HeaderValue, CONTENT_LENGTH};
 use http::{Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -31,11 +31,13 @@ use super::router::{Endpoint, Resolved, Router};
 use super::server::Handler;
 use super::Response;
 
-/// Where a request came from: the connection's peer and the request's id.
+/// Where a request came from: the connection's peer and the request's id,
+/// and when the front-end stops waiting for it.
 #[derive(Clone, Copy)]
 struct Sender<'a> {
     peer: SocketAddr,
     request_id: &'a str,
+    deadline: Instant,
 }
 
 /// The route label of requests that matched no route.
@@ -106,7 +108,11 @@ impl Frontend {
             Endpoint::Ready => Ok(self.probes.ready().await),
             Endpoint::Health => Ok(self.probes.health().await),
             Endpoint::Api(route) => {
-                let from = Sender { peer, request_id };
+                let from = Sender {
+                    peer,
+                    request_id,
+                    deadline: Instant::now() + self.request_timeout,
+                };
                 let call = self.call_api(route, parts, body, params, from, &mut quota);
                 match tokio::time::timeout(self.request_timeout, call).await {
                     Ok(result) => result,
@@ -150,19 +156,16 @@ impl Frontend {
     async fn call_api(
         &self,
         route: &Route,
-        mut parts: http::request::Parts,
+        parts: http::request::Parts,
         body: Incoming,
         params: Vec<(String, String)>,
         from: Sender<'_>,
         quota: &mut Option<RateDecision>,
     ) -> Result<Response, ServiceError> {
         let request_id = from.request_id;
+        // Services learn the client's address from the edge (in the request's
+        // context), never from the client.
         let ip = self.limiter.client_ip(&parts.headers, from.peer);
-        // Services learn the client's address from the edge, never from the client.
-        parts.headers.insert(
-            HeaderName::from_static(actors::auth::routes::CLIENT_IP_HEADER),
-            HeaderValue::from_str(&ip.to_string()).map_err(ServiceError::internal)?,
-        );
         *quota = self.limiter.check_ip(route.limit, ip).await?;
         let caller = match route.access {
             Access::Public => None,
@@ -184,9 +187,11 @@ impl Frontend {
         let request = ApiRequest {
             ctx: RequestContext {
                 request_id: request_id.to_owned(),
+                caller,
+                client_ip: Some(ip),
+                deadline: Some(from.deadline),
                 fault: Fault::from_headers(&parts.headers),
             },
-            caller,
             params,
             query: parts.uri.query().map(str::to_owned),
             headers: parts.headers,

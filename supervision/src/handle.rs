@@ -19,7 +19,7 @@ const RESTARTING_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The live workers of a service, by index: `None` while one is down. Written
 /// by the supervisor, read by every call.
-pub(crate) type Slots<M> = Arc<RwLock<Vec<Option<ActorRef<Envelope<M>>>>>>;
+pub(crate) type Slots<M, C> = Arc<RwLock<Vec<Option<ActorRef<Envelope<M, C>>>>>>;
 
 /// Why a call got no reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,14 +45,15 @@ pub enum CallError {
     Crashed { service: String },
 }
 
-/// A typed, cloneable handle to one supervised service.
-pub struct ServiceHandle<M> {
+/// A typed, cloneable handle to one supervised service: `M` its messages, `C`
+/// the context each travels with (see [`crate::WorkerHandler::Context`]).
+pub struct ServiceHandle<M, C = ()> {
     shared: Arc<ServiceShared>,
-    slots: Slots<M>,
+    slots: Slots<M, C>,
     call_timeout: Duration,
 }
 
-impl<M> Clone for ServiceHandle<M> {
+impl<M, C> Clone for ServiceHandle<M, C> {
     fn clone(&self) -> Self {
         Self {
             shared: self.shared.clone(),
@@ -62,8 +63,12 @@ impl<M> Clone for ServiceHandle<M> {
     }
 }
 
-impl<M: Send + 'static> ServiceHandle<M> {
-    pub(crate) fn new(shared: Arc<ServiceShared>, slots: Slots<M>, call_timeout: Duration) -> Self {
+impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
+    pub(crate) fn new(
+        shared: Arc<ServiceShared>,
+        slots: Slots<M, C>,
+        call_timeout: Duration,
+    ) -> Self {
         Self {
             shared,
             slots,
@@ -80,8 +85,21 @@ impl<M: Send + 'static> ServiceHandle<M> {
     }
 
     /// Sends the message built around a reply port to the least-loaded live
-    /// worker and waits for the reply, at most the call timeout.
+    /// worker with the default context (callers that have none to pass on:
+    /// the event bus, the relay).
     pub async fn call<R, F>(&self, build: F) -> Result<R, CallError>
+    where
+        R: Send + 'static,
+        F: FnOnce(RpcReplyPort<R>) -> M,
+        C: Default,
+    {
+        self.call_with(C::default(), build).await
+    }
+
+    /// Sends the message built around a reply port, with `ctx` beside it, to
+    /// the least-loaded live worker and waits for the reply, at most the call
+    /// timeout.
+    pub async fn call_with<R, F>(&self, ctx: C, build: F) -> Result<R, CallError>
     where
         R: Send + 'static,
         F: FnOnce(RpcReplyPort<R>) -> M,
@@ -103,6 +121,7 @@ impl<M: Send + 'static> ServiceHandle<M> {
         let started = Arc::new(AtomicBool::new(false));
         let envelope = Envelope {
             msg: build(tx.into()),
+            ctx,
             span: tracing::Span::current(),
             started: started.clone(),
         };
@@ -130,7 +149,7 @@ impl<M: Send + 'static> ServiceHandle<M> {
     }
 
     /// The live worker with the fewest messages in flight (the first on a tie).
-    fn pick_worker(&self) -> Option<(usize, ActorRef<Envelope<M>>)> {
+    fn pick_worker(&self) -> Option<(usize, ActorRef<Envelope<M, C>>)> {
         let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
         slots
             .iter()
@@ -142,7 +161,7 @@ impl<M: Send + 'static> ServiceHandle<M> {
 
     /// A reply that misses its timeout is a failure: the supervisor restarts
     /// the stuck worker.
-    fn report_timeout(&self, index: usize, worker: &ActorRef<Envelope<M>>) {
+    fn report_timeout(&self, index: usize, worker: &ActorRef<Envelope<M, C>>) {
         if let Some(supervisor) = self.shared.supervisor() {
             let _ = supervisor.send_message(SupervisorMsg::CallTimedOut {
                 index,

@@ -49,7 +49,7 @@ impl<H> Default for ServiceSupervisor<H> {
 
 pub struct ServiceArgs<H: WorkerHandler> {
     shared: Arc<ServiceShared>,
-    slots: Slots<H::Msg>,
+    slots: Slots<H::Msg, H::Context>,
     args: H::Args,
 }
 
@@ -80,9 +80,9 @@ impl<H: WorkerHandler> ServiceSupervisor<H> {
         workers: usize,
         call_timeout: Duration,
         args: H::Args,
-    ) -> (ServiceHandle<H::Msg>, Arc<dyn ServiceStarter>) {
+    ) -> (ServiceHandle<H::Msg, H::Context>, Arc<dyn ServiceStarter>) {
         let shared = ServiceShared::new(name, policy, workers);
-        let slots: Slots<H::Msg> = Arc::new(RwLock::new(
+        let slots: Slots<H::Msg, H::Context> = Arc::new(RwLock::new(
             (0..shared.worker_count()).map(|_| None).collect(),
         ));
         let handle = ServiceHandle::new(shared.clone(), slots.clone(), call_timeout);
@@ -125,7 +125,11 @@ impl<H: WorkerHandler> SupervisorState<H> {
         self.service.shared.policy()
     }
 
-    fn set_slot(&self, index: usize, worker: Option<ActorRef<crate::worker::Envelope<H::Msg>>>) {
+    fn set_slot(
+        &self,
+        index: usize,
+        worker: Option<ActorRef<crate::worker::Envelope<H::Msg, H::Context>>>,
+    ) {
         let mut slots = self
             .service
             .slots

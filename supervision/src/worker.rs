@@ -1,6 +1,6 @@
 //! [`Worker`]: the ractor actor that runs a service's [`WorkerHandler`] under a
 //! service supervisor, counting what it handles and carrying each caller's
-//! tracing span into the handler.
+//! tracing span and request context into the handler.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -23,6 +23,10 @@ use crate::BoxError;
 pub trait WorkerHandler: Send + Sync + 'static {
     /// The service's messages (its API).
     type Msg: Send + 'static;
+    /// What travels with every message beside it, in the envelope: who asks
+    /// and on what terms (a request id, a deadline…), set once by the caller
+    /// rather than repeated in every message. `()` for handlers that need none.
+    type Context: Send + Sync + 'static;
     /// What one worker keeps between messages.
     type State: Send + 'static;
     /// What every worker of the service starts from (a store handle, settings).
@@ -34,16 +38,27 @@ pub trait WorkerHandler: Send + Sync + 'static {
         index: usize,
     ) -> impl Future<Output = Result<Self::State, BoxError>> + Send;
 
+    /// Runs once for every message, before [`WorkerHandler::handle`], with the
+    /// message's context: one place for what every message needs done first
+    /// (the services strike an injected fault here). A panic or an `Err` is a
+    /// failure like one in `handle`; the message is then dropped unhandled,
+    /// so its caller sees [`crate::CallError::Crashed`].
+    fn before(_ctx: &Self::Context) -> impl Future<Output = Result<(), BoxError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
     fn handle(
         msg: Self::Msg,
+        ctx: &Self::Context,
         state: &mut Self::State,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
-/// A message on its way to a worker, with the caller's span so that every log
-/// line the handler writes carries the request id.
-pub struct Envelope<M> {
+/// A message on its way to a worker, with the caller's span (so that every
+/// log line the handler writes carries the request id) and context.
+pub struct Envelope<M, C> {
     pub(crate) msg: M,
+    pub(crate) ctx: C,
     pub(crate) span: tracing::Span,
     /// Set when the worker takes the message: if the reply never comes, the
     /// caller can tell "it crashed while handling mine" from "it never got to it".
@@ -72,7 +87,7 @@ pub struct WorkerState<H: WorkerHandler> {
 }
 
 impl<H: WorkerHandler> Actor for Worker<H> {
-    type Msg = Envelope<H::Msg>;
+    type Msg = Envelope<H::Msg, H::Context>;
     type State = WorkerState<H>;
     type Arguments = WorkerArgs<H>;
 
@@ -99,9 +114,13 @@ impl<H: WorkerHandler> Actor for Worker<H> {
         stats.message_received();
         envelope.started.store(true, Ordering::Release);
         let started_at = Instant::now();
-        let result = H::handle(envelope.msg, &mut st.state)
-            .instrument(envelope.span)
-            .await;
+        let Envelope { msg, ctx, span, .. } = envelope;
+        let result = async {
+            H::before(&ctx).await?;
+            H::handle(msg, &ctx, &mut st.state).await
+        }
+        .instrument(span)
+        .await;
         let actor = st.shared.name().to_owned();
         metrics::histogram!("actor_message_duration_seconds", "actor" => actor.clone())
             .record(started_at.elapsed().as_secs_f64());

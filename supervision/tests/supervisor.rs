@@ -36,6 +36,7 @@ enum ToyMsg {
 
 impl WorkerHandler for Toy {
     type Msg = ToyMsg;
+    type Context = ();
     type State = usize;
     type Args = ToyArgs;
 
@@ -51,7 +52,7 @@ impl WorkerHandler for Toy {
         Ok(index)
     }
 
-    async fn handle(msg: ToyMsg, index: &mut usize) -> Result<(), BoxError> {
+    async fn handle(msg: ToyMsg, _ctx: &(), index: &mut usize) -> Result<(), BoxError> {
         match msg {
             ToyMsg::Which(reply) => {
                 let _ = reply.send(*index);
@@ -537,4 +538,85 @@ async fn stopping_the_root_stops_every_service() {
     for s in shared {
         assert_eq!(s.status(), ServiceStatus::Stopped);
     }
+}
+
+/// A worker whose messages travel with a context: `before` refuses a
+/// context that says so, and `handle` answers with what it was given.
+struct Ctxd;
+
+#[derive(Default)]
+struct Ask {
+    who: &'static str,
+    refuse: bool,
+}
+
+impl WorkerHandler for Ctxd {
+    type Msg = RpcReplyPort<&'static str>;
+    type Context = Ask;
+    type State = ();
+    type Args = ();
+
+    async fn init(_args: &(), _index: usize) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    async fn before(ctx: &Ask) -> Result<(), BoxError> {
+        if ctx.refuse {
+            return Err("refused before handling".into());
+        }
+        Ok(())
+    }
+
+    async fn handle(reply: Self::Msg, ctx: &Ask, _state: &mut ()) -> Result<(), BoxError> {
+        let _ = reply.send(ctx.who);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_context_reaches_the_handler_and_a_refusal_before_it_is_a_failure() {
+    let (handle, starter) = ServiceSupervisor::<Ctxd>::build(
+        "ctxd",
+        policy(Strategy::OneForOne),
+        1,
+        Duration::from_millis(500),
+        (),
+    );
+    let (root, _) = Actor::spawn(None, RootSupervisor, vec![starter])
+        .await
+        .unwrap();
+    let shared = handle.shared().clone();
+    wait_until("service running", || {
+        shared.status() == ServiceStatus::Running
+    })
+    .await;
+
+    let ask = Ask {
+        who: "alice",
+        refuse: false,
+    };
+    assert_eq!(handle.call_with(ask, |r| r).await, Ok("alice"));
+    // `call` sends the default context.
+    assert_eq!(handle.call(|r| r).await, Ok(""));
+
+    let refused = Ask {
+        who: "bob",
+        refuse: true,
+    };
+    let err = handle.call_with(refused, |r| r).await.unwrap_err();
+    assert!(matches!(err, CallError::Crashed { .. }), "{err:?}");
+    wait_until("the failure recorded", || shared.restarts() == 1).await;
+    let node = shared.snapshot(true);
+    let failure = node.last_failure.unwrap();
+    assert!(
+        failure.reason.contains("refused before handling"),
+        "{}",
+        failure.reason
+    );
+    wait_until("running again", || {
+        shared.status() == ServiceStatus::Running
+    })
+    .await;
+    assert_eq!(handle.call(|r| r).await, Ok(""));
+    root.stop_and_wait(None, None).await.unwrap();
 }

@@ -144,6 +144,23 @@ pub fn registered_services() -> &'static [actors::ServiceDefinition] {
     actors::BUILTIN
 }
 
+/// An idempotency key claimed by a request that has not finished
+/// ([`TestApp::order_key_in_flight`]).
+pub struct KeyInFlight {
+    store: actors::orders::store::OrdersStore,
+    key: actors::idempotency::IdempotencyKey,
+}
+
+impl KeyInFlight {
+    /// The request is over without an answer to store: the key is free again.
+    pub async fn release(self) {
+        self.store
+            .release(&self.key)
+            .await
+            .expect("the claim is released");
+    }
+}
+
 /// Settings that make supervision observable in a test's time frame.
 pub fn test_config(data: &TempDir) -> Config {
     let mut config = Config::default();
@@ -327,6 +344,39 @@ impl TestApp {
             .send()
             .await
             .expect("request sent")
+    }
+
+    /// Claims `key` in the orders database as a `POST /api/v1/orders` of
+    /// `user` with `body` claims it when its worker takes it, and leaves it
+    /// claimed: a request with that key is in flight until [`KeyInFlight::release`].
+    /// An injected delay cannot hold a key in flight: the worker strikes it
+    /// before it handles the message, so before the claim.
+    pub async fn order_key_in_flight(&self, user: &str, key: &str, body: &Value) -> KeyInFlight {
+        let settings = actors::storage::StorageSettings {
+            url: self.database.as_ref().map(|d| d.url.clone()),
+            ..Default::default()
+        };
+        let store = actors::orders::store::OrdersStore::open(
+            self.data.path(),
+            &settings,
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("the orders database opens");
+        store
+            .ensure_ready()
+            .await
+            .expect("the orders database is ready");
+        let mut headers = http::HeaderMap::new();
+        headers.insert("idempotency-key", key.parse().expect("a valid key"));
+        let scope = format!("{}:POST /api/v1/orders", self.user_id(user));
+        let body = serde_json::to_vec(body).expect("JSON body");
+        let key = actors::idempotency::IdempotencyKey::from_request(&headers, scope, &body)
+            .expect("a valid key")
+            .expect("a key");
+        let claim = store.claim(&key).await.expect("the claim is stored");
+        assert_eq!(claim, actors::idempotency::Claim::Claimed);
+        KeyInFlight { store, key }
     }
 
     /// A GET on the admin listener, with the token if one is configured.

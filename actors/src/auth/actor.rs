@@ -22,8 +22,7 @@ use super::password::{self, PasswordError};
 use super::revocation::{revocation_ttl, revoke_session_tokens};
 use super::store::{ActedBy, AuthStore, Cause, CreateUser, RevokeReason, Rotation};
 use super::tokens::{IssueError, RefreshToken, TokenKeys};
-use crate::api::{Caller, Page, PageRequest, RequestContext, Role};
-use crate::fault::Fault;
+use crate::api::{Page, PageRequest, RequestContext, Role};
 use crate::idempotency::{Claim, IdempotencyKey};
 use crate::kv::KvStore;
 use crate::service::respond;
@@ -51,6 +50,7 @@ pub struct AuthWorker;
 
 impl WorkerHandler for AuthWorker {
     type Msg = AuthMsg;
+    type Context = RequestContext;
     type State = AuthState;
     type Args = AuthState;
 
@@ -67,36 +67,32 @@ impl WorkerHandler for AuthWorker {
         Ok(state.clone())
     }
 
-    async fn handle(msg: AuthMsg, state: &mut AuthState) -> Result<(), BoxError> {
+    async fn before(ctx: &RequestContext) -> Result<(), BoxError> {
+        ctx.strike_fault().await
+    }
+
+    async fn handle(
+        msg: AuthMsg,
+        ctx: &RequestContext,
+        state: &mut AuthState,
+    ) -> Result<(), BoxError> {
         match msg {
             AuthMsg::Register {
-                ctx,
                 user,
                 idempotency,
                 reply,
-            } => respond(reply, register(state, &ctx, user, idempotency).await),
+            } => respond(reply, register(state, ctx, user, idempotency).await),
             AuthMsg::Login {
-                ctx,
                 credentials,
                 client,
                 reply,
-            } => respond(reply, login(state, &ctx, credentials, &client).await),
-            AuthMsg::Refresh { ctx, token, reply } => {
-                respond(reply, refresh(state, &ctx, &token).await)
+            } => respond(reply, login(state, ctx, credentials, &client).await),
+            AuthMsg::Refresh { token, reply } => respond(reply, refresh(state, ctx, &token).await),
+            AuthMsg::Logout { session_id, reply } => {
+                respond(reply, logout(state, ctx, session_id).await)
             }
-            AuthMsg::Logout {
-                ctx,
-                caller,
-                session_id,
-                reply,
-            } => respond(reply, logout(state, &ctx, &caller, session_id).await),
-            AuthMsg::SessionActive {
-                ctx,
-                session_id,
-                reply,
-            } => {
+            AuthMsg::SessionActive { session_id, reply } => {
                 let result = async {
-                    Fault::strike(ctx.fault).await?;
                     let session = state
                         .store
                         .get_session(session_id)
@@ -107,29 +103,15 @@ impl WorkerHandler for AuthWorker {
                 .await;
                 respond(reply, result)
             }
-            AuthMsg::Me {
-                ctx,
-                caller,
-                session_id,
-                reply,
-            } => respond(reply, me(state, &ctx, &caller, session_id).await),
+            AuthMsg::Me { reply } => respond(reply, me(state, ctx).await),
             AuthMsg::ListSessions {
-                ctx,
-                caller,
-                session_id,
                 user_id,
                 page,
                 reply,
-            } => respond(
-                reply,
-                list_sessions(state, &ctx, &caller, session_id, user_id, page).await,
-            ),
-            AuthMsg::RevokeSession {
-                ctx,
-                caller,
-                id,
-                reply,
-            } => respond(reply, revoke_session(state, &ctx, &caller, id).await),
+            } => respond(reply, list_sessions(state, ctx, user_id, page).await),
+            AuthMsg::RevokeSession { id, reply } => {
+                respond(reply, revoke_session(state, ctx, id).await)
+            }
         }
     }
 }
@@ -234,7 +216,6 @@ async fn register(
         }
     }
     let result = async {
-        Fault::strike(ctx.fault).await?;
         let hash = password::hash(new.password.clone())
             .await
             .map_err(hashing_failed)?;
@@ -282,7 +263,6 @@ async fn login(
     credentials: Credentials,
     client: &ClientInfo,
 ) -> Result<TokenPair, ServiceError> {
-    Fault::strike(ctx.fault).await?;
     let Credentials { email, password } = credentials;
     let found = state
         .store
@@ -347,7 +327,6 @@ async fn refresh(
     ctx: &RequestContext,
     presented: &RefreshToken,
 ) -> Result<TokenPair, ServiceError> {
-    Fault::strike(ctx.fault).await?;
     let next = RefreshToken::generate().map_err(issuing_failed)?;
     // A refresh is anonymous: a revocation for reuse is put on the session's owner.
     let cause = Cause::request(&ctx.request_id, ActedBy::Subject);
@@ -403,17 +382,16 @@ async fn refresh(
 async fn logout(
     state: &AuthState,
     ctx: &RequestContext,
-    caller: &Caller,
     session_id: Uuid,
 ) -> Result<(), ServiceError> {
-    Fault::strike(ctx.fault).await?;
+    let caller = ctx.caller()?;
     let session = state
         .store
         .get_session(session_id)
         .await
         .map_err(internal)?;
-    // The session id comes from a verified token of this caller, so a
-    // mismatch is a bug in the front-end, not a user's doing; refuse anyway.
+    // The session id comes from the caller's verified token, so a mismatch
+    // is a bug in the front-end, not a user's doing; refuse anyway.
     if session
         .as_ref()
         .is_some_and(|s| s.user_id != caller.user_id)
@@ -442,14 +420,9 @@ async fn touch(state: &AuthState, session_id: Option<Uuid>) {
     }
 }
 
-async fn me(
-    state: &AuthState,
-    ctx: &RequestContext,
-    caller: &Caller,
-    session_id: Option<Uuid>,
-) -> Result<User, ServiceError> {
-    Fault::strike(ctx.fault).await?;
-    touch(state, session_id).await;
+async fn me(state: &AuthState, ctx: &RequestContext) -> Result<User, ServiceError> {
+    let caller = ctx.caller()?;
+    touch(state, caller.session_id).await;
     state
         .store
         .find_user_by_id(caller.user_id)
@@ -461,12 +434,11 @@ async fn me(
 async fn list_sessions(
     state: &AuthState,
     ctx: &RequestContext,
-    caller: &Caller,
-    session_id: Option<Uuid>,
     user_id: Option<Uuid>,
     page: PageRequest,
 ) -> Result<Page<Session>, ServiceError> {
-    Fault::strike(ctx.fault).await?;
+    let caller = ctx.caller()?;
+    let session_id = caller.session_id;
     touch(state, session_id).await;
     let target = AuthMsg::list_target(caller, user_id);
     let (records, total) = state
@@ -481,10 +453,9 @@ async fn list_sessions(
 async fn revoke_session(
     state: &AuthState,
     ctx: &RequestContext,
-    caller: &Caller,
     id: Uuid,
 ) -> Result<(), ServiceError> {
-    Fault::strike(ctx.fault).await?;
+    let caller = ctx.caller()?;
     let not_found = || ServiceError::NotFound("session not found".into());
     // Another user's session is "not found": its existence is not revealed.
     let session = state

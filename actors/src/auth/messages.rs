@@ -1,19 +1,18 @@
 //! The auth service's API: the messages its workers handle, and what they
-//! answer.
+//! answer. Who asks (the caller and their session, the request id) travels
+//! beside each message, in its [`crate::api::RequestContext`].
 
 use std::fmt;
 
-use ractor::RpcReplyPort;
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::model::{ClientInfo, Credentials, NewUser, Session, User};
 use super::tokens::RefreshToken;
-use crate::api::{Caller, Page, PageRequest, RequestContext};
+use crate::api::{Caller, Page, PageRequest};
 use crate::idempotency::IdempotencyKey;
-use crate::ServiceError;
 
-pub type Reply<T> = RpcReplyPort<Result<T, ServiceError>>;
+pub use crate::api::Reply;
 
 /// The outcome of a registration: a new user, or the stored answer to an
 /// idempotency key seen before.
@@ -49,48 +48,31 @@ impl fmt::Debug for TokenPair {
 
 pub enum AuthMsg {
     Register {
-        ctx: RequestContext,
         user: NewUser,
         idempotency: Option<IdempotencyKey>,
         reply: Reply<Registered>,
     },
     Login {
-        ctx: RequestContext,
         credentials: Credentials,
         client: ClientInfo,
         reply: Reply<TokenPair>,
     },
     Refresh {
-        ctx: RequestContext,
         token: RefreshToken,
         reply: Reply<TokenPair>,
     },
     /// Revokes the session the caller's token belongs to.
-    Logout {
-        ctx: RequestContext,
-        caller: Caller,
-        session_id: Uuid,
-        reply: Reply<()>,
-    },
+    Logout { session_id: Uuid, reply: Reply<()> },
     /// Whether a session is neither revoked nor expired (for `/validate`,
     /// which checks the database as well as the key-value store).
     SessionActive {
-        ctx: RequestContext,
         session_id: Uuid,
         reply: Reply<bool>,
     },
-    Me {
-        ctx: RequestContext,
-        caller: Caller,
-        /// The caller's session, if known: its `last_used_at` is updated.
-        session_id: Option<Uuid>,
-        reply: Reply<User>,
-    },
+    /// The caller; their session's `last_used_at` is updated.
+    Me { reply: Reply<User> },
+    /// The caller's session is marked `current` in the list.
     ListSessions {
-        ctx: RequestContext,
-        caller: Caller,
-        /// The caller's session, marked `current` in the list.
-        session_id: Option<Uuid>,
         /// Admins may ask for another user's sessions; for users it is
         /// ignored (they always see their own).
         user_id: Option<Uuid>,
@@ -98,12 +80,7 @@ pub enum AuthMsg {
         reply: Reply<Page<Session>>,
     },
     /// Revokes a session of the caller's own, or anyone's for an admin.
-    RevokeSession {
-        ctx: RequestContext,
-        caller: Caller,
-        id: Uuid,
-        reply: Reply<()>,
-    },
+    RevokeSession { id: Uuid, reply: Reply<()> },
 }
 
 impl AuthMsg {

@@ -42,19 +42,19 @@ use std::time::Duration;
 use supervision::ServiceSupervisor;
 use time::OffsetDateTime;
 
-pub use messages::AuthMsg;
 pub use crate::access::{is_session_revoked, AccessClaims, TokenError, TokenKeys, TokenSettings};
+pub use messages::AuthMsg;
 
 use crate::kv::KvStore;
 use crate::service::{
     RateLimiting, Service, ServiceContext, ServiceDefinition, StartError, StartedService,
 };
+use crate::storage::StoreError;
 use actor::{AuthState, AuthWorker};
 use model::{DisplayName, Email, Password};
 use password::PasswordError;
 use settings::AuthSettings;
 use store::{AuthStore, GrantAdmin};
-use crate::storage::StoreError;
 
 /// The service's name: its `[services.auth]` section, its database file
 /// (`auth.db`) or PostgreSQL schema (`auth`), its node in the tree.
@@ -71,7 +71,10 @@ impl Service for Auth {
     const NAME: &'static str = NAME;
     type Settings = AuthSettings;
 
-    async fn start(ctx: ServiceContext, settings: AuthSettings) -> Result<StartedService, StartError> {
+    async fn start(
+        ctx: ServiceContext,
+        settings: AuthSettings,
+    ) -> Result<StartedService, StartError> {
         start(ctx, settings).await
     }
 }

@@ -1,112 +1,66 @@
-//! `/api/v1/auth`: turns each request into an [`AuthMsg`] and the reply into
-//! a response. Input is parsed here, at the edge, into typed values.
+//! `/api/v1/auth`: each handler parses the request into typed values, asks
+//! an [`AuthMsg`] and maps the reply to a response.
 //!
 //! Register, login, refresh and validate are public; logout, me and the
 //! session routes need a caller, which the front-end establishes from the
-//! access token. The caller's *session* is not in [`Caller`] yet, so these
-//! routes read it from the bearer token itself, verified again here (one
-//! HMAC): unlike a header set by the front-end, a client cannot forge it.
+//! access token, session included ([`crate::api::Caller::session_id`]), and
+//! sends beside the message in its context, with the client's address.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use http::{header, HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 use supervision::ServiceHandle;
 use time::format_description::well_known::Rfc3339;
-use uuid::Uuid;
 
-use super::messages::{AuthMsg, Registered, TokenPair};
+use super::messages::{AuthMsg, Registered};
 use super::model::{parse_single_string, role_str, ClientInfo, Credentials, Email, NewUser};
 use super::revocation::is_session_revoked;
 use super::tokens::{RefreshToken, TokenKeys};
-use crate::api::{LimitGroup, Access, ApiRequest, ApiResponse, Route};
+use crate::api::Access::{Public, User};
+use crate::api::{ApiRequest, ApiResponse, LimitGroup, RequestContext, Route, Routes};
 use crate::idempotency::IdempotencyKey;
 use crate::kv::{KvStore, RateLimit};
 use crate::ServiceError;
 
-/// Where the front-end puts the client's address (the peer, or the
-/// configured proxy header's value); it must drop any value a client sent.
-pub const CLIENT_IP_HEADER: &str = "x-stageworks-client-ip";
-
 /// Everything the handlers need besides the request.
 #[derive(Clone)]
 struct Ctx {
-    auth: ServiceHandle<AuthMsg>,
+    auth: ServiceHandle<AuthMsg, RequestContext>,
     keys: Arc<TokenKeys>,
     kv: Arc<dyn KvStore>,
     per_email: Option<RateLimit>,
 }
 
 pub fn routes(
-    auth: ServiceHandle<AuthMsg>,
+    auth: ServiceHandle<AuthMsg, RequestContext>,
     keys: Arc<TokenKeys>,
     kv: Arc<dyn KvStore>,
     per_email: Option<RateLimit>,
 ) -> Vec<Route> {
     let shared = auth.shared().clone();
-    let ctx = Ctx {
-        auth,
-        keys,
-        kv,
-        per_email,
-    };
-    let route = |method: Method, path: &'static str, access: Access, handler: Handler| {
-        let ctx = ctx.clone();
-        Route::new(method, path, access, shared.clone(), move |req| {
-            handler(ctx.clone(), req)
-        })
-    };
+    let r = Routes::new(
+        shared,
+        Ctx {
+            auth,
+            keys,
+            kv,
+            per_email,
+        },
+    );
     vec![
-        route(
-            Method::POST,
-            "/api/v1/auth/register",
-            Access::Public,
-            |c, r| Box::pin(register(c, r)),
-        )
-        .limited_as(LimitGroup::Auth),
-        route(
-            Method::POST,
-            "/api/v1/auth/login",
-            Access::Public,
-            |c, r| Box::pin(login(c, r)),
-        )
-        .limited_as(LimitGroup::Auth),
-        route(
-            Method::POST,
-            "/api/v1/auth/refresh",
-            Access::Public,
-            |c, r| Box::pin(refresh(c, r)),
-        ),
-        route(Method::POST, "/api/v1/auth/logout", Access::User, |c, r| {
-            Box::pin(logout(c, r))
-        }),
-        route(
-            Method::POST,
-            "/api/v1/auth/validate",
-            Access::Public,
-            |c, r| Box::pin(validate(c, r)),
-        ),
-        route(Method::GET, "/api/v1/auth/me", Access::User, |c, r| {
-            Box::pin(me(c, r))
-        }),
-        route(
-            Method::GET,
-            "/api/v1/auth/sessions",
-            Access::User,
-            |c, r| Box::pin(list_sessions(c, r)),
-        ),
-        route(
-            Method::DELETE,
-            "/api/v1/auth/sessions/{id}",
-            Access::User,
-            |c, r| Box::pin(revoke_session(c, r)),
-        ),
+        r.post("/api/v1/auth/register", Public, register)
+            .limited_as(LimitGroup::Auth),
+        r.post("/api/v1/auth/login", Public, login)
+            .limited_as(LimitGroup::Auth),
+        r.post("/api/v1/auth/refresh", Public, refresh),
+        r.post("/api/v1/auth/logout", User, logout),
+        r.post("/api/v1/auth/validate", Public, validate),
+        r.get("/api/v1/auth/me", User, me),
+        r.get("/api/v1/auth/sessions", User, list_sessions),
+        r.delete("/api/v1/auth/sessions/{id}", User, revoke_session),
     ]
 }
-
-type Handler =
-    fn(Ctx, ApiRequest) -> futures::future::BoxFuture<'static, Result<ApiResponse, ServiceError>>;
 
 /// Token answers must not be cached by anything between us and the client
 /// (RFC 6749 §5.1).
@@ -118,45 +72,14 @@ fn no_content() -> ApiResponse {
     ApiResponse::raw(StatusCode::NO_CONTENT, bytes::Bytes::new())
 }
 
-/// The session of the caller's access token, if the request carries one
-/// that verifies and names the same user as the caller. `None` without a
-/// bearer token (the front-end's stand-in authentication).
-fn caller_session(req: &ApiRequest, keys: &TokenKeys) -> Result<Option<Uuid>, ServiceError> {
-    let caller = req.caller()?;
-    let Some(value) = req.headers.get(header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .ok_or_else(|| ServiceError::Unauthenticated("malformed authorization header".into()))?;
-    let claims = keys.verify_access(token.trim()).map_err(|reason| {
-        tracing::info!(reason = reason.reason(), "access token refused");
-        ServiceError::Unauthenticated("invalid or expired access token".into())
-    })?;
-    if claims.user_id != caller.user_id {
-        return Err(ServiceError::Unauthenticated(
-            "invalid or expired access token".into(),
-        ));
-    }
-    Ok(Some(claims.session_id))
-}
-
+/// Who is signing in from where: the user agent they sent, the address the
+/// edge saw.
 fn client_info(req: &ApiRequest) -> ClientInfo {
     let user_agent = req
         .headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());
-    let ip = req
-        .headers
-        .get(CLIENT_IP_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<IpAddr>().ok());
-    ClientInfo::new(user_agent, ip)
+    ClientInfo::new(user_agent, req.ctx.client_ip)
 }
 
 async fn register(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
@@ -173,16 +96,13 @@ async fn register(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError
             .fingerprint(&req.body)
             .map_err(ServiceError::internal)?;
     }
-    let req_ctx = req.ctx;
-    let registered = ctx
-        .auth
-        .call(|reply| AuthMsg::Register {
-            ctx: req_ctx,
+    let registered = req
+        .ask(&ctx.auth, |reply| AuthMsg::Register {
             user,
             idempotency,
             reply,
         })
-        .await??;
+        .await?;
     match registered {
         Registered::New(user) => ApiResponse::json(StatusCode::CREATED, &user),
         Registered::Replayed { status, body } => {
@@ -200,16 +120,13 @@ async fn login(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
     let credentials = Credentials::parse(&body).map_err(ServiceError::Validation)?;
     limit_per_email(&ctx, &credentials.email).await?;
     let client = client_info(&req);
-    let req_ctx = req.ctx;
-    let pair: TokenPair = ctx
-        .auth
-        .call(|reply| AuthMsg::Login {
-            ctx: req_ctx,
+    let pair = req
+        .ask(&ctx.auth, |reply| AuthMsg::Login {
             credentials,
             client,
             reply,
         })
-        .await??;
+        .await?;
     Ok(no_store(ApiResponse::json(StatusCode::OK, &pair)?))
 }
 
@@ -220,10 +137,17 @@ async fn limit_per_email(ctx: &Ctx, email: &Email) -> Result<(), ServiceError> {
     let Some(limit) = ctx.per_email else {
         return Ok(());
     };
-    match ctx.kv.rate_limit(&format!("rl:email:{}", email.as_str()), limit).await {
+    match ctx
+        .kv
+        .rate_limit(&format!("rl:email:{}", email.as_str()), limit)
+        .await
+    {
         Ok(decision) if decision.allowed => Ok(()),
         Ok(decision) => {
-            tracing::info!(audit = "login_rate_limited", "sign-in attempts for one email over the limit");
+            tracing::info!(
+                audit = "login_rate_limited",
+                "sign-in attempts for one email over the limit"
+            );
             Err(ServiceError::RateLimited {
                 retry_after: decision.retry_after,
                 limit: decision.limit,
@@ -250,32 +174,18 @@ async fn refresh(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError>
         );
         ServiceError::Unauthenticated(super::actor::INVALID_REFRESH.into())
     })?;
-    let req_ctx = req.ctx;
-    let pair = ctx
-        .auth
-        .call(|reply| AuthMsg::Refresh {
-            ctx: req_ctx,
-            token,
-            reply,
-        })
-        .await??;
+    let pair = req
+        .ask(&ctx.auth, |reply| AuthMsg::Refresh { token, reply })
+        .await?;
     Ok(no_store(ApiResponse::json(StatusCode::OK, &pair)?))
 }
 
 async fn logout(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
-    let caller = req.caller()?.clone();
-    let session_id = caller_session(&req, &ctx.keys)?.ok_or_else(|| {
+    let session_id = req.caller()?.session_id.ok_or_else(|| {
         ServiceError::Unauthenticated("logout needs a bearer access token".into())
     })?;
-    let req_ctx = req.ctx;
-    ctx.auth
-        .call(|reply| AuthMsg::Logout {
-            ctx: req_ctx,
-            caller,
-            session_id,
-            reply,
-        })
-        .await??;
+    req.ask(&ctx.auth, |reply| AuthMsg::Logout { session_id, reply })
+        .await?;
     Ok(no_content())
 }
 
@@ -294,16 +204,13 @@ async fn validate(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError
     }
     // The database is the truth: a revocation the key-value store lost
     // (an in-memory store after a restart) is still seen here.
-    let req_ctx = req.ctx;
     let session_id = claims.session_id;
-    let active = ctx
-        .auth
-        .call(|reply| AuthMsg::SessionActive {
-            ctx: req_ctx,
+    let active = req
+        .ask(&ctx.auth, |reply| AuthMsg::SessionActive {
             session_id,
             reply,
         })
-        .await??;
+        .await?;
     if !active {
         return invalid("revoked");
     }
@@ -324,52 +231,25 @@ async fn validate(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError
 }
 
 async fn me(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
-    let caller = req.caller()?.clone();
-    let session_id = caller_session(&req, &ctx.keys)?;
-    let req_ctx = req.ctx;
-    let user = ctx
-        .auth
-        .call(|reply| AuthMsg::Me {
-            ctx: req_ctx,
-            caller,
-            session_id,
-            reply,
-        })
-        .await??;
+    let user = req.ask(&ctx.auth, |reply| AuthMsg::Me { reply }).await?;
     ApiResponse::json(StatusCode::OK, &user)
 }
 
 async fn list_sessions(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
-    let caller = req.caller()?.clone();
-    let session_id = caller_session(&req, &ctx.keys)?;
-    let page = req.page_request()?;
-    let user_id = req.uuid_query("user_id")?;
-    let req_ctx = req.ctx;
-    let page = ctx
-        .auth
-        .call(|reply| AuthMsg::ListSessions {
-            ctx: req_ctx,
-            caller,
-            session_id,
+    let (page, user_id) = (req.page_request()?, req.uuid_query("user_id")?);
+    let page = req
+        .ask(&ctx.auth, |reply| AuthMsg::ListSessions {
             user_id,
             page,
             reply,
         })
-        .await??;
+        .await?;
     ApiResponse::json(StatusCode::OK, &page)
 }
 
 async fn revoke_session(ctx: Ctx, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
-    let caller = req.caller()?.clone();
     let id = req.uuid_param("id", "session")?;
-    let req_ctx = req.ctx;
-    ctx.auth
-        .call(|reply| AuthMsg::RevokeSession {
-            ctx: req_ctx,
-            caller,
-            id,
-            reply,
-        })
-        .await??;
+    req.ask(&ctx.auth, |reply| AuthMsg::RevokeSession { id, reply })
+        .await?;
     Ok(no_content())
 }

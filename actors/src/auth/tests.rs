@@ -167,9 +167,9 @@ impl Service {
                     request_id: req
                         .request_id
                         .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned),
-                    fault: None,
+                    caller: req.caller,
+                    ..RequestContext::default()
                 },
-                caller: req.caller,
                 params: req.params,
                 query: req.query,
                 headers: req.headers,

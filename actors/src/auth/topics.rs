@@ -18,7 +18,10 @@ mod tests {
     #[test]
     fn topics_are_well_formed() {
         for topic in super::ALL {
-            assert!(crate::events::Topic::parse(topic.as_str()).is_ok(), "{topic}");
+            assert!(
+                crate::events::Topic::parse(topic.as_str()).is_ok(),
+                "{topic}"
+            );
         }
     }
 }

@@ -11,7 +11,6 @@ use super::model::Invoice;
 use super::store::{internal, ApplyOutcome, BillingStore, PayOutcome};
 use crate::api::{Caller, Page, RequestContext};
 use crate::events::Event;
-use crate::fault::Fault;
 use crate::service::{respond, respond_all};
 use crate::ServiceError;
 
@@ -19,6 +18,7 @@ pub struct BillingWorker;
 
 impl WorkerHandler for BillingWorker {
     type Msg = BillingMsg;
+    type Context = RequestContext;
     type State = BillingStore;
     type Args = BillingStore;
 
@@ -32,59 +32,45 @@ impl WorkerHandler for BillingWorker {
         Ok(store.clone())
     }
 
-    async fn handle(msg: BillingMsg, store: &mut BillingStore) -> Result<(), BoxError> {
+    async fn before(ctx: &RequestContext) -> Result<(), BoxError> {
+        ctx.strike_fault().await
+    }
+
+    async fn handle(
+        msg: BillingMsg,
+        ctx: &RequestContext,
+        store: &mut BillingStore,
+    ) -> Result<(), BoxError> {
         match msg {
             BillingMsg::List {
-                ctx,
-                caller,
                 user_id,
                 page,
                 reply,
             } => {
                 let result = async {
-                    Fault::strike(ctx.fault).await?;
-                    let filter = BillingMsg::list_filter(&caller, user_id);
+                    let filter = BillingMsg::list_filter(ctx.caller()?, user_id);
                     let (invoices, total) = store.list(filter, page).await.map_err(internal)?;
                     Ok(Page::new(invoices, page, total))
                 }
                 .await;
                 respond(reply, result)
             }
-            BillingMsg::Get {
-                ctx,
-                caller,
-                id,
-                reply,
-            } => {
-                let result = async {
-                    Fault::strike(ctx.fault).await?;
-                    visible(store.get(id).await.map_err(internal)?, &caller)
-                }
-                .await;
+            BillingMsg::Get { id, reply } => {
+                let result =
+                    async { visible(store.get(id).await.map_err(internal)?, ctx.caller()?) }.await;
                 respond(reply, result)
             }
-            BillingMsg::ByOrder {
-                ctx,
-                caller,
-                order_id,
-                reply,
-            } => {
+            BillingMsg::ByOrder { order_id, reply } => {
                 let result = async {
-                    Fault::strike(ctx.fault).await?;
                     visible(
                         store.get_by_order(order_id).await.map_err(internal)?,
-                        &caller,
+                        ctx.caller()?,
                     )
                 }
                 .await;
                 respond(reply, result)
             }
-            BillingMsg::Pay {
-                ctx,
-                caller,
-                id,
-                reply,
-            } => respond(reply, pay(store, &ctx, &caller, id).await),
+            BillingMsg::Pay { id, reply } => respond(reply, pay(store, ctx, id).await),
             BillingMsg::Apply { event, reply } => {
                 // Panics here, in fault-injection builds, when a test poisoned
                 // the event's user: the dead-letter path's test.
@@ -97,8 +83,7 @@ impl WorkerHandler for BillingWorker {
                 }
                 let store: &BillingStore = store;
                 let results =
-                    futures::future::join_all(events.iter().map(|event| apply(store, event)))
-                        .await;
+                    futures::future::join_all(events.iter().map(|event| apply(store, event))).await;
                 respond_all(reply, results)
             }
         }
@@ -119,10 +104,9 @@ fn visible(invoice: Option<Invoice>, caller: &Caller) -> Result<Invoice, Service
 async fn pay(
     store: &BillingStore,
     ctx: &RequestContext,
-    caller: &Caller,
     id: Uuid,
 ) -> Result<Invoice, ServiceError> {
-    Fault::strike(ctx.fault).await?;
+    let caller = ctx.caller()?;
     // Check ownership before changing anything.
     visible(store.get(id).await.map_err(internal)?, caller)?;
     match store

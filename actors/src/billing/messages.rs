@@ -1,20 +1,17 @@
 //! The billing service's API: the messages its workers handle, from its
-//! routes and from the event bus.
+//! routes and from the event bus. Who asks travels beside each message, in
+//! its [`crate::api::RequestContext`].
 
-use ractor::RpcReplyPort;
 use uuid::Uuid;
 
 use super::model::{Invoice, InvoiceFilter};
-use crate::api::{Caller, Page, PageRequest, RequestContext};
+use crate::api::{Caller, Page, PageRequest};
 use crate::events::{Applied, AppliedAll, Event};
-use crate::ServiceError;
 
-pub type Reply<T> = RpcReplyPort<Result<T, ServiceError>>;
+pub use crate::api::Reply;
 
 pub enum BillingMsg {
     List {
-        ctx: RequestContext,
-        caller: Caller,
         /// Admins may ask for one user's invoices; `None` means "the caller's
         /// own" for users and "everyone's" for admins.
         user_id: Option<Uuid>,
@@ -22,28 +19,25 @@ pub enum BillingMsg {
         reply: Reply<Page<Invoice>>,
     },
     Get {
-        ctx: RequestContext,
-        caller: Caller,
         id: Uuid,
         reply: Reply<Invoice>,
     },
     /// The invoice of an order (404 until its `order.created` is applied).
     ByOrder {
-        ctx: RequestContext,
-        caller: Caller,
         order_id: Uuid,
         reply: Reply<Invoice>,
     },
     Pay {
-        ctx: RequestContext,
-        caller: Caller,
         id: Uuid,
         reply: Reply<Invoice>,
     },
     /// A consumed event (`order.created`, `order.cancelled`), delivered by
     /// the bus; `Ok` once applied or found applied before, and an error for
     /// the bus to retry.
-    Apply { event: Event, reply: Applied },
+    Apply {
+        event: Event,
+        reply: Applied,
+    },
     /// Several consumed events at once (what the bus had waiting): applied
     /// together, so their writes share transactions; one outcome each.
     ApplyAll {

@@ -26,8 +26,8 @@ use supervision::ServiceSupervisor;
 
 pub use messages::BillingMsg;
 
-use crate::orders::topics::{ORDER_CANCELLED, ORDER_CREATED};
 use crate::events::{Subscription, Topics};
+use crate::orders::topics::{ORDER_CANCELLED, ORDER_CREATED};
 use crate::service::{Service, ServiceContext, ServiceDefinition, StartError, StartedService};
 use actor::BillingWorker;
 use settings::BillingSettings;
@@ -51,10 +51,7 @@ impl Service for Billing {
 }
 
 /// The topics billing consumes.
-const TOPICS: Topics = Topics::Named(&[
-    ORDER_CREATED,
-    ORDER_CANCELLED,
-]);
+const TOPICS: Topics = Topics::Named(&[ORDER_CREATED, ORDER_CANCELLED]);
 
 async fn start(
     ctx: ServiceContext,

@@ -143,21 +143,21 @@ impl OrderEvent {
     pub fn from_event(event: &Event) -> Result<Self, ServiceError> {
         use crate::orders::topics::{ORDER_CANCELLED, ORDER_CREATED};
         if event.topic == ORDER_CREATED {
-                let order: OrderPayload = event.payload()?;
-                // The table's checks would refuse these too, but as a database
-                // error (a worker failure): say what is wrong instead.
-                if order.amount <= 0 {
-                    return Err(malformed(event, "amount must be greater than 0"));
-                }
-                if !(order.currency.len() == 3
-                    && order.currency.bytes().all(|b| b.is_ascii_uppercase()))
-                {
-                    return Err(malformed(
-                        event,
-                        "currency must be a three-letter ISO 4217 code",
-                    ));
-                }
-                Ok(OrderEvent::Created(order))
+            let order: OrderPayload = event.payload()?;
+            // The table's checks would refuse these too, but as a database
+            // error (a worker failure): say what is wrong instead.
+            if order.amount <= 0 {
+                return Err(malformed(event, "amount must be greater than 0"));
+            }
+            if !(order.currency.len() == 3
+                && order.currency.bytes().all(|b| b.is_ascii_uppercase()))
+            {
+                return Err(malformed(
+                    event,
+                    "currency must be a three-letter ISO 4217 code",
+                ));
+            }
+            Ok(OrderEvent::Created(order))
         } else if event.topic == ORDER_CANCELLED {
             Ok(OrderEvent::Cancelled(event.payload()?))
         } else {
@@ -216,7 +216,8 @@ mod tests {
     #[test]
     fn an_order_created_event_is_read_ignoring_other_fields() {
         let read =
-            OrderEvent::from_event(&event(crate::orders::topics::ORDER_CREATED, order_json())).expect("parses");
+            OrderEvent::from_event(&event(crate::orders::topics::ORDER_CREATED, order_json()))
+                .expect("parses");
         let OrderEvent::Created(order) = read else {
             panic!("{read:?}")
         };
@@ -228,7 +229,8 @@ mod tests {
     #[test]
     fn an_order_cancelled_event_is_read() {
         let read =
-            OrderEvent::from_event(&event(crate::orders::topics::ORDER_CANCELLED, order_json())).expect("parses");
+            OrderEvent::from_event(&event(crate::orders::topics::ORDER_CANCELLED, order_json()))
+                .expect("parses");
         assert!(matches!(read, OrderEvent::Cancelled(_)), "{read:?}");
     }
 
@@ -244,14 +246,17 @@ mod tests {
         currency["currency"] = json!("usd");
         for data in [missing, zero, currency, json!("not an object")] {
             let err =
-                OrderEvent::from_event(&event(crate::orders::topics::ORDER_CREATED, data.clone())).unwrap_err();
+                OrderEvent::from_event(&event(crate::orders::topics::ORDER_CREATED, data.clone()))
+                    .unwrap_err();
             assert!(matches!(err, ServiceError::Conflict(_)), "{data}: {err:?}");
         }
     }
 
     #[test]
     fn other_topics_are_refused() {
-        let err = OrderEvent::from_event(&event(crate::billing::topics::INVOICE_PAID, order_json())).unwrap_err();
+        let err =
+            OrderEvent::from_event(&event(crate::billing::topics::INVOICE_PAID, order_json()))
+                .unwrap_err();
         assert!(matches!(err, ServiceError::Conflict(_)), "{err:?}");
     }
 

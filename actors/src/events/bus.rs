@@ -131,6 +131,7 @@ pub struct BusWorker;
 
 impl WorkerHandler for BusWorker {
     type Msg = BusMsg;
+    type Context = ();
     type State = Arc<BusCore>;
     type Args = Arc<BusCore>;
 
@@ -138,7 +139,7 @@ impl WorkerHandler for BusWorker {
         Ok(core.clone())
     }
 
-    async fn handle(msg: BusMsg, core: &mut Arc<BusCore>) -> Result<(), BoxError> {
+    async fn handle(msg: BusMsg, _ctx: &(), core: &mut Arc<BusCore>) -> Result<(), BoxError> {
         match msg {
             BusMsg::Publish {
                 records,

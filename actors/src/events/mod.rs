@@ -251,12 +251,13 @@ impl fmt::Debug for Subscription {
 impl Subscription {
     /// Events reach the service as a message built by `message`, asked
     /// through its supervised handle like any request: its crash, timeout
-    /// or open circuit follows the supervision rules.
-    pub fn new<M: Send + 'static>(
+    /// or open circuit follows the supervision rules. They carry the
+    /// default context (no caller: the event's cause is in the event).
+    pub fn new<M: Send + 'static, C: Default + Send + Sync + 'static>(
         subscriber: &'static str,
         topics: Topics,
         concurrency: usize,
-        handle: ServiceHandle<M>,
+        handle: ServiceHandle<M, C>,
         message: fn(Event, Applied) -> M,
     ) -> Self {
         let deliver = move |event: Event| -> BoxFuture<'static, Result<(), DeliveryError>> {
@@ -283,9 +284,9 @@ impl Subscription {
     /// `message`, answering per event: the bus hands it whatever is waiting
     /// at once, so one worker applies them together (and its writer commits
     /// them in one transaction) instead of one message per event.
-    pub fn with_batches<M: Send + 'static>(
+    pub fn with_batches<M: Send + 'static, C: Default + Send + Sync + 'static>(
         mut self,
-        handle: ServiceHandle<M>,
+        handle: ServiceHandle<M, C>,
         message: fn(Vec<Event>, AppliedAll) -> M,
     ) -> Self {
         let deliver_all = move |events: Vec<Event>| -> BoxFuture<

@@ -7,19 +7,19 @@ use supervision::{BoxError, WorkerHandler};
 use super::messages::{Created, OrdersMsg};
 use super::model::NewOrder;
 use super::store::{CancelOutcome, Cause, InvoicePaid, OrdersStore, PaidOutcome};
+use crate::api::{Page, RequestContext};
 use crate::billing::topics;
-use crate::api::{Caller, Page, RequestContext};
 use crate::events::Event;
-use crate::fault::Fault;
 use crate::idempotency::{Claim, IdempotencyKey};
-use crate::storage::StoreError;
 use crate::service::respond;
+use crate::storage::StoreError;
 use crate::ServiceError;
 
 pub struct OrdersWorker;
 
 impl WorkerHandler for OrdersWorker {
     type Msg = OrdersMsg;
+    type Context = RequestContext;
     type State = OrdersStore;
     type Args = OrdersStore;
 
@@ -33,23 +33,24 @@ impl WorkerHandler for OrdersWorker {
         Ok(store.clone())
     }
 
-    async fn handle(msg: OrdersMsg, store: &mut OrdersStore) -> Result<(), BoxError> {
+    async fn before(ctx: &RequestContext) -> Result<(), BoxError> {
+        ctx.strike_fault().await
+    }
+
+    async fn handle(
+        msg: OrdersMsg,
+        ctx: &RequestContext,
+        store: &mut OrdersStore,
+    ) -> Result<(), BoxError> {
         match msg {
             OrdersMsg::Create {
-                ctx,
-                caller,
                 order,
                 idempotency,
                 reply,
-            } => respond(reply, create(store, &ctx, &caller, &order, idempotency).await),
-            OrdersMsg::Get {
-                ctx,
-                caller,
-                id,
-                reply,
-            } => {
+            } => respond(reply, create(store, ctx, &order, idempotency).await),
+            OrdersMsg::Get { id, reply } => {
                 let result = async {
-                    Fault::strike(ctx.fault).await?;
+                    let caller = ctx.caller()?;
                     let order = store.get(id).await.map_err(internal)?;
                     order
                         .filter(|o| caller.may_access(o.user_id))
@@ -59,27 +60,19 @@ impl WorkerHandler for OrdersWorker {
                 respond(reply, result)
             }
             OrdersMsg::List {
-                ctx,
-                caller,
                 user_id,
                 page,
                 reply,
             } => {
                 let result = async {
-                    Fault::strike(ctx.fault).await?;
-                    let filter = OrdersMsg::list_filter(&caller, user_id);
+                    let filter = OrdersMsg::list_filter(ctx.caller()?, user_id);
                     let (orders, total) = store.list(filter, page).await.map_err(internal)?;
                     Ok(Page::new(orders, page, total))
                 }
                 .await;
                 respond(reply, result)
             }
-            OrdersMsg::Cancel {
-                ctx,
-                caller,
-                id,
-                reply,
-            } => respond(reply, cancel(store, &ctx, &caller, id).await),
+            OrdersMsg::Cancel { id, reply } => respond(reply, cancel(store, ctx, id).await),
             OrdersMsg::Apply { event, reply } => respond(reply, apply(store, &event).await),
         }
     }
@@ -93,27 +86,30 @@ fn internal(err: StoreError) -> ServiceError {
 async fn create(
     store: &OrdersStore,
     ctx: &RequestContext,
-    caller: &Caller,
     order: &NewOrder,
     key: Option<IdempotencyKey>,
 ) -> Result<Created, ServiceError> {
+    let caller = ctx.caller()?;
     if let Some(key) = &key {
         match store.claim(key).await.map_err(internal)? {
             Claim::Claimed => {}
             Claim::Replay { status, body } => return Ok(Created::Replayed { status, body }),
-            other => return Err(other.conflict_error().unwrap_or_else(|| ServiceError::internal("claim"))),
+            other => {
+                return Err(other
+                    .conflict_error()
+                    .unwrap_or_else(|| ServiceError::internal("claim")))
+            }
         }
     }
-    let result = async {
-        Fault::strike(ctx.fault).await?;
-        let cause = Cause {
-            request_id: &ctx.request_id,
-            actor: caller.user_id,
-        };
-        store.insert(cause, order, key.as_ref()).await.map_err(internal)
-    }
-    .await;
-    match result {
+    let cause = Cause {
+        request_id: &ctx.request_id,
+        actor: caller.user_id,
+    };
+    match store
+        .insert(cause, order, key.as_ref())
+        .await
+        .map_err(internal)
+    {
         Ok(order) => {
             tracing::info!(order_id = %order.id, user_id = %caller.user_id, amount = order.amount, "order created");
             Ok(Created::New(order))
@@ -132,13 +128,16 @@ async fn create(
 async fn cancel(
     store: &OrdersStore,
     ctx: &RequestContext,
-    caller: &Caller,
     id: uuid::Uuid,
 ) -> Result<super::model::Order, ServiceError> {
-    Fault::strike(ctx.fault).await?;
+    let caller = ctx.caller()?;
     let not_found = || ServiceError::NotFound("order not found".into());
     // Check ownership before changing anything: another user's order is "not found".
-    let existing = store.get(id).await.map_err(internal)?.ok_or_else(not_found)?;
+    let existing = store
+        .get(id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(not_found)?;
     if !caller.may_access(existing.user_id) {
         return Err(not_found());
     }
@@ -166,15 +165,23 @@ async fn apply(store: &OrdersStore, event: &Event) -> Result<(), ServiceError> {
         return Ok(());
     }
     let paid: InvoicePaid = event.payload()?;
-    match store.apply_invoice_paid(event, &paid).await.map_err(internal)? {
+    match store
+        .apply_invoice_paid(event, &paid)
+        .await
+        .map_err(internal)?
+    {
         PaidOutcome::Paid => tracing::info!(order_id = %paid.order_id, "order paid"),
-        PaidOutcome::AlreadyApplied => tracing::debug!(order_id = %paid.order_id, "invoice.paid seen before"),
+        PaidOutcome::AlreadyApplied => {
+            tracing::debug!(order_id = %paid.order_id, "invoice.paid seen before")
+        }
         PaidOutcome::NotPayable(status) => tracing::warn!(
             order_id = %paid.order_id,
             status = status.as_str(),
             "invoice paid for an order that is no longer open; left as it is (refund is a manual step)"
         ),
-        PaidOutcome::Unknown => tracing::warn!(order_id = %paid.order_id, "invoice paid for an unknown order"),
+        PaidOutcome::Unknown => {
+            tracing::warn!(order_id = %paid.order_id, "invoice paid for an unknown order")
+        }
     }
     Ok(())
 }

@@ -1,15 +1,14 @@
-//! The orders service's API: the messages its workers handle.
+//! The orders service's API: the messages its workers handle. Who asks
+//! travels beside each message, in its [`crate::api::RequestContext`].
 
-use ractor::RpcReplyPort;
 use uuid::Uuid;
 
 use super::model::{NewOrder, Order, OrderFilter};
-use crate::api::{Caller, Page, PageRequest, RequestContext};
+use crate::api::{Caller, Page, PageRequest};
 use crate::events::{Applied, Event};
 use crate::idempotency::IdempotencyKey;
-use crate::ServiceError;
 
-pub type Reply<T> = RpcReplyPort<Result<T, ServiceError>>;
+pub use crate::api::Reply;
 
 /// The outcome of a create: a new order, or the stored answer to an
 /// idempotency key seen before.
@@ -21,21 +20,15 @@ pub enum Created {
 
 pub enum OrdersMsg {
     Create {
-        ctx: RequestContext,
-        caller: Caller,
         order: NewOrder,
         idempotency: Option<IdempotencyKey>,
         reply: Reply<Created>,
     },
     Get {
-        ctx: RequestContext,
-        caller: Caller,
         id: Uuid,
         reply: Reply<Order>,
     },
     List {
-        ctx: RequestContext,
-        caller: Caller,
         /// Admins may ask for one user's orders; `None` means "the caller's own"
         /// for users and "everyone's" for admins.
         user_id: Option<Uuid>,
@@ -43,13 +36,14 @@ pub enum OrdersMsg {
         reply: Reply<Page<Order>>,
     },
     Cancel {
-        ctx: RequestContext,
-        caller: Caller,
         id: Uuid,
         reply: Reply<Order>,
     },
     /// An event orders subscribes to, from the event bus.
-    Apply { event: Event, reply: Applied },
+    Apply {
+        event: Event,
+        reply: Applied,
+    },
 }
 
 impl OrdersMsg {

@@ -54,7 +54,10 @@ const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
 /// The topics orders consumes.
 const TOPICS: Topics = Topics::Named(&[INVOICE_PAID]);
 
-async fn start(ctx: ServiceContext, settings: OrdersSettings) -> Result<StartedService, StartError> {
+async fn start(
+    ctx: ServiceContext,
+    settings: OrdersSettings,
+) -> Result<StartedService, StartError> {
     // An unfinished idempotency claim outlives its request by the call timeout at most.
     let claim_lease = ctx.call_timeout * 2;
     let store = OrdersStore::open(&ctx.data_dir, &ctx.storage, claim_lease)

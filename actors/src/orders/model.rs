@@ -103,7 +103,10 @@ pub struct NewOrder {
 
 impl NewOrder {
     /// Parses `{amount, currency?, description?}`, naming every field at fault.
-    pub fn parse(body: &Map<String, Value>, default_currency: &Currency) -> Result<Self, Vec<FieldError>> {
+    pub fn parse(
+        body: &Map<String, Value>,
+        default_currency: &Currency,
+    ) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
         for field in body.keys() {
             if !matches!(field.as_str(), "amount" | "currency" | "description") {
@@ -215,8 +218,9 @@ mod tests {
 
     #[test]
     fn every_bad_field_is_named() {
-        let errors = parse(json!({"amount": "5", "currency": "usd", "description": 3, "colour": "red"}))
-            .unwrap_err();
+        let errors =
+            parse(json!({"amount": "5", "currency": "usd", "description": 3, "colour": "red"}))
+                .unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["colour", "amount", "currency", "description"]);
     }

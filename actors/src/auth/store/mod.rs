@@ -32,11 +32,14 @@ use uuid::Uuid;
 
 use super::model::{parse_role, ClientInfo, DisplayName, Email, SessionRecord, User};
 use super::tokens::RefreshHash;
-use crate::auth::topics;
 use crate::api::{PageRequest, Role};
+use crate::auth::topics;
 use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
-use crate::storage::{now_micros, Database, Dependency, Earlier, Migrations, Schema, SharedTable, StorageSettings, StoreError};
+use crate::storage::{
+    now_micros, Database, Dependency, Earlier, Migrations, Schema, SharedTable, StorageSettings,
+    StoreError,
+};
 
 /// The auth schema: its own migrations and the shared tables it uses. The
 /// `earlier` checksums are those of the files as releases before the shared
@@ -544,8 +547,13 @@ fn event(
     subject: Uuid,
     data: &impl Serialize,
 ) -> Result<Event, StoreError> {
-    Event::new(topic.clone(), cause.request_id, cause.actor.resolve(subject), data)
-        .map_err(|e| StoreError::Corrupt(format!("{topic} event for user {subject}: {e}")))
+    Event::new(
+        topic.clone(),
+        cause.request_id,
+        cause.actor.resolve(subject),
+        data,
+    )
+    .map_err(|e| StoreError::Corrupt(format!("{topic} event for user {subject}: {e}")))
 }
 
 /// What announces a revocation by `cause` for `reason`, once the backend

@@ -28,7 +28,10 @@ use super::model::{Invoice, InvoiceFilter, InvoiceStatus, OrderEvent};
 use crate::api::PageRequest;
 use crate::events::{Event, Outbox, Topic};
 use crate::storage::group_commit::Writer;
-use crate::storage::{now_micros, Database, Dependency, Earlier, Migrations, Schema, SharedTable, StorageSettings, StoreError};
+use crate::storage::{
+    now_micros, Database, Dependency, Earlier, Migrations, Schema, SharedTable, StorageSettings,
+    StoreError,
+};
 use crate::ServiceError;
 
 /// The billing schema: its own migrations and the shared tables it uses. The

@@ -38,9 +38,10 @@ impl BillingSql for Postgres {
         if fresh.is_empty() {
             return Ok(vec![ApplyOutcome::AlreadyApplied; invoices.len()]);
         }
-        let last: i64 = sqlx::query_scalar("SELECT last FROM invoice_counter WHERE id = 1 FOR UPDATE")
-            .fetch_one(&mut **tx)
-            .await?;
+        let last: i64 =
+            sqlx::query_scalar("SELECT last FROM invoice_counter WHERE id = 1 FOR UPDATE")
+                .fetch_one(&mut **tx)
+                .await?;
         let orders: Vec<Uuid> = invoices
             .iter()
             .filter(|(event, _, _)| fresh.contains(&event.id))

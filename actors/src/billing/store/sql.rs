@@ -13,9 +13,9 @@ use super::{
     parse_status, ApplyOutcome, BillingSql, BillingWrite, BillingWritten, Cause, PayOutcome,
     COLUMNS,
 };
-use crate::billing::topics;
 use crate::api::PageRequest;
 use crate::billing::model::{Invoice, InvoiceFilter, InvoiceStatus};
+use crate::billing::topics;
 use crate::events::inbox::InboxSql;
 use crate::events::outbox::OutboxSql;
 use crate::events::Event;

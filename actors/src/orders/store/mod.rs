@@ -20,14 +20,17 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::model::{NewOrder, Order, OrderFilter, OrderStatus};
-use crate::orders::topics;
 use crate::api::PageRequest;
 use crate::events::inbox::Inbox;
 use crate::events::{Event, Outbox, Topic};
 use crate::idempotency::{self, Claim, IdempotencyKey};
+use crate::orders::topics;
 use crate::storage::group_commit::{OnCommit, Writer};
 use crate::storage::row_cache::RowCache;
-use crate::storage::{now_micros, Database, Dependency, Earlier, Migrations, Schema, SharedTable, StorageSettings, StoreError};
+use crate::storage::{
+    now_micros, Database, Dependency, Earlier, Migrations, Schema, SharedTable, StorageSettings,
+    StoreError,
+};
 
 /// The orders schema: its own migrations and the shared tables it uses. The
 /// `earlier` checksums are those of the files as releases before the shared
@@ -175,11 +178,7 @@ impl OrderWrite {
 
     /// The event announcing a cancel.
     fn cancelled(order: &Order, request_id: &str, actor: Uuid) -> Result<Event, StoreError> {
-        event(
-            topics::ORDER_CANCELLED,
-            Cause { request_id, actor },
-            order,
-        )
+        event(topics::ORDER_CANCELLED, Cause { request_id, actor }, order)
     }
 }
 
@@ -203,9 +202,11 @@ impl OrdersStore {
         let db = Database::open("orders", data_dir, settings, &SCHEMA).await?;
         let outbox = Outbox::new("orders", db.clone());
         let cache = RowCache::for_backend("orders", &db, settings.row_cache).map(Arc::new);
-        let on_commit = cache.clone().map(|cache| -> OnCommit<OrderWrite, OrderWritten> {
-            Arc::new(move |write, written| remember(&cache, write, written))
-        });
+        let on_commit = cache
+            .clone()
+            .map(|cache| -> OnCommit<OrderWrite, OrderWritten> {
+                Arc::new(move |write, written| remember(&cache, write, written))
+            });
         let writer = Writer::start("orders", &db, settings.group_commit, on_commit);
         Ok(Self {
             db,
@@ -300,7 +301,11 @@ impl OrdersStore {
 
     /// One page of orders, newest first (UUIDv7 ids sort by creation time),
     /// and the total.
-    pub async fn list(&self, filter: OrderFilter, page: PageRequest) -> Result<(Vec<Order>, u64), StoreError> {
+    pub async fn list(
+        &self,
+        filter: OrderFilter,
+        page: PageRequest,
+    ) -> Result<(Vec<Order>, u64), StoreError> {
         let (orders, total) = match &self.db {
             Database::Sqlite(db) => sql::sqlite::list(db, filter, page).await?,
             Database::Postgres(db) => sql::postgres::list(db, filter, page).await?,
@@ -333,7 +338,11 @@ impl OrdersStore {
 impl OrdersStore {
     /// Applies `invoice.paid`: the order becomes `paid` if it is still
     /// `created`, in one transaction with the record of the event.
-    pub async fn apply_invoice_paid(&self, event: &Event, paid: &InvoicePaid) -> Result<PaidOutcome, StoreError> {
+    pub async fn apply_invoice_paid(
+        &self,
+        event: &Event,
+        paid: &InvoicePaid,
+    ) -> Result<PaidOutcome, StoreError> {
         let written = self
             .writer
             .submit(OrderWrite::MarkPaid {
@@ -369,10 +378,14 @@ fn event(topic: Topic, cause: Cause<'_>, order: &Order) -> Result<Event, StoreEr
 /// answers only the status).
 fn remember(cache: &RowCache<Uuid, Order>, write: &OrderWrite, written: &OrderWritten) {
     match (write, written) {
-        (OrderWrite::Create { order, .. }, OrderWritten::Created) => cache.put(order.id, order.clone()),
+        (OrderWrite::Create { order, .. }, OrderWritten::Created) => {
+            cache.put(order.id, order.clone())
+        }
         (
             OrderWrite::Cancel { .. },
-            OrderWritten::Cancel(CancelOutcome::Cancelled(order) | CancelOutcome::NotCancellable(order)),
+            OrderWritten::Cancel(
+                CancelOutcome::Cancelled(order) | CancelOutcome::NotCancellable(order),
+            ),
         ) => cache.put(order.id, order.clone()),
         (OrderWrite::Cancel { id, .. }, _) => cache.forget(id),
         (OrderWrite::MarkPaid { order_id, .. }, _) => cache.forget(order_id),

@@ -20,8 +20,18 @@ impl OrderRows for Postgres {
             .bind(orders.iter().map(|o| o.id).collect::<Vec<_>>())
             .bind(orders.iter().map(|o| o.user_id).collect::<Vec<_>>())
             .bind(orders.iter().map(|o| o.amount).collect::<Vec<_>>())
-            .bind(orders.iter().map(|o| o.currency.as_str()).collect::<Vec<_>>())
-            .bind(orders.iter().map(|o| o.description.as_deref()).collect::<Vec<_>>())
+            .bind(
+                orders
+                    .iter()
+                    .map(|o| o.currency.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                orders
+                    .iter()
+                    .map(|o| o.description.as_deref())
+                    .collect::<Vec<_>>(),
+            )
             .bind(orders.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
             .bind(orders.iter().map(|o| o.created_at).collect::<Vec<_>>())
             .bind(orders.iter().map(|o| o.updated_at).collect::<Vec<_>>())

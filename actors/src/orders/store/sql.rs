@@ -6,7 +6,9 @@ use sqlx::Transaction;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{parse_status, CancelOutcome, CreateWrite, OrderRows, OrderWrite, OrderWritten, COLUMNS};
+use super::{
+    parse_status, CancelOutcome, CreateWrite, OrderRows, OrderWrite, OrderWritten, COLUMNS,
+};
 use crate::api::PageRequest;
 use crate::events::inbox::InboxSql;
 use crate::events::outbox::OutboxSql;

@@ -1,15 +1,25 @@
 //! What a service's routes see of an HTTP request and give back, free of hyper:
 //! the front-end builds an [`ApiRequest`] after routing, size limits and
 //! authentication, and turns the [`ApiResponse`] (or [`ServiceError`]) into HTTP.
+//!
+//! The request's [`RequestContext`] (request id, caller, client address,
+//! deadline, injected fault) is set once by the front-end and travels to the
+//! service's worker beside the message, in its envelope ([`ApiRequest::ask`]);
+//! messages carry only what the operation itself needs. [`route`] holds the
+//! route table a service declares with [`Routes`].
 
-use std::future::Future;
-use std::sync::Arc;
+mod route;
+
+pub use route::{Access, LimitGroup, Route, Routes};
+
+use std::net::IpAddr;
+use std::time::Instant;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use ractor::RpcReplyPort;
 use serde::Serialize;
-use supervision::ServiceShared;
+use supervision::{BoxError, ServiceHandle};
 use uuid::Uuid;
 
 use crate::fault::Fault;
@@ -58,36 +68,47 @@ impl Caller {
     }
 }
 
-/// What travels with every service message: the request id (for the logs) and
-/// the fault to inject, if any.
-#[derive(Clone, Debug)]
+/// What travels with every message a request sends to a service, in the
+/// envelope beside it (the worker's `WorkerHandler::Context`). Event
+/// deliveries carry the default: no caller, no request id of their own (the
+/// bus's span carries the event's).
+#[derive(Clone, Debug, Default)]
 pub struct RequestContext {
+    /// For the logs and for the causes stored with what the request wrote.
     pub request_id: String,
+    /// Set by the front-end on [`Access::User`] routes.
+    pub caller: Option<Caller>,
+    /// The client's address as the edge established it (the peer, or the
+    /// configured proxy header's value); never read from a client's header.
+    pub client_ip: Option<IpAddr>,
+    /// When the front-end stops waiting for the answer (its
+    /// `server.request_timeout` runs out).
+    pub deadline: Option<Instant>,
+    /// The fault to inject, in `fault-injection` builds.
     pub fault: Option<Fault>,
 }
 
-/// Which per-IP rate limit a route counts against.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum LimitGroup {
-    /// The public API (`rate_limit.api`).
-    #[default]
-    Api,
-    /// Sign-up and sign-in, stricter (`rate_limit.auth`).
-    Auth,
+impl RequestContext {
+    /// The caller, for operations that need one: 401 without.
+    pub fn caller(&self) -> Result<&Caller, ServiceError> {
+        self.caller
+            .as_ref()
+            .ok_or_else(|| ServiceError::Unauthenticated("authentication required".into()))
+    }
+
+    /// What a service's worker does before every message of a request (its
+    /// `WorkerHandler::before`): strikes the injected fault, if any, so that
+    /// no handler has to. An `Err` (and a panic) is the worker's failure.
+    pub async fn strike_fault(&self) -> Result<(), BoxError> {
+        Fault::strike(self.fault).await.map_err(BoxError::from)
+    }
 }
 
-/// Who may call a route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Access {
-    Public,
-    /// An authenticated user (any role).
-    User,
-}
+/// The reply port of a message that answers `T` or a [`ServiceError`].
+pub type Reply<T> = RpcReplyPort<Result<T, ServiceError>>;
 
 pub struct ApiRequest {
     pub ctx: RequestContext,
-    /// Set by the front-end on [`Access::User`] routes.
-    pub caller: Option<Caller>,
     pub params: Vec<(String, String)>,
     pub query: Option<String>,
     pub headers: HeaderMap,
@@ -95,10 +116,26 @@ pub struct ApiRequest {
 }
 
 impl ApiRequest {
+    /// The caller ([`RequestContext::caller`]): 401 without.
     pub fn caller(&self) -> Result<&Caller, ServiceError> {
-        self.caller
-            .as_ref()
-            .ok_or_else(|| ServiceError::Unauthenticated("authentication required".into()))
+        self.ctx.caller()
+    }
+
+    /// Asks `service` the message built around a reply port, with this
+    /// request's context in the envelope, and flattens both ways it can
+    /// fail: the call's ([`supervision::CallError`], mapped to its status)
+    /// and the service's answer.
+    pub async fn ask<M, R, F>(
+        &self,
+        service: &ServiceHandle<M, RequestContext>,
+        build: F,
+    ) -> Result<R, ServiceError>
+    where
+        M: Send + 'static,
+        R: Send + 'static,
+        F: FnOnce(Reply<R>) -> M,
+    {
+        service.call_with(self.ctx.clone(), build).await?
     }
 
     /// A path parameter (`{id}`) parsed as a UUID; a malformed one names no
@@ -251,54 +288,5 @@ impl ApiResponse {
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
         self
-    }
-}
-
-type Handler =
-    dyn Fn(ApiRequest) -> BoxFuture<'static, Result<ApiResponse, ServiceError>> + Send + Sync;
-
-/// One route of a service: method, path pattern (matchit syntax, `{id}`), who
-/// may call it, and the function that turns the request into messages.
-#[derive(Clone)]
-pub struct Route {
-    pub method: Method,
-    pub path: &'static str,
-    pub access: Access,
-    pub limit: LimitGroup,
-    /// The service behind the route, whose circuit the front-end checks first.
-    pub service: Arc<ServiceShared>,
-    handler: Arc<Handler>,
-}
-
-impl Route {
-    pub fn new<F, Fut>(
-        method: Method,
-        path: &'static str,
-        access: Access,
-        service: Arc<ServiceShared>,
-        handler: F,
-    ) -> Self
-    where
-        F: Fn(ApiRequest) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<ApiResponse, ServiceError>> + Send + 'static,
-    {
-        Self {
-            method,
-            path,
-            access,
-            limit: LimitGroup::Api,
-            service,
-            handler: Arc::new(move |req| Box::pin(handler(req))),
-        }
-    }
-
-    /// Counts the route against another rate-limit group.
-    pub fn limited_as(mut self, group: LimitGroup) -> Self {
-        self.limit = group;
-        self
-    }
-
-    pub fn call(&self, req: ApiRequest) -> BoxFuture<'static, Result<ApiResponse, ServiceError>> {
-        (self.handler)(req)
     }
 }
