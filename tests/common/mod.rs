@@ -161,6 +161,19 @@ impl KeyInFlight {
     }
 }
 
+/// A service section whose supervision acts in test time, not production
+/// time: few workers, fast restarts, circuits that reclose within a second.
+pub fn test_supervision() -> ServiceConfig {
+    ServiceConfig {
+        workers: 2,
+        call_timeout: Duration::from_secs(2),
+        backoff_min: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+        open_for: Duration::from_secs(1),
+        ..Default::default()
+    }
+}
+
 /// Settings that make supervision observable in a test's time frame.
 pub fn test_config(data: &TempDir) -> Config {
     let mut config = Config::default();
@@ -173,17 +186,8 @@ pub fn test_config(data: &TempDir) -> Config {
     // Rate limits have tests of their own; the rest must not trip them.
     config.rate_limit.enabled = false;
     config.server.shutdown_timeout = Duration::from_secs(5);
-    // Every service restarts and recloses in test time, not production time.
     for service in registered_services() {
-        let section = config.service_mut(service.name);
-        *section = ServiceConfig {
-            workers: 2,
-            call_timeout: Duration::from_secs(2),
-            backoff_min: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(50),
-            open_for: Duration::from_secs(1),
-            ..Default::default()
-        };
+        *config.service_mut(service.name) = test_supervision();
     }
     // Retries and take-overs in test time, not production time.
     config.events.max_attempts = 3;
@@ -200,6 +204,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_of(registered_services(), adjust).await
+}
+
+/// A test app of the given services (the built-in ones, and any a test defines).
+pub async fn spawn_app_of(
+    services: &[actors::ServiceDefinition],
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
     let data = tempfile::tempdir().expect("temp dir");
     let mut config = test_config(&data);
     let database = match test_database_url() {
@@ -213,8 +225,11 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     if let Some(redis) = test_redis_url() {
         config.redis.url = redis;
     }
+    for service in services {
+        *config.service_mut(service.name) = test_supervision();
+    }
     adjust(&mut config);
-    spawn_app_in(config, data, database).await
+    start_app(config, data, database, services).await
 }
 
 pub async fn spawn_app_in(
@@ -222,12 +237,24 @@ pub async fn spawn_app_in(
     data: TempDir,
     database: Option<TestDatabase>,
 ) -> TestApp {
-    config
-        .validate(registered_services())
-        .expect("test config is valid");
+    start_app(config, data, database, registered_services()).await
+}
+
+async fn start_app(
+    config: Config,
+    data: TempDir,
+    database: Option<TestDatabase>,
+    services: &[actors::ServiceDefinition],
+) -> TestApp {
+    config.validate(services).expect("test config is valid");
+    let enabled: Vec<&str> = services
+        .iter()
+        .map(|s| s.name)
+        .filter(|name| config.service(name).enabled)
+        .collect();
     let admin_token = config.admin.token.clone();
     let app = App::builder(config)
-        .services(registered_services().iter().copied())
+        .services(services.iter().copied())
         .start()
         .await
         .expect("app starts");
@@ -245,8 +272,8 @@ pub async fn spawn_app_in(
         users: std::collections::HashMap::new(),
         data,
     };
-    for service in registered_services() {
-        test_app.wait_for_status(service.name, "running").await;
+    for service in enabled {
+        test_app.wait_for_status(service, "running").await;
     }
     for email in [ALICE, BOB] {
         let user = test_app.sign_in(email).await;
