@@ -366,7 +366,7 @@ pub struct ServiceConfig {
     /// The cap for `open_for` as it doubles on consecutive trips.
     #[serde(with = "humantime_serde")]
     pub open_for_max: Duration,
-    /// The service's own keys (`invoice_prefix`), for its definition to read.
+    /// The keys the service itself declares, for its definition to read.
     #[serde(flatten)]
     pub own: Dict,
 }
