@@ -36,3 +36,21 @@ pub mod orders;
 
 /// The built-in services, in start order (stopped in reverse).
 pub const BUILTIN: &[ServiceDefinition] = &[auth::SERVICE, orders::SERVICE, billing::SERVICE];
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_built_in_services_topics_are_well_formed() {
+        let all = [
+            crate::auth::topics::ALL,
+            crate::orders::topics::ALL,
+            crate::billing::topics::ALL,
+        ];
+        for topic in all.concat() {
+            assert!(
+                crate::events::Topic::parse(topic.as_str()).is_ok(),
+                "{topic}"
+            );
+        }
+    }
+}

@@ -75,7 +75,38 @@ impl Service for Auth {
         ctx: ServiceContext,
         settings: AuthSettings,
     ) -> Result<StartedService, StartError> {
-        start(ctx, settings).await
+        let keys: Arc<TokenKeys> = ctx.resource()?;
+        let kv: Arc<dyn KvStore> = ctx.resource()?;
+        let limits_apply = ctx
+            .resources
+            .get::<RateLimiting>()
+            .is_none_or(|limiting| limiting.enabled);
+        let per_email = limits_apply.then(|| settings.email_limit.rate_limit());
+        // An unfinished idempotency claim outlives its request by the call timeout at most.
+        let claim_lease = ctx.call_timeout * 2;
+        let store = AuthStore::open(&ctx.data_dir, &ctx.storage, claim_lease)
+            .await
+            .map_err(StartError::store(NAME))?;
+        spawn_purge(store.clone());
+        let state = AuthState {
+            store: store.clone(),
+            keys: keys.clone(),
+            kv: kv.clone(),
+        };
+        let (handle, starter) = ServiceSupervisor::<AuthWorker>::build(
+            ctx.name,
+            ctx.policy.clone(),
+            ctx.workers,
+            ctx.call_timeout,
+            state,
+        );
+        Ok(StartedService {
+            starter,
+            routes: routes::routes(handle, keys, kv, per_email),
+            dependencies: vec![store.dependency()],
+            outbox: Some(store.outbox()),
+            subscriptions: Vec::new(),
+        })
     }
 }
 
@@ -84,41 +115,6 @@ const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// The name a bootstrapped admin is created with.
 const ADMIN_NAME: &str = "Administrator";
-
-async fn start(ctx: ServiceContext, settings: AuthSettings) -> Result<StartedService, StartError> {
-    let keys: Arc<TokenKeys> = ctx.resource()?;
-    let kv: Arc<dyn KvStore> = ctx.resource()?;
-    let limits_apply = ctx
-        .resources
-        .get::<RateLimiting>()
-        .is_none_or(|limiting| limiting.enabled);
-    let per_email = limits_apply.then(|| settings.email_limit.rate_limit());
-    // An unfinished idempotency claim outlives its request by the call timeout at most.
-    let claim_lease = ctx.call_timeout * 2;
-    let store = AuthStore::open(&ctx.data_dir, &ctx.storage, claim_lease)
-        .await
-        .map_err(StartError::store(NAME))?;
-    spawn_purge(store.clone());
-    let state = AuthState {
-        store: store.clone(),
-        keys: keys.clone(),
-        kv: kv.clone(),
-    };
-    let (handle, starter) = ServiceSupervisor::<AuthWorker>::build(
-        ctx.name,
-        ctx.policy.clone(),
-        ctx.workers,
-        ctx.call_timeout,
-        state,
-    );
-    Ok(StartedService {
-        starter,
-        routes: routes::routes(handle, keys, kv, per_email),
-        dependencies: vec![store.dependency()],
-        outbox: Some(store.outbox()),
-        subscriptions: Vec::new(),
-    })
-}
 
 fn spawn_purge(store: AuthStore) {
     tokio::spawn(async move {

@@ -12,16 +12,3 @@ pub const SESSION_REVOKED: Topic = Topic::new("session.revoked");
 
 /// Every topic auth publishes.
 pub const ALL: &[Topic] = &[USER_REGISTERED, USER_LOGGED_IN, SESSION_REVOKED];
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn topics_are_well_formed() {
-        for topic in super::ALL {
-            assert!(
-                crate::events::Topic::parse(topic.as_str()).is_ok(),
-                "{topic}"
-            );
-        }
-    }
-}

@@ -46,49 +46,42 @@ impl Service for Billing {
         ctx: ServiceContext,
         settings: BillingSettings,
     ) -> Result<StartedService, StartError> {
-        start(ctx, settings).await
+        let store = BillingStore::open(
+            &ctx.data_dir,
+            &ctx.storage,
+            settings.invoice_prefix.as_str(),
+        )
+        .await
+        .map_err(StartError::store(Billing::NAME))?;
+        let outbox = store.outbox().clone();
+        let (handle, starter) = ServiceSupervisor::<BillingWorker>::build(
+            ctx.name,
+            ctx.policy.clone(),
+            ctx.workers,
+            ctx.call_timeout,
+            store.clone(),
+        );
+        Ok(StartedService {
+            starter,
+            routes: routes::routes(handle.clone()),
+            dependencies: vec![store.dependency()],
+            outbox: Some(outbox),
+            // As many events at once as there are workers to apply them.
+            subscriptions: vec![Subscription::new(
+                Billing::NAME,
+                TOPICS,
+                ctx.workers,
+                handle.clone(),
+                |event, reply| BillingMsg::Apply { event, reply },
+            )
+            .with_batches(handle, |events, reply| BillingMsg::ApplyAll {
+                events,
+                reply,
+            })
+            .with_inbox(store.inbox())],
+        })
     }
 }
 
 /// The topics billing consumes.
 const TOPICS: Topics = Topics::Named(&[ORDER_CREATED, ORDER_CANCELLED]);
-
-async fn start(
-    ctx: ServiceContext,
-    settings: BillingSettings,
-) -> Result<StartedService, StartError> {
-    let store = BillingStore::open(
-        &ctx.data_dir,
-        &ctx.storage,
-        settings.invoice_prefix.as_str(),
-    )
-    .await
-    .map_err(StartError::store(Billing::NAME))?;
-    let outbox = store.outbox().clone();
-    let (handle, starter) = ServiceSupervisor::<BillingWorker>::build(
-        ctx.name,
-        ctx.policy.clone(),
-        ctx.workers,
-        ctx.call_timeout,
-        store.clone(),
-    );
-    Ok(StartedService {
-        starter,
-        routes: routes::routes(handle.clone()),
-        dependencies: vec![store.dependency()],
-        outbox: Some(outbox),
-        // As many events at once as there are workers to apply them.
-        subscriptions: vec![Subscription::new(
-            Billing::NAME,
-            TOPICS,
-            ctx.workers,
-            handle.clone(),
-            |event, reply| BillingMsg::Apply { event, reply },
-        )
-        .with_batches(handle, |events, reply| BillingMsg::ApplyAll {
-            events,
-            reply,
-        })
-        .with_inbox(store.inbox())],
-    })
-}

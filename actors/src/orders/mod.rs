@@ -44,7 +44,34 @@ impl Service for Orders {
         ctx: ServiceContext,
         settings: OrdersSettings,
     ) -> Result<StartedService, StartError> {
-        start(ctx, settings).await
+        // An unfinished idempotency claim outlives its request by the call timeout at most.
+        let claim_lease = ctx.call_timeout * 2;
+        let store = OrdersStore::open(&ctx.data_dir, &ctx.storage, claim_lease)
+            .await
+            .map_err(StartError::store(Orders::NAME))?;
+        spawn_key_purge(store.clone());
+        let (handle, starter) = ServiceSupervisor::<OrdersWorker>::build(
+            ctx.name,
+            ctx.policy.clone(),
+            ctx.workers,
+            ctx.call_timeout,
+            store.clone(),
+        );
+        let subscription = Subscription::new(
+            Orders::NAME,
+            TOPICS,
+            ctx.workers,
+            handle.clone(),
+            |event, reply| OrdersMsg::Apply { event, reply },
+        )
+        .with_inbox(store.inbox());
+        Ok(StartedService {
+            starter,
+            routes: routes::routes(handle, settings.default_currency),
+            dependencies: vec![store.dependency()],
+            outbox: Some(store.outbox()),
+            subscriptions: vec![subscription],
+        })
     }
 }
 
@@ -53,40 +80,6 @@ const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// The topics orders consumes.
 const TOPICS: Topics = Topics::Named(&[INVOICE_PAID]);
-
-async fn start(
-    ctx: ServiceContext,
-    settings: OrdersSettings,
-) -> Result<StartedService, StartError> {
-    // An unfinished idempotency claim outlives its request by the call timeout at most.
-    let claim_lease = ctx.call_timeout * 2;
-    let store = OrdersStore::open(&ctx.data_dir, &ctx.storage, claim_lease)
-        .await
-        .map_err(StartError::store(Orders::NAME))?;
-    spawn_key_purge(store.clone());
-    let (handle, starter) = ServiceSupervisor::<OrdersWorker>::build(
-        ctx.name,
-        ctx.policy.clone(),
-        ctx.workers,
-        ctx.call_timeout,
-        store.clone(),
-    );
-    let subscription = Subscription::new(
-        Orders::NAME,
-        TOPICS,
-        ctx.workers,
-        handle.clone(),
-        |event, reply| OrdersMsg::Apply { event, reply },
-    )
-    .with_inbox(store.inbox());
-    Ok(StartedService {
-        starter,
-        routes: routes::routes(handle, settings.default_currency),
-        dependencies: vec![store.dependency()],
-        outbox: Some(store.outbox()),
-        subscriptions: vec![subscription],
-    })
-}
 
 fn spawn_key_purge(store: OrdersStore) {
     tokio::spawn(async move {
