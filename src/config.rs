@@ -366,6 +366,11 @@ pub struct ServiceConfig {
     /// The cap for `open_for` as it doubles on consecutive trips.
     #[serde(with = "humantime_serde")]
     pub open_for_max: Duration,
+    /// How many messages may wait for a worker; a request that finds the
+    /// queue full is answered 503 at once (shed, not a failure). 0: what the
+    /// workers can serve within `call_timeout` at 50 ms a message
+    /// (100 per worker at 5 s).
+    pub queue_limit: usize,
     /// The keys the service itself declares, for its definition to read.
     #[serde(flatten)]
     pub own: Dict,
@@ -453,6 +458,7 @@ impl Default for ServiceConfig {
             backoff_max: policy.backoff.max,
             open_for: policy.open_for,
             open_for_max: policy.open_for_max,
+            queue_limit: 0,
             own: Dict::new(),
         }
     }
@@ -480,6 +486,7 @@ impl ServiceConfig {
             open_for: self.open_for,
             open_for_max: self.open_for_max,
             shutdown_timeout,
+            queue_limit: (self.queue_limit > 0).then_some(self.queue_limit),
         }
     }
 }
@@ -937,6 +944,12 @@ impl ServiceConfig {
         problems.database_url(&key("database_url"), &self.database_url);
         if !(1..=1024).contains(&self.workers) {
             problems.add(key("workers"), "must be from 1 to 1024");
+        }
+        if self.queue_limit > 1_000_000 {
+            problems.add(
+                key("queue_limit"),
+                "must be at most 1000000 (0: derived from workers and call_timeout)",
+            );
         }
         if self.call_timeout > request_timeout {
             problems.add(

@@ -161,6 +161,13 @@ impl From<CallError> for ServiceError {
                 message: format!("the {service} service is restarting, try again shortly"),
                 retry_after,
             },
+            CallError::Shed {
+                service,
+                retry_after,
+            } => ServiceError::Unavailable {
+                message: format!("the {service} service is at capacity, try again shortly"),
+                retry_after,
+            },
             CallError::Timeout { service, timeout } => ServiceError::Timeout(format!(
                 "the {service} service did not answer within {} ms",
                 timeout.as_millis()

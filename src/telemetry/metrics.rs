@@ -115,7 +115,28 @@ fn describe() {
     );
     describe_counter!(
         "actor_failures_total",
-        "Failures (panics, errors, failed starts, timeouts) of a service's workers"
+        "Failures (panics, errors, failed starts, handlers running past the call timeout) of a service's workers"
+    );
+    describe_counter!(
+        "actor_shed_total",
+        "Calls refused at once because the service's queue was full (load, not failures)"
+    );
+    describe_counter!(
+        "actor_expired_total",
+        "Messages skipped because their caller had given up before a worker took them"
+    );
+    describe_histogram!(
+        "actor_queue_wait_seconds",
+        Unit::Seconds,
+        "Time a message waited in the queue before a worker took it"
+    );
+    describe_gauge!(
+        "actor_queue_limit",
+        "How many messages may wait for a service's workers"
+    );
+    describe_counter!(
+        "password_hashes_shed_total",
+        "Password hashes refused at once because every core was busy and the hash queue full"
     );
     describe_gauge!(
         "circuit_state",

@@ -2,20 +2,25 @@
 //! supervised service something: circuit check, least-loaded worker, a reply
 //! port and a timeout, and one error type for everything that can go wrong.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ractor::{ActorRef, RpcReplyPort};
 
 use crate::circuit::Admission;
 use crate::service::SupervisorMsg;
 use crate::shared::ServiceShared;
+use crate::ticket::{Deadline, Ticket};
 use crate::worker::Envelope;
 
 /// How long a caller is told to wait when no worker is up yet (starting or
 /// restarting): restarts are backed off by at most `backoff_max`, usually far less.
 const RESTARTING_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How long a shed caller is told to wait: a full queue drains in about a
+/// call timeout at worst, usually far less; a second is what clients can
+/// act on without hammering.
+const SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// The live workers of a service, by index: `None` while one is down. Written
 /// by the supervisor, read by every call.
@@ -37,7 +42,17 @@ pub enum CallError {
         service: String,
         retry_after: Duration,
     },
-    /// No reply within the call timeout. The worker is restarted.
+    /// The service's queue is full: refused at once, nothing was done (load
+    /// shedding, not a failure); safe to retry after `retry_after`.
+    #[error("service {service} is overloaded (its queue is full)")]
+    Shed {
+        service: String,
+        retry_after: Duration,
+    },
+    /// No reply within the call timeout (or the caller's deadline). If the
+    /// message never started, it is dropped from the queue and nobody
+    /// failed; if it started and runs past the call timeout, its worker is
+    /// stuck and restarted.
     #[error("service {service} did not answer within {timeout:?}")]
     Timeout { service: String, timeout: Duration },
     /// The worker failed while handling this message.
@@ -91,18 +106,20 @@ impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
     where
         R: Send + 'static,
         F: FnOnce(RpcReplyPort<R>) -> M,
-        C: Default,
+        C: Default + Deadline,
     {
         self.call_with(C::default(), build).await
     }
 
     /// Sends the message built around a reply port, with `ctx` beside it, to
-    /// the least-loaded live worker and waits for the reply, at most the call
-    /// timeout.
+    /// the least-loaded live worker and waits for the reply: at most the
+    /// call timeout, or until the context's deadline if that comes first.
+    /// A full queue refuses the call at once ([`CallError::Shed`]).
     pub async fn call_with<R, F>(&self, ctx: C, build: F) -> Result<R, CallError>
     where
         R: Send + 'static,
         F: FnOnce(RpcReplyPort<R>) -> M,
+        C: Deadline,
     {
         let service = || self.shared.name().to_owned();
         if let Admission::Reject { retry_after } = self.shared.admit() {
@@ -111,19 +128,31 @@ impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
                 retry_after,
             });
         }
+        if !self.shared.has_room() {
+            self.shared.record_shed();
+            return Err(CallError::Shed {
+                service: service(),
+                retry_after: SHED_RETRY_AFTER,
+            });
+        }
         let unavailable = || CallError::Unavailable {
             service: service(),
             retry_after: RESTARTING_RETRY_AFTER,
         };
         let (index, worker) = self.pick_worker().ok_or_else(unavailable)?;
 
+        let now = Instant::now();
+        let deadline = match ctx.deadline() {
+            Some(deadline) => deadline.min(now + self.call_timeout),
+            None => now + self.call_timeout,
+        };
         let (tx, rx) = ractor::concurrency::oneshot();
-        let started = Arc::new(AtomicBool::new(false));
+        let ticket = Arc::new(Ticket::new(deadline));
         let envelope = Envelope {
             msg: build(tx.into()),
             ctx,
             span: tracing::Span::current(),
-            started: started.clone(),
+            ticket: ticket.clone(),
         };
         let stats = self.shared.worker(index);
         stats.message_sent();
@@ -132,19 +161,30 @@ impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
             return Err(unavailable());
         }
 
-        match tokio::time::timeout(self.call_timeout, rx).await {
+        // If this future is dropped (the client went away), the message is
+        // given up as if the wait had run out.
+        let waiting = Waiting {
+            handle: self,
+            index,
+            worker: &worker,
+            ticket: &ticket,
+            done: false,
+        };
+        let outcome = tokio::time::timeout_at(deadline.into(), rx).await;
+        waiting.settle(outcome.is_ok());
+        match outcome {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_dropped)) if started.load(Ordering::Acquire) => {
-                Err(CallError::Crashed { service: service() })
-            }
+            Ok(Err(_dropped)) if ticket.started() => Err(CallError::Crashed { service: service() }),
+            // Skipped by the worker: the deadline passed while it waited.
+            Ok(Err(_dropped)) if Instant::now() >= deadline => Err(CallError::Timeout {
+                service: service(),
+                timeout: deadline.saturating_duration_since(now),
+            }),
             Ok(Err(_dropped)) => Err(unavailable()),
-            Err(_elapsed) => {
-                self.report_timeout(index, &worker);
-                Err(CallError::Timeout {
-                    service: service(),
-                    timeout: self.call_timeout,
-                })
-            }
+            Err(_elapsed) => Err(CallError::Timeout {
+                service: service(),
+                timeout: deadline.saturating_duration_since(now),
+            }),
         }
     }
 
@@ -159,15 +199,77 @@ impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
             .map(|(i, w)| (i, w.clone()))
     }
 
-    /// A reply that misses its timeout is a failure: the supervisor restarts
-    /// the stuck worker.
-    fn report_timeout(&self, index: usize, worker: &ActorRef<Envelope<M, C>>) {
-        if let Some(supervisor) = self.shared.supervisor() {
-            let _ = supervisor.send_message(SupervisorMsg::CallTimedOut {
-                index,
-                actor: worker.get_id(),
-                after: self.call_timeout,
+    /// The caller stopped waiting for a message (its wait ran out, or it
+    /// went away). One that never started is dropped from the queue: no
+    /// failure. One that started is the worker's failure only if it runs
+    /// past the call timeout: reported now if it already has, else checked
+    /// again when it would have.
+    fn give_up(&self, index: usize, worker: &ActorRef<Envelope<M, C>>, ticket: &Arc<Ticket>) {
+        if ticket.abandon() || ticket.finished() {
+            return;
+        }
+        let ran = ticket.running_for().unwrap_or_default();
+        if ran >= self.call_timeout {
+            self.report_stuck(index, worker.get_id());
+            return;
+        }
+        let (handle, ticket, actor) = (self.clone_shared(), ticket.clone(), worker.get_id());
+        let call_timeout = self.call_timeout;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tokio::time::sleep(call_timeout - ran).await;
+                if !ticket.finished() {
+                    report_stuck(&handle, index, actor, call_timeout);
+                }
             });
+        }
+    }
+
+    fn clone_shared(&self) -> Arc<ServiceShared> {
+        self.shared.clone()
+    }
+
+    /// A handler that ran past the call timeout is stuck: the supervisor
+    /// restarts its worker.
+    fn report_stuck(&self, index: usize, actor: ractor::ActorId) {
+        report_stuck(&self.shared, index, actor, self.call_timeout);
+    }
+}
+
+fn report_stuck(shared: &ServiceShared, index: usize, actor: ractor::ActorId, after: Duration) {
+    if let Some(supervisor) = shared.supervisor() {
+        let _ = supervisor.send_message(SupervisorMsg::CallTimedOut {
+            index,
+            actor,
+            after,
+        });
+    }
+}
+
+/// A call waiting for its reply; settled when the wait ends, or given up
+/// when dropped first.
+struct Waiting<'a, M: Send + 'static, C: Send + 'static> {
+    handle: &'a ServiceHandle<M, C>,
+    index: usize,
+    worker: &'a ActorRef<Envelope<M, C>>,
+    ticket: &'a Arc<Ticket>,
+    done: bool,
+}
+
+impl<M: Send + 'static, C: Send + 'static> Waiting<'_, M, C> {
+    /// The wait ended: with a reply (or the worker's death), or not.
+    fn settle(mut self, answered: bool) {
+        self.done = true;
+        if !answered {
+            self.handle.give_up(self.index, self.worker, self.ticket);
+        }
+    }
+}
+
+impl<M: Send + 'static, C: Send + 'static> Drop for Waiting<'_, M, C> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.handle.give_up(self.index, self.worker, self.ticket);
         }
     }
 }

@@ -60,6 +60,7 @@ pub mod service;
 pub mod shared;
 pub mod snapshot;
 pub mod strategy;
+mod ticket;
 pub mod worker;
 
 pub use backoff::Backoff;
@@ -72,6 +73,7 @@ pub use service::{ServiceSupervisor, SupervisorMsg};
 pub use shared::{ServiceShared, ServiceStatus};
 pub use snapshot::{ActorNode, CircuitView, FailureRecord};
 pub use strategy::Strategy;
+pub use ticket::Deadline;
 pub use worker::{Worker, WorkerHandler};
 
 /// The error a worker returns (or panics with) to say "I failed, restart me".

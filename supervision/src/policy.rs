@@ -20,6 +20,32 @@ pub struct SupervisionPolicy {
     pub open_for_max: Duration,
     /// How long a stopping worker may take to finish its message before it is killed.
     pub shutdown_timeout: Duration,
+    /// How many messages may wait for a worker at once; a call that finds
+    /// the queue full is shed (refused at once, not a failure). `None`:
+    /// [`SupervisionPolicy::default_queue_limit`].
+    pub queue_limit: Option<usize>,
+}
+
+/// The shortest handling time the default queue limit assumes: a queue is
+/// only worth what its workers can serve before the callers' timeout.
+const ASSUMED_MESSAGE_TIME: Duration = Duration::from_millis(50);
+
+impl SupervisionPolicy {
+    /// What `workers` workers can take from their queue within
+    /// `call_timeout` at [`ASSUMED_MESSAGE_TIME`] per message (at least one
+    /// per worker): 100 per worker at the 5 s default. Deeper would only
+    /// hold messages whose callers give up before a worker gets to them.
+    pub fn default_queue_limit(workers: usize, call_timeout: Duration) -> usize {
+        let per_worker = call_timeout.as_millis() / ASSUMED_MESSAGE_TIME.as_millis();
+        workers.max(1) * usize::try_from(per_worker.max(1)).unwrap_or(usize::MAX)
+    }
+
+    /// The queue limit in force.
+    pub fn queue_limit(&self, workers: usize, call_timeout: Duration) -> usize {
+        self.queue_limit
+            .unwrap_or_else(|| Self::default_queue_limit(workers, call_timeout))
+            .max(1)
+    }
 }
 
 impl Default for SupervisionPolicy {
@@ -35,6 +61,7 @@ impl Default for SupervisionPolicy {
             open_for: Duration::from_secs(30),
             open_for_max: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(5),
+            queue_limit: None,
         }
     }
 }

@@ -188,6 +188,7 @@ impl Tree {
             restarts_in_window: None,
             messages_handled: children.iter().map(|c| c.messages_handled).sum(),
             mailbox_depth: children.iter().map(|c| c.mailbox_depth).sum(),
+            queue: None,
             last_failure: None,
             recent_failures: None,
             uptime_seconds: Some(self.started_at.elapsed().as_secs_f64()),

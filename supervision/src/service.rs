@@ -81,7 +81,8 @@ impl<H: WorkerHandler> ServiceSupervisor<H> {
         call_timeout: Duration,
         args: H::Args,
     ) -> (ServiceHandle<H::Msg, H::Context>, Arc<dyn ServiceStarter>) {
-        let shared = ServiceShared::new(name, policy, workers);
+        let queue_limit = policy.queue_limit(workers, call_timeout);
+        let shared = ServiceShared::new(name, policy, workers, queue_limit);
         let slots: Slots<H::Msg, H::Context> = Arc::new(RwLock::new(
             (0..shared.worker_count()).map(|_| None).collect(),
         ));

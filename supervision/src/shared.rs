@@ -17,7 +17,7 @@ use crate::circuit::{Admission, Circuit, CircuitState};
 use crate::intensity::{Intensity, RestartWindow};
 use crate::policy::SupervisionPolicy;
 use crate::service::SupervisorMsg;
-use crate::snapshot::{ActorNode, CircuitView, FailureRecord, NodeKind};
+use crate::snapshot::{ActorNode, CircuitView, FailureRecord, NodeKind, QueueView};
 
 /// How many failures a service remembers for `/admin/actors/{name}`.
 const RECENT_FAILURES: usize = 20;
@@ -97,6 +97,11 @@ impl WorkerStats {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Taken from the mailbox and dropped unhandled (its caller had gone).
+    pub(crate) fn message_skipped(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
     fn is_running(&self) -> bool {
         lock(&self.book).running_since.is_some()
     }
@@ -122,6 +127,17 @@ pub struct ServiceShared {
     circuit_fast: AtomicU8,
     book: Mutex<ServiceBook>,
     supervisor: Mutex<Option<ActorRef<SupervisorMsg>>>,
+    /// At most this many messages wait for a worker; past it calls are shed.
+    queue_limit: usize,
+    /// Calls refused because the queue was full.
+    shed: AtomicU64,
+    /// Messages skipped because their caller had given up before a worker
+    /// took them.
+    expired: AtomicU64,
+    /// How long recent messages waited in the queue, in microseconds (an
+    /// exponentially weighted mean, for `/admin/actors`; the histogram is in
+    /// the metrics).
+    queue_wait_micros: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,7 +159,12 @@ fn fast(state: CircuitState) -> u8 {
 }
 
 impl ServiceShared {
-    pub fn new(name: impl Into<String>, policy: SupervisionPolicy, workers: usize) -> Arc<Self> {
+    pub fn new(
+        name: impl Into<String>,
+        policy: SupervisionPolicy,
+        workers: usize,
+        queue_limit: usize,
+    ) -> Arc<Self> {
         let name = name.into();
         let workers = (0..workers.max(1))
             .map(|i| WorkerStats::new(format!("{name}-worker-{i}")))
@@ -163,6 +184,10 @@ impl ServiceShared {
             circuit_fast: AtomicU8::new(FAST_CLOSED),
             book: Mutex::new(book),
             supervisor: Mutex::new(None),
+            queue_limit: queue_limit.max(1),
+            shed: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            queue_wait_micros: AtomicU64::new(0),
         });
         shared.publish_circuit(CircuitState::Closed);
         // Zero-valued series from the start, so rate() and alerts see them
@@ -171,6 +196,8 @@ impl ServiceShared {
             "actor_messages_total",
             "actor_restarts_total",
             "actor_failures_total",
+            "actor_shed_total",
+            "actor_expired_total",
         ] {
             metrics::counter!(counter, "actor" => shared.name.clone()).increment(0);
         }
@@ -210,6 +237,52 @@ impl ServiceShared {
 
     pub fn circuit_state(&self) -> CircuitState {
         lock(&self.book).circuit.state()
+    }
+
+    /// Messages sent to the workers and not yet taken by one.
+    pub fn queued(&self) -> u64 {
+        self.workers.iter().map(WorkerStats::depth).sum()
+    }
+
+    pub fn queue_limit(&self) -> usize {
+        self.queue_limit
+    }
+
+    /// Whether a new message finds room in the queue.
+    pub(crate) fn has_room(&self) -> bool {
+        self.queued() < self.queue_limit as u64
+    }
+
+    /// A call was refused because the queue was full: load, not a failure.
+    pub(crate) fn record_shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("actor_shed_total", "actor" => self.name.clone()).increment(1);
+    }
+
+    /// A worker skipped a message whose caller had given up.
+    pub(crate) fn record_expired(&self) {
+        self.expired.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("actor_expired_total", "actor" => self.name.clone()).increment(1);
+    }
+
+    /// How long a message waited for a worker.
+    pub(crate) fn record_wait(&self, waited: Duration) {
+        metrics::histogram!("actor_queue_wait_seconds", "actor" => self.name.clone())
+            .record(waited.as_secs_f64());
+        // mean ← mean + (sample − mean) / 8, racy but never torn: good
+        // enough for a figure on a page.
+        let sample = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+        let mean = self.queue_wait_micros.load(Ordering::Relaxed);
+        let next = mean - mean / 8 + sample / 8;
+        self.queue_wait_micros.store(next, Ordering::Relaxed);
+    }
+
+    pub fn shed(&self) -> u64 {
+        self.shed.load(Ordering::Relaxed)
+    }
+
+    pub fn expired(&self) -> u64 {
+        self.expired.load(Ordering::Relaxed)
     }
 
     /// Whether a call may go through now. Lock-free while the circuit is closed.
@@ -356,6 +429,8 @@ impl ServiceShared {
     pub fn publish_gauges(&self) {
         let depth: u64 = self.workers.iter().map(WorkerStats::depth).sum();
         metrics::gauge!("actor_mailbox_depth", "actor" => self.name.clone()).set(depth as f64);
+        metrics::gauge!("actor_queue_limit", "actor" => self.name.clone())
+            .set(self.queue_limit as f64);
         metrics::gauge!("circuit_state", "service" => self.name.clone())
             .set(self.circuit_state().gauge());
     }
@@ -385,6 +460,12 @@ impl ServiceShared {
             restarts_in_window: Some(book.window.count(now)),
             messages_handled: children.iter().map(|c| c.messages_handled).sum(),
             mailbox_depth: children.iter().map(|c| c.mailbox_depth).sum(),
+            queue: Some(QueueView {
+                limit: self.queue_limit as u64,
+                shed: self.shed(),
+                expired: self.expired(),
+                wait_ms: self.queue_wait_micros.load(Ordering::Relaxed) as f64 / 1000.0,
+            }),
             last_failure: book.failures.back().cloned(),
             recent_failures: detail.then(|| book.failures.iter().rev().cloned().collect()),
             uptime_seconds: book
@@ -412,6 +493,7 @@ impl ServiceShared {
             restarts_in_window: None,
             messages_handled: worker.handled.load(Ordering::Relaxed),
             mailbox_depth: worker.depth(),
+            queue: None,
             last_failure: book.last_failure.clone(),
             recent_failures: detail.then(|| book.last_failure.iter().cloned().collect()),
             uptime_seconds: book

@@ -30,6 +30,20 @@ pub struct CircuitView {
     pub forced: bool,
 }
 
+/// A service's queue, as `/admin/actors` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct QueueView {
+    /// At most this many messages wait (`services.<name>.queue_limit`).
+    pub limit: u64,
+    /// Calls refused at once because the queue was full (503, not failures).
+    pub shed: u64,
+    /// Messages dropped unhandled because their caller had given up.
+    pub expired: u64,
+    /// How long recent messages waited for a worker, in milliseconds (a
+    /// moving mean).
+    pub wait_ms: f64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeKind {
@@ -52,7 +66,12 @@ pub struct ActorNode {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restarts_in_window: Option<u32>,
     pub messages_handled: u64,
+    /// Messages waiting for a worker (the service's queue, or this worker's
+    /// mailbox).
     pub mailbox_depth: u64,
+    /// The service's queue: its bound and what it refused or dropped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueView>,
     pub last_failure: Option<FailureRecord>,
     /// Only in the single-actor view (`/admin/actors/{name}`).
     #[serde(skip_serializing_if = "Option::is_none")]

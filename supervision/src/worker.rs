@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,6 +11,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
 
 use crate::shared::ServiceShared;
+use crate::ticket::{Deadline, Pickup, Ticket};
 use crate::BoxError;
 
 /// What a service implements: how a worker starts and how it handles one message.
@@ -26,7 +26,7 @@ pub trait WorkerHandler: Send + Sync + 'static {
     /// What travels with every message beside it, in the envelope: who asks
     /// and on what terms (a request id, a deadline…), set once by the caller
     /// rather than repeated in every message. `()` for handlers that need none.
-    type Context: Send + Sync + 'static;
+    type Context: Deadline + Send + Sync + 'static;
     /// What one worker keeps between messages.
     type State: Send + 'static;
     /// What every worker of the service starts from (a store handle, settings).
@@ -60,9 +60,10 @@ pub struct Envelope<M, C> {
     pub(crate) msg: M,
     pub(crate) ctx: C,
     pub(crate) span: tracing::Span,
-    /// Set when the worker takes the message: if the reply never comes, the
-    /// caller can tell "it crashed while handling mine" from "it never got to it".
-    pub(crate) started: Arc<AtomicBool>,
+    /// Shared with the caller: whether the message started, finished or was
+    /// given up, so a reply that never comes is told apart ("it crashed on
+    /// mine", "it never got to it") and a message nobody waits for is skipped.
+    pub(crate) ticket: Arc<Ticket>,
 }
 
 /// The ractor actor behind each worker of a service.
@@ -112,16 +113,34 @@ impl<H: WorkerHandler> Actor for Worker<H> {
     ) -> Result<(), ActorProcessingErr> {
         let stats = st.shared.worker(st.index);
         stats.message_received();
-        envelope.started.store(true, Ordering::Release);
+        let Envelope {
+            msg,
+            ctx,
+            span,
+            ticket,
+        } = envelope;
+        let actor = st.shared.name().to_owned();
+        let waited = match ticket.pick_up() {
+            Pickup::Handle { waited } => waited,
+            Pickup::Skip { waited } => {
+                // Its caller has gone: doing the work now would only delay
+                // the messages behind it (and a write nobody hears of).
+                st.shared.record_wait(waited);
+                st.shared.record_expired();
+                stats.message_skipped();
+                tracing::debug!(parent: &span, service = %actor, ?waited, "skipped a message whose caller gave up");
+                return Ok(());
+            }
+        };
+        st.shared.record_wait(waited);
         let started_at = Instant::now();
-        let Envelope { msg, ctx, span, .. } = envelope;
         let result = async {
             H::before(&ctx).await?;
             H::handle(msg, &ctx, &mut st.state).await
         }
         .instrument(span)
         .await;
-        let actor = st.shared.name().to_owned();
+        ticket.finish();
         metrics::histogram!("actor_message_duration_seconds", "actor" => actor.clone())
             .record(started_at.elapsed().as_secs_f64());
         metrics::counter!("actor_messages_total", "actor" => actor).increment(1);

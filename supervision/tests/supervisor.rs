@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorRef, RpcReplyPort};
 use supervision::root::RootMsg;
 use supervision::{
-    Backoff, BoxError, CallError, CircuitState, RootSupervisor, ServiceHandle, ServiceStatus,
-    ServiceSupervisor, Strategy, SupervisionPolicy, Tree, WorkerHandler,
+    Backoff, BoxError, CallError, CircuitState, Deadline, RootSupervisor, ServiceHandle,
+    ServiceStatus, ServiceSupervisor, Strategy, SupervisionPolicy, Tree, WorkerHandler,
 };
 
 /// A worker that does what its message says.
@@ -80,6 +80,7 @@ fn policy(strategy: Strategy) -> SupervisionPolicy {
         open_for: Duration::from_millis(300),
         open_for_max: Duration::from_secs(2),
         shutdown_timeout: Duration::from_secs(1),
+        queue_limit: Some(16),
     }
 }
 
@@ -429,6 +430,115 @@ async fn a_call_that_misses_its_timeout_restarts_the_stuck_worker() {
 }
 
 #[tokio::test]
+async fn a_full_queue_sheds_at_once_and_sheds_are_not_failures() {
+    let small_queue = SupervisionPolicy {
+        queue_limit: Some(2),
+        ..policy(Strategy::OneForOne)
+    };
+    let running = start(vec![("toy", small_queue, 1, ToyArgs::default())]).await;
+    let h = running.handles[0].clone();
+    let sleep = |h: ServiceHandle<ToyMsg>| {
+        tokio::spawn(async move {
+            h.call(|r| ToyMsg::Sleep(Duration::from_millis(100), r))
+                .await
+        })
+    };
+    let busy = sleep(h.clone());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let queued = [sleep(h.clone()), sleep(h.clone())];
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let refused_at = Instant::now();
+    let shed = h.call(ToyMsg::Which).await;
+    assert!(matches!(shed, Err(CallError::Shed { .. })), "{shed:?}");
+    assert!(
+        refused_at.elapsed() < Duration::from_millis(50),
+        "refused at once"
+    );
+    assert_eq!(busy.await.unwrap(), Ok(0));
+    for call in queued {
+        assert_eq!(call.await.unwrap(), Ok(0), "what was admitted is served");
+    }
+    let node = running.tree.node("toy").unwrap();
+    assert_eq!(node.queue.as_ref().unwrap().shed, 1);
+    assert_eq!(node.queue.as_ref().unwrap().limit, 2);
+    assert_eq!(node.restarts, 0);
+    assert!(node.last_failure.is_none(), "{:?}", node.last_failure);
+    assert_eq!(running.starts(0).len(), 1, "no worker was restarted");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_whose_caller_gave_up_is_skipped_not_handled() {
+    let running = start(vec![(
+        "toy",
+        policy(Strategy::OneForOne),
+        1,
+        ToyArgs::default(),
+    )])
+    .await;
+    let h = running.handles[0].clone();
+    let busy = tokio::spawn({
+        let h = h.clone();
+        async move {
+            h.call(|r| ToyMsg::Sleep(Duration::from_millis(200), r))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The caller goes away while its message waits behind the busy worker.
+    let gone = tokio::time::timeout(Duration::from_millis(50), h.call(ToyMsg::Which)).await;
+    assert!(gone.is_err(), "the caller stopped waiting");
+    assert_eq!(busy.await.unwrap(), Ok(0));
+    wait_until("skipped", || {
+        running.tree.node("toy").unwrap().queue.unwrap().expired == 1
+    })
+    .await;
+    let node = running.tree.node("toy").unwrap();
+    assert_eq!(node.messages_handled, 1, "only the sleep was handled");
+    assert!(node.last_failure.is_none());
+    assert_eq!(h.call(ToyMsg::Which).await, Ok(0));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_message_that_waited_out_its_timeout_in_the_queue_fails_nobody() {
+    let running = start(vec![(
+        "toy",
+        policy(Strategy::OneForOne),
+        1,
+        ToyArgs::default(),
+    )])
+    .await;
+    let h = running.handles[0].clone();
+    // Two 300 ms messages on one worker with a 500 ms call timeout: the
+    // second waits 300 ms, starts, and misses its caller's timeout, but
+    // itself runs only 300 ms: the worker is busy, not stuck.
+    let first = tokio::spawn({
+        let h = h.clone();
+        async move {
+            h.call(|r| ToyMsg::Sleep(Duration::from_millis(300), r))
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let second = h
+        .call(|r| ToyMsg::Sleep(Duration::from_millis(300), r))
+        .await;
+    assert!(
+        matches!(second, Err(CallError::Timeout { .. })),
+        "{second:?}"
+    );
+    assert_eq!(first.await.unwrap(), Ok(0));
+    // Past the point where a stuck handler would have been reported.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let node = running.tree.node("toy").unwrap();
+    assert!(node.last_failure.is_none(), "{:?}", node.last_failure);
+    assert_eq!(running.starts(0).len(), 1, "no worker was restarted");
+    assert_eq!(node.circuit.unwrap().state, CircuitState::Closed);
+    running.stop().await;
+}
+
+#[tokio::test]
 async fn messages_queued_behind_a_crash_are_refused_not_lost_in_silence() {
     let running = start(vec![(
         "toy",
@@ -548,6 +658,12 @@ struct Ctxd;
 struct Ask {
     who: &'static str,
     refuse: bool,
+}
+
+impl Deadline for Ask {
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
 }
 
 impl WorkerHandler for Ctxd {

@@ -88,6 +88,14 @@ pub struct RequestContext {
     pub fault: Option<Fault>,
 }
 
+/// A worker that takes a message after this deadline skips it: the
+/// front-end has answered 504 already.
+impl supervision::Deadline for RequestContext {
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
 impl RequestContext {
     /// The caller, for operations that need one: 401 without.
     pub fn caller(&self) -> Result<&Caller, ServiceError> {

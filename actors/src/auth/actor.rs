@@ -122,6 +122,13 @@ fn internal(err: StoreError) -> ServiceError {
 }
 
 fn hashing_failed(err: PasswordError) -> ServiceError {
+    if let PasswordError::Busy = err {
+        // Load, not a fault: refused at once, and not the worker's failure.
+        return ServiceError::Unavailable {
+            message: "too many sign-ins at once, try again shortly".into(),
+            retry_after: std::time::Duration::from_secs(1),
+        };
+    }
     tracing::error!(error = %err, "password hashing failed");
     ServiceError::internal(err)
 }

@@ -6,8 +6,12 @@
 //! Hashing takes tens of milliseconds of CPU and 19 MiB of memory, so it runs
 //! on tokio's blocking pool ([`tokio::task::spawn_blocking`]) and never on a
 //! runtime thread; a semaphore holds the number running at once to the
-//! number of cores, so a burst of logins queues instead of asking for
-//! hundreds of 19 MiB blocks at once.
+//! number of cores, so a burst of logins does not ask for hundreds of 19 MiB
+//! blocks at once. The queue in front of it is bounded too ([`MAX_WAITING`]
+//! per core): a hash that finds it full is refused at once
+//! ([`PasswordError::Busy`], a 503 with `retry-after`), so a login flood
+//! sheds logins within a few hashes' time instead of making every caller
+//! wait out its timeout, and the rest of the API keeps its CPU.
 //!
 //! [`verify_dummy`] runs the same verification against a fixed hash, so a
 //! login for an unknown email costs what a wrong password costs and the
@@ -43,13 +47,25 @@ pub enum PasswordError {
     Random(String),
     #[error("the hashing task failed: {0}")]
     Task(String),
+    /// Every core is hashing and the queue is full: try again shortly.
+    #[error("too many passwords are being checked at once")]
+    Busy,
+}
+
+/// How many hashes may wait per core: eight hashes of ~25 ms is a fifth of
+/// a second of queue, far inside any caller's timeout.
+pub const MAX_WAITING: usize = 8;
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
 /// At most one hash per core at a time.
-static PERMITS: LazyLock<Semaphore> = LazyLock::new(|| {
-    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-    Semaphore::new(cores)
-});
+static PERMITS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(cores()));
+
+/// Hashes running or waiting for a core, at most `cores × (1 + MAX_WAITING)`.
+static ADMITTED: LazyLock<Semaphore> =
+    LazyLock::new(|| Semaphore::new(cores() * (1 + MAX_WAITING)));
 
 fn hasher() -> Result<Argon2<'static>, PasswordError> {
     let params = Params::new(M_COST_KIB, T_COST, P_COST, Some(OUTPUT_LEN))
@@ -61,6 +77,10 @@ fn hasher() -> Result<Argon2<'static>, PasswordError> {
 async fn on_blocking_pool<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
 ) -> Result<T, PasswordError> {
+    let _admitted = ADMITTED.try_acquire().map_err(|_| {
+        metrics::counter!("password_hashes_shed_total").increment(1);
+        PasswordError::Busy
+    })?;
     // The semaphore is never closed, so acquiring only fails if it were.
     let _permit = PERMITS
         .acquire()

@@ -253,7 +253,7 @@ impl Subscription {
     /// through its supervised handle like any request: its crash, timeout
     /// or open circuit follows the supervision rules. They carry the
     /// default context (no caller: the event's cause is in the event).
-    pub fn new<M: Send + 'static, C: Default + Send + Sync + 'static>(
+    pub fn new<M: Send + 'static, C: Default + supervision::Deadline + Send + Sync + 'static>(
         subscriber: &'static str,
         topics: Topics,
         concurrency: usize,
@@ -284,7 +284,10 @@ impl Subscription {
     /// `message`, answering per event: the bus hands it whatever is waiting
     /// at once, so one worker applies them together (and its writer commits
     /// them in one transaction) instead of one message per event.
-    pub fn with_batches<M: Send + 'static, C: Default + Send + Sync + 'static>(
+    pub fn with_batches<
+        M: Send + 'static,
+        C: Default + supervision::Deadline + Send + Sync + 'static,
+    >(
         mut self,
         handle: ServiceHandle<M, C>,
         message: fn(Vec<Event>, AppliedAll) -> M,
@@ -353,12 +356,14 @@ pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
 
 fn call_failure(err: CallError) -> DeliveryError {
     match err {
-        CallError::CircuitOpen { retry_after, .. } | CallError::Unavailable { retry_after, .. } => {
-            DeliveryError::Unavailable {
-                retry_after,
-                reason: err.to_string(),
-            }
-        }
+        // Load and an open circuit are no reason to give up on the event:
+        // it waits without spending an attempt.
+        CallError::CircuitOpen { retry_after, .. }
+        | CallError::Unavailable { retry_after, .. }
+        | CallError::Shed { retry_after, .. } => DeliveryError::Unavailable {
+            retry_after,
+            reason: err.to_string(),
+        },
         CallError::Timeout { .. } | CallError::Crashed { .. } => {
             DeliveryError::Failed(err.to_string())
         }
