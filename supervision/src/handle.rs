@@ -205,37 +205,31 @@ impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
     /// past the call timeout: reported now if it already has, else checked
     /// again when it would have.
     fn give_up(&self, index: usize, worker: &ActorRef<Envelope<M, C>>, ticket: &Arc<Ticket>) {
-        if ticket.abandon() || ticket.finished() {
+        // Not started (now abandoned, or already skipped by the worker past
+        // its deadline) or done: nobody is stuck.
+        if ticket.abandon() || !ticket.started() || ticket.finished() {
             return;
         }
         let ran = ticket.running_for().unwrap_or_default();
         if ran >= self.call_timeout {
-            self.report_stuck(index, worker.get_id());
+            report_stuck(&self.shared, index, worker.get_id(), self.call_timeout);
             return;
         }
-        let (handle, ticket, actor) = (self.clone_shared(), ticket.clone(), worker.get_id());
+        let (shared, ticket, actor) = (self.shared.clone(), ticket.clone(), worker.get_id());
         let call_timeout = self.call_timeout;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 tokio::time::sleep(call_timeout - ran).await;
                 if !ticket.finished() {
-                    report_stuck(&handle, index, actor, call_timeout);
+                    report_stuck(&shared, index, actor, call_timeout);
                 }
             });
         }
     }
-
-    fn clone_shared(&self) -> Arc<ServiceShared> {
-        self.shared.clone()
-    }
-
-    /// A handler that ran past the call timeout is stuck: the supervisor
-    /// restarts its worker.
-    fn report_stuck(&self, index: usize, actor: ractor::ActorId) {
-        report_stuck(&self.shared, index, actor, self.call_timeout);
-    }
 }
 
+/// A handler that ran past the call timeout is stuck: the supervisor
+/// restarts its worker.
 fn report_stuck(shared: &ServiceShared, index: usize, actor: ractor::ActorId, after: Duration) {
     if let Some(supervisor) = shared.supervisor() {
         let _ = supervisor.send_message(SupervisorMsg::CallTimedOut {
