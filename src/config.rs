@@ -371,6 +371,12 @@ pub struct ServiceConfig {
     /// workers can serve within `call_timeout` at 50 ms a message
     /// (100 per worker at 5 s).
     pub queue_limit: usize,
+    /// How long a request may expect to wait for a worker (the queue ahead
+    /// of it at the pace the workers have been handling messages); one that
+    /// would wait longer is shed, however short the queue. 0: a tenth of
+    /// `call_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub max_queue_wait: Duration,
     /// The keys the service itself declares, for its definition to read.
     #[serde(flatten)]
     pub own: Dict,
@@ -459,6 +465,7 @@ impl Default for ServiceConfig {
             open_for: policy.open_for,
             open_for_max: policy.open_for_max,
             queue_limit: 0,
+            max_queue_wait: Duration::ZERO,
             own: Dict::new(),
         }
     }
@@ -487,6 +494,7 @@ impl ServiceConfig {
             open_for_max: self.open_for_max,
             shutdown_timeout,
             queue_limit: (self.queue_limit > 0).then_some(self.queue_limit),
+            max_queue_wait: (!self.max_queue_wait.is_zero()).then_some(self.max_queue_wait),
         }
     }
 }
@@ -949,6 +957,12 @@ impl ServiceConfig {
             problems.add(
                 key("queue_limit"),
                 "must be at most 1000000 (0: derived from workers and call_timeout)",
+            );
+        }
+        if self.max_queue_wait > self.call_timeout {
+            problems.add(
+                key("max_queue_wait"),
+                "must not exceed call_timeout (0: a tenth of call_timeout)",
             );
         }
         if self.call_timeout > request_timeout {

@@ -24,6 +24,11 @@ pub struct SupervisionPolicy {
     /// the queue full is shed (refused at once, not a failure). `None`:
     /// [`SupervisionPolicy::default_queue_limit`].
     pub queue_limit: Option<usize>,
+    /// How long the queue may make a new message wait, by its expected wait
+    /// (the messages ahead of it over what the workers get through): a
+    /// call that would wait longer is shed, however short the queue. `None`:
+    /// [`SupervisionPolicy::default_max_queue_wait`].
+    pub max_queue_wait: Option<Duration>,
 }
 
 /// The shortest handling time the default queue limit assumes: a queue is
@@ -38,6 +43,19 @@ impl SupervisionPolicy {
     pub fn default_queue_limit(workers: usize, call_timeout: Duration) -> usize {
         let per_worker = call_timeout.as_millis() / ASSUMED_MESSAGE_TIME.as_millis();
         workers.max(1) * usize::try_from(per_worker.max(1)).unwrap_or(usize::MAX)
+    }
+
+    /// A tenth of the call timeout (500 ms at the 5 s default): a caller
+    /// admitted is answered well within its timeout, and one that would
+    /// only wait is told at once to come back.
+    pub fn default_max_queue_wait(call_timeout: Duration) -> Duration {
+        call_timeout / 10
+    }
+
+    /// The longest expected queue wait in force.
+    pub fn max_queue_wait(&self, call_timeout: Duration) -> Duration {
+        self.max_queue_wait
+            .unwrap_or_else(|| Self::default_max_queue_wait(call_timeout))
     }
 
     /// The queue limit in force.
@@ -62,6 +80,7 @@ impl Default for SupervisionPolicy {
             open_for_max: Duration::from_secs(300),
             shutdown_timeout: Duration::from_secs(5),
             queue_limit: None,
+            max_queue_wait: None,
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::handle::{ServiceHandle, Slots};
 use crate::intensity::Intensity;
 use crate::policy::SupervisionPolicy;
 use crate::root::ServiceStarter;
-use crate::shared::{ServiceShared, ServiceStatus};
+use crate::shared::{QueueBounds, ServiceShared, ServiceStatus};
 use crate::worker::{Worker, WorkerArgs, WorkerHandler};
 
 /// What a service supervisor is told, by its own timers, by callers and by operators.
@@ -81,8 +81,11 @@ impl<H: WorkerHandler> ServiceSupervisor<H> {
         call_timeout: Duration,
         args: H::Args,
     ) -> (ServiceHandle<H::Msg, H::Context>, Arc<dyn ServiceStarter>) {
-        let queue_limit = policy.queue_limit(workers, call_timeout);
-        let shared = ServiceShared::new(name, policy, workers, queue_limit);
+        let queue = QueueBounds {
+            limit: policy.queue_limit(workers, call_timeout),
+            max_wait: policy.max_queue_wait(call_timeout),
+        };
+        let shared = ServiceShared::new(name, policy, workers, queue);
         let slots: Slots<H::Msg, H::Context> = Arc::new(RwLock::new(
             (0..shared.worker_count()).map(|_| None).collect(),
         ));

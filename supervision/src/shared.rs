@@ -127,8 +127,8 @@ pub struct ServiceShared {
     circuit_fast: AtomicU8,
     book: Mutex<ServiceBook>,
     supervisor: Mutex<Option<ActorRef<SupervisorMsg>>>,
-    /// At most this many messages wait for a worker; past it calls are shed.
-    queue_limit: usize,
+    /// How many messages may wait, and for how long; past either, calls are shed.
+    queue: QueueBounds,
     /// Calls refused because the queue was full.
     shed: AtomicU64,
     /// Messages skipped because their caller had given up before a worker
@@ -138,12 +138,40 @@ pub struct ServiceShared {
     /// exponentially weighted mean, for `/admin/actors`; the histogram is in
     /// the metrics).
     queue_wait_micros: AtomicU64,
+    /// How long recent messages took to handle, in microseconds (an
+    /// exponentially weighted mean): how fast the workers get through the
+    /// queue, so how long a new message would wait in it.
+    handling_micros: AtomicU64,
+}
+
+/// What a service's queue holds at most: a count, and an expected wait.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueBounds {
+    /// At most this many messages wait for a worker.
+    pub limit: usize,
+    /// A new message is shed if it would wait longer than this.
+    pub max_wait: Duration,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain counters behind,
     // never a broken invariant, so the data is still good to read.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Moves a moving mean of microseconds toward `sample`: mean ← mean +
+/// (sample − mean) / 8, the first sample taken as it is. Racy but never
+/// torn: concurrent updates may lose one another's sample, which a mean
+/// for shedding and for a page can afford.
+fn update_mean(mean_micros: &AtomicU64, sample: Duration) {
+    let sample = u64::try_from(sample.as_micros()).unwrap_or(u64::MAX);
+    let mean = mean_micros.load(Ordering::Relaxed);
+    let next = if mean == 0 {
+        sample
+    } else {
+        mean - mean / 8 + sample / 8
+    };
+    mean_micros.store(next, Ordering::Relaxed);
 }
 
 const FAST_CLOSED: u8 = 0;
@@ -163,7 +191,7 @@ impl ServiceShared {
         name: impl Into<String>,
         policy: SupervisionPolicy,
         workers: usize,
-        queue_limit: usize,
+        queue: QueueBounds,
     ) -> Arc<Self> {
         let name = name.into();
         let workers = (0..workers.max(1))
@@ -184,10 +212,14 @@ impl ServiceShared {
             circuit_fast: AtomicU8::new(FAST_CLOSED),
             book: Mutex::new(book),
             supervisor: Mutex::new(None),
-            queue_limit: queue_limit.max(1),
+            queue: QueueBounds {
+                limit: queue.limit.max(1),
+                ..queue
+            },
             shed: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             queue_wait_micros: AtomicU64::new(0),
+            handling_micros: AtomicU64::new(0),
         });
         shared.publish_circuit(CircuitState::Closed);
         // Zero-valued series from the start, so rate() and alerts see them
@@ -245,12 +277,22 @@ impl ServiceShared {
     }
 
     pub fn queue_limit(&self) -> usize {
-        self.queue_limit
+        self.queue.limit
     }
 
-    /// Whether a new message finds room in the queue.
+    /// Whether a new message finds room in the queue: fewer than its limit
+    /// wait, and it would not wait longer than the longest allowed.
     pub(crate) fn has_room(&self) -> bool {
-        self.queued() < self.queue_limit as u64
+        let queued = self.queued();
+        queued < self.queue.limit as u64 && self.expected_wait(queued) <= self.queue.max_wait
+    }
+
+    /// How long a message sent now would wait for a worker: the messages
+    /// ahead of it, at the pace the workers have been getting through them.
+    pub fn expected_wait(&self, queued: u64) -> Duration {
+        let handling = self.handling_micros.load(Ordering::Relaxed);
+        let workers = self.workers.len() as u64;
+        Duration::from_micros(queued.saturating_mul(handling) / workers.max(1))
     }
 
     /// A call was refused because the queue was full: load, not a failure.
@@ -269,12 +311,12 @@ impl ServiceShared {
     pub(crate) fn record_wait(&self, waited: Duration) {
         metrics::histogram!("actor_queue_wait_seconds", "actor" => self.name.clone())
             .record(waited.as_secs_f64());
-        // mean ← mean + (sample − mean) / 8, racy but never torn: good
-        // enough for a figure on a page.
-        let sample = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
-        let mean = self.queue_wait_micros.load(Ordering::Relaxed);
-        let next = mean - mean / 8 + sample / 8;
-        self.queue_wait_micros.store(next, Ordering::Relaxed);
+        update_mean(&self.queue_wait_micros, waited);
+    }
+
+    /// How long a worker took to handle a message.
+    pub(crate) fn record_handling(&self, took: Duration) {
+        update_mean(&self.handling_micros, took);
     }
 
     pub fn shed(&self) -> u64 {
@@ -430,7 +472,7 @@ impl ServiceShared {
         let depth: u64 = self.workers.iter().map(WorkerStats::depth).sum();
         metrics::gauge!("actor_mailbox_depth", "actor" => self.name.clone()).set(depth as f64);
         metrics::gauge!("actor_queue_limit", "actor" => self.name.clone())
-            .set(self.queue_limit as f64);
+            .set(self.queue.limit as f64);
         metrics::gauge!("circuit_state", "service" => self.name.clone())
             .set(self.circuit_state().gauge());
     }
@@ -461,10 +503,12 @@ impl ServiceShared {
             messages_handled: children.iter().map(|c| c.messages_handled).sum(),
             mailbox_depth: children.iter().map(|c| c.mailbox_depth).sum(),
             queue: Some(QueueView {
-                limit: self.queue_limit as u64,
+                limit: self.queue.limit as u64,
+                max_wait_ms: self.queue.max_wait.as_secs_f64() * 1000.0,
                 shed: self.shed(),
                 expired: self.expired(),
                 wait_ms: self.queue_wait_micros.load(Ordering::Relaxed) as f64 / 1000.0,
+                handling_ms: self.handling_micros.load(Ordering::Relaxed) as f64 / 1000.0,
             }),
             last_failure: book.failures.back().cloned(),
             recent_failures: detail.then(|| book.failures.iter().rev().cloned().collect()),

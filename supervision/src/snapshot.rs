@@ -42,6 +42,12 @@ pub struct QueueView {
     /// How long recent messages waited for a worker, in milliseconds (a
     /// moving mean).
     pub wait_ms: f64,
+    /// A call is shed if it would wait longer than this, in milliseconds
+    /// (`services.<name>.max_queue_wait`).
+    pub max_wait_ms: f64,
+    /// How long recent messages took to handle, in milliseconds (a moving
+    /// mean): with the depth, what the expected wait is reckoned from.
+    pub handling_ms: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

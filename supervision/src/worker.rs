@@ -141,8 +141,10 @@ impl<H: WorkerHandler> Actor for Worker<H> {
         .instrument(span)
         .await;
         ticket.finish();
+        let took = started_at.elapsed();
+        st.shared.record_handling(took);
         metrics::histogram!("actor_message_duration_seconds", "actor" => actor.clone())
-            .record(started_at.elapsed().as_secs_f64());
+            .record(took.as_secs_f64());
         metrics::counter!("actor_messages_total", "actor" => actor).increment(1);
         stats.message_handled();
         result?;

@@ -81,6 +81,7 @@ fn policy(strategy: Strategy) -> SupervisionPolicy {
         open_for_max: Duration::from_secs(2),
         shutdown_timeout: Duration::from_secs(1),
         queue_limit: Some(16),
+        max_queue_wait: None,
     }
 }
 
@@ -464,6 +465,47 @@ async fn a_full_queue_sheds_at_once_and_sheds_are_not_failures() {
     assert_eq!(node.restarts, 0);
     assert!(node.last_failure.is_none(), "{:?}", node.last_failure);
     assert_eq!(running.starts(0).len(), 1, "no worker was restarted");
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_that_would_wait_longer_than_the_bound_is_shed_before_the_queue_is_full() {
+    let bounded_wait = SupervisionPolicy {
+        queue_limit: Some(16),
+        max_queue_wait: Some(Duration::from_millis(150)),
+        ..policy(Strategy::OneForOne)
+    };
+    let running = start(vec![("toy", bounded_wait, 1, ToyArgs::default())]).await;
+    let h = running.handles[0].clone();
+    let sleep = |h: ServiceHandle<ToyMsg>| {
+        tokio::spawn(async move {
+            h.call(|r| ToyMsg::Sleep(Duration::from_millis(100), r))
+                .await
+        })
+    };
+    // One handled message teaches the queue that a message takes ~100 ms.
+    assert_eq!(sleep(h.clone()).await.unwrap(), Ok(0));
+    let busy = sleep(h.clone());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Waiting ahead (the one in hand is not counted): none, then one
+    // (~100 ms), both within the bound.
+    let admitted = [sleep(h.clone()), sleep(h.clone())];
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // Two ahead: ~200 ms, past it, with 14 places left in the queue.
+    let shed = h.call(ToyMsg::Which).await;
+    assert!(matches!(shed, Err(CallError::Shed { .. })), "{shed:?}");
+    assert_eq!(busy.await.unwrap(), Ok(0));
+    for call in admitted {
+        assert_eq!(call.await.unwrap(), Ok(0), "what was admitted is served");
+    }
+    let node = running.tree.node("toy").unwrap();
+    let queue = node.queue.unwrap();
+    assert_eq!(queue.shed, 1);
+    assert_eq!(queue.max_wait_ms, 150.0);
+    assert!(queue.handling_ms >= 90.0, "{queue:?}");
+    assert!(node.last_failure.is_none());
+    // Once the queue has drained, calls are admitted again.
+    assert_eq!(h.call(ToyMsg::Which).await, Ok(0));
     running.stop().await;
 }
 

@@ -1,7 +1,7 @@
 //! The auth worker: handles one [`AuthMsg`] at a time against the store. The
 //! service runs `workers` of them under its supervisor; password hashing
-//! inside a handler runs on the blocking pool, so a worker waiting for a hash
-//! holds no runtime thread.
+//! inside a handler runs on the hashing threads (`password.rs`), so a worker
+//! waiting for a hash holds no runtime thread.
 //!
 //! Audit trail: logins, failed logins, refreshes, refresh-token reuse and
 //! revocations are logged at info (reuse at warn) with an `audit` field, the

@@ -9,7 +9,7 @@
 //!   `user.registered`, `user.logged_in`, `session.revoked`)
 //! * `model.rs` — typed input values ([`model::Email`],
 //!   [`model::Password`], …), the user and the session
-//! * `password.rs` — argon2id hashing on the blocking pool
+//! * `password.rs` — argon2id hashing on its own low-priority threads
 //! * [`crate::access`] (shared with the front-end, not in this folder):
 //!   [`TokenKeys`] — access tokens issued and verified, refresh tokens, the
 //!   secret — and ended sessions in the key-value store ([`is_session_revoked`])

@@ -4,20 +4,21 @@
 //! ([`needs_rehash`]).
 //!
 //! Hashing takes tens of milliseconds of CPU and 19 MiB of memory, so it runs
-//! on tokio's blocking pool ([`tokio::task::spawn_blocking`]) and never on a
-//! runtime thread; a semaphore holds the number running at once to the
-//! number of cores, so a burst of logins does not ask for hundreds of 19 MiB
-//! blocks at once. The queue in front of it is bounded too ([`MAX_WAITING`]
-//! per core): a hash that finds it full is refused at once
-//! ([`PasswordError::Busy`], a 503 with `retry-after`), so a login flood
-//! sheds logins within a few hashes' time instead of making every caller
-//! wait out its timeout, and the rest of the API keeps its CPU.
+//! on threads of its own, never on a runtime thread: one per core, so a
+//! burst of logins does not ask for hundreds of 19 MiB blocks at once, each
+//! at a lower CPU priority ([`NICENESS`]), so that hashing takes the CPU the
+//! rest of the API leaves idle and yields it whenever a request needs it.
+//! The queue in front of them is bounded ([`MAX_WAITING`] per core): a hash
+//! that finds it full is refused at once ([`PasswordError::Busy`], a 503
+//! with `retry-after`), so a login flood sheds logins within a few hashes'
+//! time instead of making every caller wait out its timeout.
 //!
 //! [`verify_dummy`] runs the same verification against a fixed hash, so a
 //! login for an unknown email costs what a wrong password costs and the
 //! answer's timing does not tell which accounts exist.
 
-use std::sync::LazyLock;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -60,12 +61,55 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
 }
 
-/// At most one hash per core at a time.
-static PERMITS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(cores()));
-
 /// Hashes running or waiting for a core, at most `cores × (1 + MAX_WAITING)`.
 static ADMITTED: LazyLock<Semaphore> =
     LazyLock::new(|| Semaphore::new(cores() * (1 + MAX_WAITING)));
+
+/// The hashing threads' nice value: 10 gives a runtime thread (nice 0) about
+/// nine times their share of a contended core (Linux's CFS weights), so a
+/// login flood costs the other routes little latency, while on an idle
+/// machine hashing still runs at full speed.
+pub const NICENESS: i32 = 10;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The hashing threads, started at first use. `Err`: they could not be
+/// started (the environment refused a thread), said on every hash.
+static POOL: LazyLock<Result<Mutex<Sender<Job>>, String>> = LazyLock::new(start_pool);
+
+fn start_pool() -> Result<Mutex<Sender<Job>>, String> {
+    let (jobs, queue) = mpsc::channel::<Job>();
+    let queue = Arc::new(Mutex::new(queue));
+    for i in 0..cores() {
+        let queue = queue.clone();
+        std::thread::Builder::new()
+            .name(format!("password-hash-{i}"))
+            .spawn(move || hashing_thread(&queue))
+            .map_err(|e| format!("cannot start a password hashing thread: {e}"))?;
+    }
+    Ok(Mutex::new(jobs))
+}
+
+fn hashing_thread(queue: &Mutex<Receiver<Job>>) {
+    // On Linux the nice value is per thread: this lowers this one only. A
+    // refusal (a sandbox without setpriority) leaves it at normal priority.
+    if let Err(err) = rustix::process::setpriority_process(None, NICENESS) {
+        tracing::warn!(error = %err, "password hashing runs at normal CPU priority");
+    }
+    loop {
+        // The lock is held only while waiting for the next job, not while
+        // hashing, so the threads take jobs one after another.
+        let next = queue.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        match next {
+            // A panicking hash drops its reply (its caller sees the error)
+            // and must not take the thread with it.
+            Ok(job) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+            Err(_) => return, // the sender is gone: the process is exiting
+        }
+    }
+}
 
 fn hasher() -> Result<Argon2<'static>, PasswordError> {
     let params = Params::new(M_COST_KIB, T_COST, P_COST, Some(OUTPUT_LEN))
@@ -73,27 +117,32 @@ fn hasher() -> Result<Argon2<'static>, PasswordError> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
-/// Runs `work` on the blocking pool, one of at most [`PERMITS`] at a time.
-async fn on_blocking_pool<T: Send + 'static>(
+/// Runs `work` on a hashing thread, if the queue has room for it.
+async fn on_hashing_thread<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, PasswordError> + Send + 'static,
 ) -> Result<T, PasswordError> {
     let _admitted = ADMITTED.try_acquire().map_err(|_| {
         metrics::counter!("password_hashes_shed_total").increment(1);
         PasswordError::Busy
     })?;
-    // The semaphore is never closed, so acquiring only fails if it were.
-    let _permit = PERMITS
-        .acquire()
+    let jobs = POOL.as_ref().map_err(|e| PasswordError::Task(e.clone()))?;
+    let (done, result) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        // The caller may have gone (its request timed out): nobody to tell.
+        let _ = done.send(work());
+    });
+    jobs.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .send(job)
+        .map_err(|_| PasswordError::Task("the hashing threads have stopped".into()))?;
+    result
         .await
-        .map_err(|e| PasswordError::Task(e.to_string()))?;
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|e| PasswordError::Task(e.to_string()))?
+        .map_err(|_| PasswordError::Task("a hashing thread panicked".into()))?
 }
 
 /// Hashes a new password into a PHC string with a fresh random salt.
 pub async fn hash(password: Password) -> Result<String, PasswordError> {
-    on_blocking_pool(move || hash_now(&password)).await
+    on_hashing_thread(move || hash_now(&password)).await
 }
 
 fn hash_now(password: &Password) -> Result<String, PasswordError> {
@@ -109,12 +158,12 @@ fn hash_now(password: &Password) -> Result<String, PasswordError> {
 /// Whether `password` matches the stored PHC string (with the parameters
 /// the string carries, so older hashes still verify).
 pub async fn verify(password: Password, stored: String) -> Result<bool, PasswordError> {
-    on_blocking_pool(move || verify_now(&password, &stored)).await
+    on_hashing_thread(move || verify_now(&password, &stored)).await
 }
 
 /// The same work as [`verify`] for an email that has no account; always false.
 pub async fn verify_dummy(password: Password) -> Result<bool, PasswordError> {
-    on_blocking_pool(move || verify_now(&password, DUMMY_HASH).map(|_| false)).await
+    on_hashing_thread(move || verify_now(&password, DUMMY_HASH).map(|_| false)).await
 }
 
 fn verify_now(password: &Password, stored: &str) -> Result<bool, PasswordError> {
