@@ -23,8 +23,9 @@ FROM rust:1.95-slim-bookworm AS builder
 WORKDIR /src
 
 # The whole workspace (see .dockerignore): root package, supervision/,
-# actors/ (with their migrations) and bench/hello and bench/pipeline, which are
-# workspace members and must be present for cargo to load the workspace.
+# actors/ (with their migrations) and bench/hello, bench/pipeline and
+# bench/overload, which are workspace members and must be present for cargo
+# to load the workspace.
 COPY . .
 
 # target/ is a cache mount, so the binary is copied out in the same step.
