@@ -37,6 +37,7 @@ use crate::http::rate_limit::RateLimiter;
 use crate::http::router::{Endpoint, RouteError, Router};
 use crate::http::server::{self, ServeSettings};
 use crate::telemetry::metrics::{self, MetricsError};
+use crate::telemetry::process;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -299,17 +300,46 @@ impl Built {
         let admin = bind("admin listener", config.admin.listen).await?;
         let public_addr = local_addr(&public, "public listener")?;
         let admin_addr = local_addr(&admin, "admin listener")?;
-        let settings = ServeSettings {
+        let descriptor_limit = process::descriptor_limit();
+        let public_settings = ServeSettings {
+            listener: "public",
+            max_connections: server::max_connections(
+                config.server.max_connections,
+                descriptor_limit,
+            ),
+            first_byte_timeout: config.server.first_byte_timeout,
             header_read_timeout: config.server.header_read_timeout,
+            idle_timeout: config.server.idle_timeout,
             shutdown_timeout: config.server.shutdown_timeout,
+        };
+        warn_if_beyond_descriptors(public_settings.max_connections, descriptor_limit);
+        // The admin listener's budget is part of the descriptors the public
+        // cap leaves free, so public saturation cannot starve it.
+        let admin_settings = ServeSettings {
+            listener: "admin",
+            max_connections: config.admin.max_connections,
+            ..public_settings
         };
 
         let (shutdown, stop_requested) = watch::channel(false);
         let (stop_public_tx, stop_public) = watch::channel(false);
         let (stop_admin_tx, stop_admin) = watch::channel(false);
-        let public_task = tokio::spawn(server::serve(public, self.frontend, settings, stop_public));
-        let admin_task = tokio::spawn(server::serve(admin, self.admin, settings, stop_admin));
-        tracing::info!(%public_addr, %admin_addr, version = env!("CARGO_PKG_VERSION"), "stageworks is serving");
+        let public_task = tokio::spawn(server::serve(
+            public,
+            self.frontend,
+            public_settings,
+            stop_public,
+        ));
+        let admin_task = tokio::spawn(server::serve(admin, self.admin, admin_settings, stop_admin));
+        tracing::info!(
+            %public_addr,
+            %admin_addr,
+            max_connections = public_settings.max_connections,
+            admin_max_connections = admin_settings.max_connections,
+            descriptor_limit = ?descriptor_limit,
+            version = env!("CARGO_PKG_VERSION"),
+            "stageworks is serving"
+        );
 
         let stopping = Stopping {
             shutting_down: self.shutting_down,
@@ -445,6 +475,24 @@ fn redis_settings(config: &RedisConfig) -> Option<RedisSettings> {
         connect_timeout: config.connect_timeout,
         key_prefix: config.key_prefix.clone(),
     })
+}
+
+/// A configured public cap above what the descriptor limit leaves: at
+/// saturation `accept` itself fails ("too many open files"), and the
+/// databases and the admin listener may be short of descriptors too.
+fn warn_if_beyond_descriptors(max_connections: usize, descriptor_limit: Option<u64>) {
+    let Some(limit) = descriptor_limit else {
+        return;
+    };
+    let room = server::derived_max_connections(Some(limit));
+    if max_connections > room {
+        tracing::warn!(
+            max_connections,
+            descriptor_limit = limit,
+            room,
+            "server.max_connections is more than the descriptor limit leaves after its reserve of max(256, limit / 8); raise the limit (ulimit -n, LimitNOFILE) or lower the cap"
+        );
+    }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, AppError> {

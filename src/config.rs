@@ -23,6 +23,8 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use supervision::{Backoff, Strategy, SupervisionPolicy};
 
+use crate::http::server::MAX_CONNECTIONS_CEILING;
+
 /// A rate limit as configured: `{ requests = 100, per = "15m" }`.
 pub type LimitConfig = actors::kv::LimitSettings;
 
@@ -71,6 +73,19 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// How long a new connection may take to send its first byte (hyper's
+    /// header timer starts only there); then it is closed.
+    #[serde(with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// How long a connection may stay open with no request in flight (HTTP/1
+    /// keep-alive, HTTP/2 without open streams); then it is shut down
+    /// gracefully.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Public connections open at once; one more is accepted and closed.
+    /// 0: the descriptor soft limit less a reserve of max(256, limit / 8)
+    /// for databases, files and the admin listener.
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -79,6 +94,9 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// Bearer token for the admin listener; required off loopback.
     pub token: Option<String>,
+    /// Admin connections open at once, apart from the public listener's, so
+    /// a saturated public listener cannot lock operators out.
+    pub max_connections: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -410,6 +428,14 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(10),
+            // Longer than the 60 s idle timeout of the usual load balancers
+            // (AWS ALB, nginx upstream pools), so they close pooled
+            // connections first: a server closing one a proxy is about to
+            // reuse surfaces as a 502. Short enough that abandoned
+            // connections do not pile up.
+            idle_timeout: Duration::from_secs(75),
+            max_connections: 0,
         }
     }
 }
@@ -419,6 +445,7 @@ impl Default for AdminConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token: None,
+            max_connections: 64,
         }
     }
 }
@@ -767,6 +794,16 @@ impl ServerConfig {
         problems.positive("server.request_timeout", self.request_timeout);
         problems.positive("server.shutdown_timeout", self.shutdown_timeout);
         problems.positive("server.header_read_timeout", self.header_read_timeout);
+        problems.positive("server.first_byte_timeout", self.first_byte_timeout);
+        problems.positive("server.idle_timeout", self.idle_timeout);
+        if self.max_connections > MAX_CONNECTIONS_CEILING {
+            problems.add(
+                "server.max_connections",
+                format!(
+                    "must be at most {MAX_CONNECTIONS_CEILING} (0: derived from the descriptor limit)"
+                ),
+            );
+        }
         if self.max_body_bytes == 0 {
             problems.add("server.max_body_bytes", "must be greater than zero");
         }
@@ -790,6 +827,12 @@ impl AdminConfig {
         }
         if !token.is_empty() && token.len() < 16 {
             problems.add("admin.token", "must be at least 16 characters");
+        }
+        if !(1..=MAX_CONNECTIONS_CEILING).contains(&self.max_connections) {
+            problems.add(
+                "admin.max_connections",
+                format!("must be from 1 to {MAX_CONNECTIONS_CEILING}"),
+            );
         }
     }
 }
@@ -1161,6 +1204,40 @@ mod tests {
         let shown = Config::default().to_masked_toml(SERVICES).unwrap();
         assert!(shown.contains("[services.example]"), "{shown}");
         assert!(shown.contains("prefix = \"EX-\""), "{shown}");
+    }
+
+    #[test]
+    fn connection_limits_and_timeouts_are_checked() {
+        let mut config = Config::default();
+        config.server.first_byte_timeout = Duration::ZERO;
+        config.server.idle_timeout = Duration::ZERO;
+        config.server.max_connections = MAX_CONNECTIONS_CEILING + 1;
+        config.admin.max_connections = 0;
+        let problems = invalid(&config);
+        assert_eq!(
+            problems,
+            vec![
+                "server.first_byte_timeout: must be greater than zero".to_owned(),
+                "server.idle_timeout: must be greater than zero".to_owned(),
+                format!(
+                    "server.max_connections: must be at most {MAX_CONNECTIONS_CEILING} (0: derived from the descriptor limit)"
+                ),
+                format!("admin.max_connections: must be from 1 to {MAX_CONNECTIONS_CEILING}"),
+            ]
+        );
+        config.server.first_byte_timeout = Duration::from_millis(300);
+        config.server.idle_timeout = Duration::from_millis(300);
+        config.server.max_connections = MAX_CONNECTIONS_CEILING;
+        config.admin.max_connections = 1;
+        config.validate(SERVICES).unwrap();
+        let loaded = load(
+            "[server]\nfirst_byte_timeout = \"2s\"\nidle_timeout = \"1m\"\nmax_connections = 8\n[admin]\nmax_connections = 4\n",
+        )
+        .unwrap();
+        assert_eq!(loaded.server.first_byte_timeout, Duration::from_secs(2));
+        assert_eq!(loaded.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(loaded.server.max_connections, 8);
+        assert_eq!(loaded.admin.max_connections, 4);
     }
 
     #[test]

@@ -1,19 +1,53 @@
-//! Serving a listener with hyper (HTTP/1.1 and HTTP/2, auto-detected), and
-//! draining it on shutdown: stop accepting, let in-flight requests finish
-//! within the shutdown timeout, close idle connections.
+//! Serving a listener with hyper (HTTP/1.1 and HTTP/2, auto-detected), the
+//! bounds every connection lives within, and draining on shutdown.
+//!
+//! A connection is bounded at every stage, so that a client that sends
+//! nothing, or stops sending, cannot hold a socket (and a descriptor) for
+//! ever:
+//!
+//! - **accept**: at most [`ServeSettings::max_connections`] are open on a
+//!   listener. One past the cap is accepted and closed at once (counted in
+//!   `http_connections_rejected_total`), as Envoy's listener connection limit
+//!   and nginx's `worker_connections` do: the client learns at once and can
+//!   retry elsewhere, instead of waiting in the kernel's backlog until its
+//!   connect timeout while nothing says why. The cap stays below the
+//!   descriptor limit (see [`derived_max_connections`]), so the descriptor
+//!   such a close needs is there.
+//! - **accept errors** (out of descriptors, of buffers): the listener backs
+//!   off, 10 ms doubling to 1 s, reset by the next success, and reports at
+//!   most once a second with the count of failures it did not report.
+//! - **first byte**: nothing is handed to hyper until the client has sent a
+//!   byte, within [`ServeSettings::first_byte_timeout`]; hyper's own header
+//!   timer starts only at the first byte, and its protocol detection waits
+//!   for bytes without any timer.
+//! - **HTTP/1 headers**: hyper's `header_read_timeout`.
+//! - **idle**: a connection with no request in flight for
+//!   [`ServeSettings::idle_timeout`] (HTTP/1 keep-alive between requests, or
+//!   an HTTP/2 connection without open streams, its preface sent or not) is
+//!   shut down gracefully (HTTP/1: closed; HTTP/2: GOAWAY), and dropped if
+//!   it has not finished within another idle timeout (a peer that does not
+//!   read what is left, or does not answer the GOAWAY's ping). A request is
+//!   in flight from its headers until hyper has taken its response body;
+//!   however long its handler takes (`server.request_timeout` bounds that),
+//!   the idle timer does not run meanwhile.
+//! - **shutdown**: the listener stops accepting; idle connections close,
+//!   those with requests in flight close once they are answered, within the
+//!   shutdown timeout, after which they are dropped.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use super::Response;
 
@@ -28,9 +62,72 @@ pub trait Handler: Send + Sync + 'static {
 
 #[derive(Clone, Copy, Debug)]
 pub struct ServeSettings {
+    /// The listener's name in logs and in the `listener` label of metrics.
+    pub listener: &'static str,
+    /// Connections open at once; one more is accepted and closed.
+    pub max_connections: usize,
+    /// How long a new connection may take to send its first byte.
+    pub first_byte_timeout: Duration,
+    /// How long an HTTP/1 client may take to send its headers (from their
+    /// first byte).
     pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight.
+    pub idle_timeout: Duration,
     pub shutdown_timeout: Duration,
 }
+
+/// The most connections a listener may be allowed, configured or derived:
+/// 2^20, Linux's default `fs.nr_open` (the most descriptors one process may
+/// have unless the system is tuned).
+pub const MAX_CONNECTIONS_CEILING: usize = 1 << 20;
+
+/// The descriptor limit assumed where it cannot be read (not Unix): the
+/// usual soft limit.
+const ASSUMED_DESCRIPTOR_LIMIT: u64 = 1024;
+
+/// Descriptors the public listener's derived cap leaves to the rest of the
+/// process: the databases (every SQLite connection holds its file and WAL,
+/// PostgreSQL and Redis pools a socket each), the admin listener's
+/// connections (`admin.max_connections`, 64 by default), the log, the
+/// runtime's own (epoll, eventfds) and the rejected connections' brief
+/// descriptors. An eighth of the limit, at least 256: the built-in databases
+/// at their defaults hold about 80 on SQLite (4 × 9 connections × file and
+/// WAL).
+pub fn descriptor_reserve(limit: u64) -> u64 {
+    (limit / 8).max(256)
+}
+
+/// The public listener's cap when `server.max_connections` is 0: the
+/// descriptor soft limit less [`descriptor_reserve`], but at least a quarter
+/// of the limit (a very low limit still serves, at the reserve's expense),
+/// and at most [`MAX_CONNECTIONS_CEILING`]. `None`: the limit is unknown
+/// (1024 assumed); `Some(u64::MAX)`: unlimited.
+pub fn derived_max_connections(descriptor_limit: Option<u64>) -> usize {
+    let limit = descriptor_limit.unwrap_or(ASSUMED_DESCRIPTOR_LIMIT);
+    let derived = limit
+        .saturating_sub(descriptor_reserve(limit))
+        .max(limit / 4);
+    usize::try_from(derived)
+        .unwrap_or(MAX_CONNECTIONS_CEILING)
+        .clamp(1, MAX_CONNECTIONS_CEILING)
+}
+
+/// The public listener's cap: `configured`, or derived from the descriptor
+/// limit when it is 0.
+pub fn max_connections(configured: usize, descriptor_limit: Option<u64>) -> usize {
+    if configured == 0 {
+        derived_max_connections(descriptor_limit)
+    } else {
+        configured.min(MAX_CONNECTIONS_CEILING)
+    }
+}
+
+/// How long between two reports of the same trouble (accept errors,
+/// rejected connections).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Serves until `shutdown` turns true, then drains. Returns whether every
 /// connection finished within the shutdown timeout.
@@ -45,46 +142,451 @@ pub async fn serve<H: Handler>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout);
-    let graceful = GracefulShutdown::new();
-    let stop = async move {
-        let _ = shutdown.wait_for(|stop| *stop).await;
-    };
+    let builder = Arc::new(builder);
+    let max_connections = settings.max_connections.clamp(1, MAX_CONNECTIONS_CEILING);
+    // One permit per open connection; the drain takes them all back.
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let metrics = ListenerMetrics::new(settings.listener);
+    metrics.limit.set(max_connections as f64);
+    let mut backoff = AcceptBackoff::default();
+    let mut accept_failures = Throttle::new(REPORT_EVERY);
+    let mut rejections = Throttle::new(REPORT_EVERY);
+    let listener_name = settings.listener;
+    let connection_stop = shutdown.clone();
+    let stop = async move { stopped(&mut shutdown).await };
     tokio::pin!(stop);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(pair) => pair,
-                    Err(err) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let handler = handler.clone();
-                let service = service_fn(move |req| {
-                    let handler = handler.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handler.handle(req, peer).await) }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn.into_owned());
-                tokio::spawn(async move {
-                    if let Err(err) = conn.await {
-                        tracing::debug!(error = %err, %peer, "connection ended with an error");
-                    }
-                });
-            }
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
             _ = &mut stop => break,
-        }
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => {
+                backoff.succeeded();
+                pair
+            }
+            // The peer gave up while in the backlog: nothing of ours is short.
+            Err(err) if is_connection_error(&err) => {
+                tracing::debug!(listener = listener_name, error = %err, "accepted connection already gone");
+                continue;
+            }
+            Err(err) => {
+                // Out of descriptors or buffers: retrying at once would spin
+                // (the backlog stays readable) and flood the log.
+                metrics.accept_errors.increment(1);
+                let delay = backoff.failed();
+                if let Some(suppressed) = accept_failures.report(Instant::now()) {
+                    tracing::warn!(
+                        listener = listener_name,
+                        error = %err,
+                        retry_in = ?delay,
+                        suppressed,
+                        "accept failed ({suppressed} more since the last report)"
+                    );
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = &mut stop => break,
+                }
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics.rejected.increment(1);
+            if let Some(suppressed) = rejections.report(Instant::now()) {
+                tracing::warn!(
+                    listener = listener_name,
+                    max_connections,
+                    suppressed,
+                    "connection limit reached, closing new connections ({suppressed} more since the last report)"
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let slot = Slot::new(permit, metrics.open.clone());
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(
+            Accepted {
+                stream,
+                peer,
+                _slot: slot,
+            },
+            handler.clone(),
+            builder.clone(),
+            settings,
+            metrics.clone(),
+            connection_stop.clone(),
+        ));
     }
     drop(listener);
+    // Every connection gives its permit back when it ends.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        _ = graceful.shutdown() => true,
+        _ = slots.acquire_many(all) => true,
         _ = tokio::time::sleep(settings.shutdown_timeout) => {
-            tracing::warn!(timeout = ?settings.shutdown_timeout, "connections still open after the shutdown timeout");
+            tracing::warn!(listener = listener_name, timeout = ?settings.shutdown_timeout, "connections still open after the shutdown timeout");
             false
         }
+    }
+}
+
+/// An accepted connection and the slot it holds under the listener's cap.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    _slot: Slot,
+}
+
+/// One connection, from its first byte to its close.
+async fn connection<H: Handler>(
+    accepted: Accepted,
+    handler: Arc<H>,
+    builder: Arc<Builder<TokioExecutor>>,
+    settings: ServeSettings,
+    metrics: ListenerMetrics,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Accepted {
+        stream,
+        peer,
+        _slot,
+    } = accepted;
+    let mut first = [0u8; 1];
+    let first_byte = tokio::select! {
+        read = tokio::time::timeout(settings.first_byte_timeout, stream.peek(&mut first)) => read,
+        _ = stopped(&mut stop) => return,
+    };
+    match first_byte {
+        Ok(Ok(read)) if read > 0 => {}
+        // Closed before sending anything.
+        Ok(Ok(_)) => return,
+        Ok(Err(err)) => {
+            tracing::debug!(error = %err, %peer, "connection failed before its first byte");
+            return;
+        }
+        Err(_) => {
+            metrics.first_byte_timeouts.increment(1);
+            tracing::debug!(%peer, timeout = ?settings.first_byte_timeout, "closed: nothing sent within the first-byte timeout");
+            return;
+        }
+    }
+
+    let (requests, mut idle) = in_flight();
+    let service = service_fn(move |req| {
+        let handler = handler.clone();
+        // Counted from here (the headers are in) until hyper drops the body.
+        let request = requests.start();
+        async move {
+            let response = handler.handle(req, peer).await;
+            Ok::<_, Infallible>(response.map(|body| TrackedBody {
+                inner: body,
+                _request: request,
+            }))
+        }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let idle_close = tokio::select! {
+        ended = conn.as_mut() => return ended_with(ended, peer),
+        () = idle.expired(settings.idle_timeout) => true,
+        _ = stopped(&mut stop) => false,
+    };
+    // HTTP/1: closes now if idle, else after the response in progress;
+    // HTTP/2: GOAWAY, open streams finish; before the protocol is known:
+    // closes.
+    conn.as_mut().graceful_shutdown();
+    let (grace, why) = if idle_close {
+        metrics.idle_timeouts.increment(1);
+        (settings.idle_timeout, "idle timeout")
+    } else {
+        (settings.shutdown_timeout, "shutdown")
+    };
+    match tokio::time::timeout(grace, conn).await {
+        Ok(ended) => ended_with(ended, peer),
+        Err(_) => {
+            tracing::debug!(%peer, why, "connection dropped: not closed within its grace period")
+        }
+    }
+}
+
+fn ended_with<E: std::fmt::Display>(ended: Result<(), E>, peer: SocketAddr) {
+    if let Err(err) = ended {
+        tracing::debug!(error = %err, %peer, "connection ended with an error");
+    }
+}
+
+/// Resolves once `stop` is true (or nobody is left to set it).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Errors of one connection that died in the backlog, not of the listener.
+fn is_connection_error(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+/// The connection metrics of one listener.
+#[derive(Clone)]
+struct ListenerMetrics {
+    open: metrics::Gauge,
+    limit: metrics::Gauge,
+    rejected: metrics::Counter,
+    accept_errors: metrics::Counter,
+    first_byte_timeouts: metrics::Counter,
+    idle_timeouts: metrics::Counter,
+}
+
+impl ListenerMetrics {
+    fn new(listener: &'static str) -> Self {
+        Self {
+            open: metrics::gauge!("http_connections_open", "listener" => listener),
+            limit: metrics::gauge!("http_connections_limit", "listener" => listener),
+            rejected: metrics::counter!("http_connections_rejected_total", "listener" => listener),
+            accept_errors: metrics::counter!("http_accept_errors_total", "listener" => listener),
+            first_byte_timeouts: metrics::counter!(
+                "http_connections_timed_out_total",
+                "listener" => listener,
+                "timeout" => "first_byte"
+            ),
+            idle_timeouts: metrics::counter!(
+                "http_connections_timed_out_total",
+                "listener" => listener,
+                "timeout" => "idle"
+            ),
+        }
+    }
+}
+
+/// A connection's place under its listener's cap, counted in the open gauge
+/// while it is held.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: metrics::Gauge,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, open: metrics::Gauge) -> Self {
+        open.increment(1.0);
+        Self {
+            _permit: permit,
+            open,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.decrement(1.0);
+    }
+}
+
+/// The requests in flight on one connection: started by its service,
+/// watched by its idle timer.
+fn in_flight() -> (Requests, Idle) {
+    let (count, watched) = watch::channel(0usize);
+    (Requests(Arc::new(count)), Idle(watched))
+}
+
+struct Requests(Arc<watch::Sender<usize>>);
+
+impl Requests {
+    fn start(&self) -> InFlight {
+        self.0.send_modify(|n| *n += 1);
+        InFlight(self.0.clone())
+    }
+}
+
+/// One request in flight; it ends when this is dropped.
+struct InFlight(Arc<watch::Sender<usize>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+struct Idle(watch::Receiver<usize>);
+
+impl Idle {
+    /// Resolves once no request has been in flight for `timeout`: the timer
+    /// starts when the last request in flight ends, and any request starting
+    /// meanwhile restarts the wait.
+    async fn expired(&mut self, timeout: Duration) {
+        loop {
+            // The sender lives as long as the connection's service: gone,
+            // the connection is ending by itself.
+            if self.0.wait_for(|n| *n == 0).await.is_err() {
+                return std::future::pending().await;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(timeout) => return,
+                changed = self.0.changed() => {
+                    if changed.is_err() {
+                        return std::future::pending().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A response body that keeps its request in flight until hyper has taken
+/// all of it (or dropped it).
+struct TrackedBody<B> {
+    inner: B,
+    _request: InFlight,
+}
+
+impl<B: Body + Unpin> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The wait after a failed accept: doubling from 10 ms to 1 s, back to
+/// 10 ms after a success.
+struct AcceptBackoff {
+    next: Duration,
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        Self {
+            next: ACCEPT_BACKOFF_MIN,
+        }
+    }
+}
+
+impl AcceptBackoff {
+    fn failed(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(ACCEPT_BACKOFF_MAX);
+        delay
+    }
+
+    fn succeeded(&mut self) {
+        self.next = ACCEPT_BACKOFF_MIN;
+    }
+}
+
+/// At most one report per period; the occurrences in between are counted
+/// and handed to the next report.
+struct Throttle {
+    period: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    fn new(period: Duration) -> Self {
+        Self {
+            period,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(suppressed since the last report)` if this one is to be
+    /// reported.
+    fn report(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.period => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_derived_cap_leaves_a_reserve_of_descriptors() {
+        // The common soft limit: 1024 less 256.
+        assert_eq!(derived_max_connections(Some(1024)), 768);
+        assert_eq!(derived_max_connections(None), 768);
+        // An eighth once that is more than 256.
+        assert_eq!(derived_max_connections(Some(65_536)), 57_344);
+        // A tiny limit still serves a quarter of it.
+        assert_eq!(derived_max_connections(Some(256)), 64);
+        assert_eq!(derived_max_connections(Some(2)), 1);
+        // Unlimited or huge: the ceiling.
+        assert_eq!(
+            derived_max_connections(Some(u64::MAX)),
+            MAX_CONNECTIONS_CEILING
+        );
+        assert_eq!(max_connections(0, Some(1024)), 768);
+        assert_eq!(max_connections(8, Some(1024)), 8);
+        assert_eq!(max_connections(usize::MAX, None), MAX_CONNECTIONS_CEILING);
+    }
+
+    #[test]
+    fn accept_backoff_doubles_to_a_second_and_resets() {
+        let mut backoff = AcceptBackoff::default();
+        let delays: Vec<_> = (0..9).map(|_| backoff.failed()).collect();
+        assert_eq!(delays[0], Duration::from_millis(10));
+        assert_eq!(delays[1], Duration::from_millis(20));
+        assert_eq!(delays[6], Duration::from_millis(640));
+        assert_eq!(delays[7], Duration::from_secs(1));
+        assert_eq!(delays[8], Duration::from_secs(1));
+        backoff.succeeded();
+        assert_eq!(backoff.failed(), Duration::from_millis(10));
+    }
+
+    #[test]
+    fn reports_are_throttled_and_count_what_they_left_out() {
+        let start = Instant::now();
+        let mut throttle = Throttle::new(Duration::from_secs(1));
+        assert_eq!(throttle.report(start), Some(0));
+        for ms in [1, 200, 999] {
+            assert_eq!(throttle.report(start + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(
+            throttle.report(start + Duration::from_millis(1000)),
+            Some(3)
+        );
+        assert_eq!(throttle.report(start + Duration::from_millis(1001)), None);
+        assert_eq!(throttle.report(start + Duration::from_secs(5)), Some(1));
+    }
+
+    #[tokio::test]
+    async fn idle_waits_for_requests_in_flight() {
+        let (requests, mut idle) = in_flight();
+        let started = Instant::now();
+        let request = requests.start();
+        let expiry = tokio::spawn(async move {
+            idle.expired(Duration::from_millis(100)).await;
+            started.elapsed()
+        });
+        // The request runs for 300 ms; the timer starts when it ends.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(request);
+        let elapsed = expiry.await.unwrap();
+        assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
     }
 }

@@ -96,6 +96,26 @@ fn describe() {
         Unit::Seconds,
         "Time to answer an HTTP request, by method, route pattern and status"
     );
+    describe_gauge!(
+        "http_connections_open",
+        "Connections open on a listener (public, admin)"
+    );
+    describe_gauge!(
+        "http_connections_limit",
+        "The most connections a listener keeps open at once (server.max_connections, admin.max_connections)"
+    );
+    describe_counter!(
+        "http_connections_rejected_total",
+        "Connections accepted and closed at once because the listener was at its connection limit"
+    );
+    describe_counter!(
+        "http_connections_timed_out_total",
+        "Connections closed by the server: no first byte within server.first_byte_timeout (timeout=first_byte), or no request for server.idle_timeout (timeout=idle)"
+    );
+    describe_counter!(
+        "http_accept_errors_total",
+        "Failed accepts on a listener (out of descriptors, of buffers), each followed by a back-off"
+    );
     describe_counter!(
         "actor_messages_total",
         "Messages handled by a service's workers"

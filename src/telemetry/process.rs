@@ -1,5 +1,6 @@
 //! Process and system figures for `/health` and `/metrics`, read from `/proc`
-//! (Linux). Elsewhere they read as absent rather than failing.
+//! (Linux), and the process's descriptor limit (`getrlimit`, Unix).
+//! Elsewhere they read as absent rather than failing.
 
 /// The 1, 5 and 15 minute load averages.
 pub fn load_avg() -> Option<[f64; 3]> {
@@ -21,6 +22,21 @@ pub fn open_fds() -> Option<u64> {
     Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as u64)
 }
 
+/// The soft limit on open file descriptors (`RLIMIT_NOFILE`): what
+/// `accept` runs into ("too many open files"). `Some(u64::MAX)` when
+/// unlimited; `None` where there is no such limit to read.
+pub fn descriptor_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        Some(limit.current.unwrap_or(u64::MAX))
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -29,6 +45,7 @@ mod tests {
             assert!(super::rss_bytes().unwrap() > 0);
             assert!(super::open_fds().unwrap() > 0);
             assert!(super::load_avg().is_some());
+            assert!(super::descriptor_limit().is_some_and(|limit| limit > 3));
         }
     }
 }

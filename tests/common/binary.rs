@@ -57,6 +57,24 @@ pub async fn wait_ready(addr: &str) {
 /// repository (run from its root).
 pub fn command(data: &Path) -> Command {
     let mut cmd = Command::new(BIN);
+    with_test_environment(&mut cmd, data);
+    cmd
+}
+
+/// [`command`] under a soft limit of `limit` open descriptors (set by
+/// `sh`'s `ulimit` before it execs the binary).
+pub fn command_with_descriptor_limit(data: &Path, limit: u64) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        &format!("ulimit -S -n {limit} && exec \"$0\" \"$@\""),
+        BIN,
+    ]);
+    with_test_environment(&mut cmd, data);
+    cmd
+}
+
+fn with_test_environment(cmd: &mut Command, data: &Path) {
     cmd.env("STAGEWORKS__DATA_DIR", data)
         .env("STAGEWORKS__SERVER__LISTEN", "127.0.0.1:0")
         .env("STAGEWORKS__ADMIN__LISTEN", "127.0.0.1:0")
@@ -65,7 +83,6 @@ pub fn command(data: &Path) -> Command {
         .env_remove("RUST_LOG")
         .env_remove("STAGEWORKS__DATABASE__URL")
         .current_dir(env!("CARGO_MANIFEST_DIR"));
-    cmd
 }
 
 /// Starts `stageworks serve` and waits for its "serving" log line.
