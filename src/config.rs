@@ -369,6 +369,10 @@ pub struct ServiceConfig {
     pub database_url: String,
     /// Size of the worker pool.
     pub workers: usize,
+    /// Workers, on top of `workers`, that serve the service's reads (`GET`,
+    /// `HEAD`) alone, with a queue of their own: a bulkhead, so a flood of
+    /// writes neither queues nor sheds the reads. 0: reads share the pool.
+    pub read_workers: usize,
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
     pub strategy: Strategy,
@@ -493,6 +497,7 @@ impl Default for ServiceConfig {
             open_for_max: policy.open_for_max,
             queue_limit: 0,
             max_queue_wait: Duration::ZERO,
+            read_workers: 0,
             own: Dict::new(),
         }
     }
@@ -522,6 +527,7 @@ impl ServiceConfig {
             shutdown_timeout,
             queue_limit: (self.queue_limit > 0).then_some(self.queue_limit),
             max_queue_wait: (!self.max_queue_wait.is_zero()).then_some(self.max_queue_wait),
+            read_workers: self.read_workers,
         }
     }
 }
@@ -995,6 +1001,9 @@ impl ServiceConfig {
         problems.database_url(&key("database_url"), &self.database_url);
         if !(1..=1024).contains(&self.workers) {
             problems.add(key("workers"), "must be from 1 to 1024");
+        }
+        if self.read_workers > 256 {
+            problems.add(key("read_workers"), "must be from 0 to 256");
         }
         if self.queue_limit > 1_000_000 {
             problems.add(

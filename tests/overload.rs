@@ -250,3 +250,60 @@ async fn handlers_that_run_past_the_call_timeout_still_trip_the_circuit() {
     let refused = app.create_order(ALICE, json!({"amount": 1})).await;
     expect_error(refused, 503, "SERVICE_UNAVAILABLE").await;
 }
+
+#[tokio::test]
+async fn reads_have_workers_of_their_own_so_a_write_flood_neither_queues_nor_sheds_them() {
+    let app = spawn_app_with(|c| {
+        let orders = c.services.get_mut("orders").unwrap();
+        orders.workers = 1;
+        orders.read_workers = 1;
+        orders.queue_limit = 1;
+    })
+    .await;
+    let created: Value = app
+        .create_order(ALICE, json!({"amount": 5}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let order_path = format!("/api/v1/orders/{}", created["id"].as_str().unwrap());
+    let slow_write = |amount: u64| {
+        let request = app
+            .as_user(Method::POST, "/api/v1/orders", ALICE)
+            .header("x-fault", "delay=800")
+            .json(&json!({"amount": amount}));
+        tokio::spawn(async move { request.send().await.unwrap().status() })
+    };
+    // The only write worker is busy, and its queue (one place) is taken.
+    let busy = slow_write(6);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let queued = slow_write(7);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let shed = app.create_order(ALICE, json!({"amount": 8})).await;
+    expect_error(shed, 503, "SERVICE_UNAVAILABLE").await;
+
+    // Reads go to their own worker: answered at once, writes still running.
+    for _ in 0..5 {
+        let read = app
+            .as_user(Method::GET, &order_path, ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status(), 200);
+        let list = app
+            .as_user(Method::GET, "/api/v1/orders", ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(list.status(), 200);
+    }
+    assert!(!busy.is_finished(), "the reads waited for the slow write");
+    assert_eq!(busy.await.unwrap(), 201);
+    assert_eq!(queued.await.unwrap(), 201);
+
+    let node = app.admin_node("orders").await;
+    assert_eq!(node["queue"]["read_workers"], 1, "{node}");
+    assert_eq!(node["children"].as_array().unwrap().len(), 2, "{node}");
+    let reader = &node["children"][1];
+    assert!(reader["messages_handled"].as_u64().unwrap() >= 10, "{node}");
+}

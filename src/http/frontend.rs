@@ -185,6 +185,7 @@ impl Frontend {
         }
         let body = self.read_body(&parts, body).await?;
         let request = ApiRequest {
+            method: parts.method.clone(),
             ctx: RequestContext {
                 request_id: request_id.to_owned(),
                 caller,

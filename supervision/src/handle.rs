@@ -9,7 +9,7 @@ use ractor::{ActorRef, RpcReplyPort};
 
 use crate::circuit::Admission;
 use crate::service::SupervisorMsg;
-use crate::shared::ServiceShared;
+use crate::shared::{Lane, ServiceShared};
 use crate::ticket::{Deadline, Ticket};
 use crate::worker::Envelope;
 
@@ -121,6 +121,18 @@ impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
         F: FnOnce(RpcReplyPort<R>) -> M,
         C: Deadline,
     {
+        self.call_on(Lane::Main, ctx, build).await
+    }
+
+    /// [`ServiceHandle::call_with`] on one of the service's lanes: a call on
+    /// [`Lane::Reads`] goes to the read workers, if the service has any,
+    /// and is admitted against their queue alone.
+    pub async fn call_on<R, F>(&self, lane: Lane, ctx: C, build: F) -> Result<R, CallError>
+    where
+        R: Send + 'static,
+        F: FnOnce(RpcReplyPort<R>) -> M,
+        C: Deadline,
+    {
         let service = || self.shared.name().to_owned();
         if let Admission::Reject { retry_after } = self.shared.admit() {
             return Err(CallError::CircuitOpen {
@@ -128,7 +140,7 @@ impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
                 retry_after,
             });
         }
-        if !self.shared.has_room() {
+        if !self.shared.has_room(lane) {
             self.shared.record_shed();
             return Err(CallError::Shed {
                 service: service(),
@@ -139,7 +151,7 @@ impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
             service: service(),
             retry_after: RESTARTING_RETRY_AFTER,
         };
-        let (index, worker) = self.pick_worker().ok_or_else(unavailable)?;
+        let (index, worker) = self.pick_worker(lane).ok_or_else(unavailable)?;
 
         let now = Instant::now();
         let deadline = match ctx.deadline() {
@@ -188,12 +200,16 @@ impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
         }
     }
 
-    /// The live worker with the fewest messages in flight (the first on a tie).
-    fn pick_worker(&self) -> Option<(usize, ActorRef<Envelope<M, C>>)> {
+    /// The lane's live worker with the fewest messages in flight (the
+    /// first on a tie).
+    fn pick_worker(&self, lane: Lane) -> Option<(usize, ActorRef<Envelope<M, C>>)> {
         let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
+        let range = self.shared.lane_workers(lane);
         slots
             .iter()
             .enumerate()
+            .skip(range.start)
+            .take(range.len())
             .filter_map(|(i, slot)| slot.as_ref().map(|w| (i, w)))
             .min_by_key(|(i, _)| self.shared.worker(*i).in_flight())
             .map(|(i, w)| (i, w.clone()))

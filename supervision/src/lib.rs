@@ -70,7 +70,7 @@ pub use intensity::RestartWindow;
 pub use policy::SupervisionPolicy;
 pub use root::{ControlError, RootSupervisor, ServiceStarter, Tree};
 pub use service::{ServiceSupervisor, SupervisorMsg};
-pub use shared::{QueueBounds, ServiceShared, ServiceStatus};
+pub use shared::{Lane, Lanes, QueueBounds, ServiceShared, ServiceStatus};
 pub use snapshot::{ActorNode, CircuitView, FailureRecord};
 pub use strategy::Strategy;
 pub use ticket::Deadline;

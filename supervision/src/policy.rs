@@ -29,6 +29,9 @@ pub struct SupervisionPolicy {
     /// call that would wait longer is shed, however short the queue. `None`:
     /// [`SupervisionPolicy::default_max_queue_wait`].
     pub max_queue_wait: Option<Duration>,
+    /// Workers, on top of the pool, that serve the read lane alone (see
+    /// [`crate::Lane`]); 0: reads share the pool.
+    pub read_workers: usize,
 }
 
 /// The shortest handling time the default queue limit assumes: a queue is
@@ -81,6 +84,7 @@ impl Default for SupervisionPolicy {
             shutdown_timeout: Duration::from_secs(5),
             queue_limit: None,
             max_queue_wait: None,
+            read_workers: 0,
         }
     }
 }

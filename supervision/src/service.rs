@@ -13,7 +13,7 @@ use crate::handle::{ServiceHandle, Slots};
 use crate::intensity::Intensity;
 use crate::policy::SupervisionPolicy;
 use crate::root::ServiceStarter;
-use crate::shared::{QueueBounds, ServiceShared, ServiceStatus};
+use crate::shared::{Lanes, QueueBounds, ServiceShared, ServiceStatus};
 use crate::worker::{Worker, WorkerArgs, WorkerHandler};
 
 /// What a service supervisor is told, by its own timers, by callers and by operators.
@@ -81,11 +81,20 @@ impl<H: WorkerHandler> ServiceSupervisor<H> {
         call_timeout: Duration,
         args: H::Args,
     ) -> (ServiceHandle<H::Msg, H::Context>, Arc<dyn ServiceStarter>) {
-        let queue = QueueBounds {
-            limit: policy.queue_limit(workers, call_timeout),
-            max_wait: policy.max_queue_wait(call_timeout),
+        let max_wait = policy.max_queue_wait(call_timeout);
+        let lanes = Lanes {
+            main: QueueBounds {
+                limit: policy.queue_limit(workers, call_timeout),
+                max_wait,
+            },
+            read_workers: policy.read_workers,
+            reads: QueueBounds {
+                limit: SupervisionPolicy::default_queue_limit(policy.read_workers, call_timeout),
+                max_wait,
+            },
         };
-        let shared = ServiceShared::new(name, policy, workers, queue);
+        let all_workers = workers + policy.read_workers;
+        let shared = ServiceShared::new(name, policy, all_workers, lanes);
         let slots: Slots<H::Msg, H::Context> = Arc::new(RwLock::new(
             (0..shared.worker_count()).map(|_| None).collect(),
         ));

@@ -46,6 +46,9 @@ pub struct WorkerStats {
     /// with a slow message has an empty mailbox.
     in_flight: AtomicI64,
     restarts: AtomicU64,
+    /// How long this worker's recent messages took, in microseconds (a
+    /// moving mean).
+    handling_micros: AtomicU64,
     book: Mutex<WorkerBook>,
 }
 
@@ -63,6 +66,7 @@ impl WorkerStats {
             depth: AtomicI64::new(0),
             in_flight: AtomicI64::new(0),
             restarts: AtomicU64::new(0),
+            handling_micros: AtomicU64::new(0),
             book: Mutex::new(WorkerBook::default()),
         }
     }
@@ -127,8 +131,13 @@ pub struct ServiceShared {
     circuit_fast: AtomicU8,
     book: Mutex<ServiceBook>,
     supervisor: Mutex<Option<ActorRef<SupervisorMsg>>>,
-    /// How many messages may wait, and for how long; past either, calls are shed.
+    /// How many messages may wait for the main lane's workers, and for how
+    /// long; past either, calls are shed.
     queue: QueueBounds,
+    /// The read lane's workers: the last `read_workers` of `workers`.
+    read_workers: usize,
+    /// The read lane's bounds.
+    read_queue: QueueBounds,
     /// Calls refused because the queue was full.
     shed: AtomicU64,
     /// Messages skipped because their caller had given up before a worker
@@ -138,10 +147,30 @@ pub struct ServiceShared {
     /// exponentially weighted mean, for `/admin/actors`; the histogram is in
     /// the metrics).
     queue_wait_micros: AtomicU64,
-    /// How long recent messages took to handle, in microseconds (an
-    /// exponentially weighted mean): how fast the workers get through the
-    /// queue, so how long a new message would wait in it.
-    handling_micros: AtomicU64,
+}
+
+/// Which of a service's workers a call goes to. A service with read workers
+/// (`services.<name>.read_workers`) keeps its reads apart from everything
+/// else, a bulkhead: a flood of writes neither queues nor sheds its reads,
+/// each lane with a queue of its own. Without read workers both lanes are
+/// the whole pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lane {
+    /// Writes, events and anything not marked a read.
+    #[default]
+    Main,
+    /// Calls that only read (the front-end's `GET` and `HEAD`).
+    Reads,
+}
+
+/// The bounds of a service's two lanes.
+#[derive(Clone, Copy, Debug)]
+pub struct Lanes {
+    /// The main lane: every worker but the read workers.
+    pub main: QueueBounds,
+    /// How many workers serve reads alone (0: none; reads share the pool).
+    pub read_workers: usize,
+    pub reads: QueueBounds,
 }
 
 /// What a service's queue holds at most: a count, and an expected wait.
@@ -157,6 +186,28 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain counters behind,
     // never a broken invariant, so the data is still good to read.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// How long a message sent now to these workers would wait: the messages
+/// ahead of it (`queued`), at the pace the workers have been getting through
+/// theirs. Zero until they have handled one.
+fn expected_wait(workers: &[WorkerStats], queued: u64) -> Duration {
+    let handling: u64 = workers
+        .iter()
+        .map(|w| w.handling_micros.load(Ordering::Relaxed))
+        .sum();
+    let count = workers.len().max(1) as u64;
+    // queued × (mean handling) / workers, the mean being handling / count.
+    Duration::from_micros(queued.saturating_mul(handling / count) / count)
+}
+
+/// The mean handling time of these workers, in milliseconds.
+fn mean_handling(workers: &[WorkerStats]) -> f64 {
+    let handling: u64 = workers
+        .iter()
+        .map(|w| w.handling_micros.load(Ordering::Relaxed))
+        .sum();
+    handling as f64 / workers.len().max(1) as f64 / 1000.0
 }
 
 /// Moves a moving mean of microseconds toward `sample`: mean ← mean +
@@ -191,8 +242,9 @@ impl ServiceShared {
         name: impl Into<String>,
         policy: SupervisionPolicy,
         workers: usize,
-        queue: QueueBounds,
+        lanes: Lanes,
     ) -> Arc<Self> {
+        let read_workers = lanes.read_workers.min(workers.saturating_sub(1));
         let name = name.into();
         let workers = (0..workers.max(1))
             .map(|i| WorkerStats::new(format!("{name}-worker-{i}")))
@@ -213,13 +265,17 @@ impl ServiceShared {
             book: Mutex::new(book),
             supervisor: Mutex::new(None),
             queue: QueueBounds {
-                limit: queue.limit.max(1),
-                ..queue
+                limit: lanes.main.limit.max(1),
+                ..lanes.main
+            },
+            read_workers,
+            read_queue: QueueBounds {
+                limit: lanes.reads.limit.max(1),
+                ..lanes.reads
             },
             shed: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             queue_wait_micros: AtomicU64::new(0),
-            handling_micros: AtomicU64::new(0),
         });
         shared.publish_circuit(CircuitState::Closed);
         // Zero-valued series from the start, so rate() and alerts see them
@@ -276,23 +332,40 @@ impl ServiceShared {
         self.workers.iter().map(WorkerStats::depth).sum()
     }
 
+    /// At most this many messages wait, both lanes together.
     pub fn queue_limit(&self) -> usize {
-        self.queue.limit
+        if self.read_workers == 0 {
+            self.queue.limit
+        } else {
+            self.queue.limit + self.read_queue.limit
+        }
     }
 
-    /// Whether a new message finds room in the queue: fewer than its limit
-    /// wait, and it would not wait longer than the longest allowed.
-    pub(crate) fn has_room(&self) -> bool {
-        let queued = self.queued();
-        queued < self.queue.limit as u64 && self.expected_wait(queued) <= self.queue.max_wait
+    /// The workers of a lane, by index.
+    pub(crate) fn lane_workers(&self, lane: Lane) -> std::ops::Range<usize> {
+        let all = self.workers.len();
+        let main = all - self.read_workers;
+        match lane {
+            _ if self.read_workers == 0 => 0..all,
+            Lane::Main => 0..main,
+            Lane::Reads => main..all,
+        }
     }
 
-    /// How long a message sent now would wait for a worker: the messages
-    /// ahead of it, at the pace the workers have been getting through them.
-    pub fn expected_wait(&self, queued: u64) -> Duration {
-        let handling = self.handling_micros.load(Ordering::Relaxed);
-        let workers = self.workers.len() as u64;
-        Duration::from_micros(queued.saturating_mul(handling) / workers.max(1))
+    fn bounds(&self, lane: Lane) -> QueueBounds {
+        match lane {
+            Lane::Reads if self.read_workers > 0 => self.read_queue,
+            _ => self.queue,
+        }
+    }
+
+    /// Whether a new message finds room in its lane's queue: fewer than the
+    /// lane's limit wait, and it would not wait longer than allowed.
+    pub(crate) fn has_room(&self, lane: Lane) -> bool {
+        let bounds = self.bounds(lane);
+        let workers = &self.workers[self.lane_workers(lane)];
+        let queued: u64 = workers.iter().map(WorkerStats::depth).sum();
+        queued < bounds.limit as u64 && expected_wait(workers, queued) <= bounds.max_wait
     }
 
     /// A call was refused because the queue was full: load, not a failure.
@@ -315,8 +388,8 @@ impl ServiceShared {
     }
 
     /// How long a worker took to handle a message.
-    pub(crate) fn record_handling(&self, took: Duration) {
-        update_mean(&self.handling_micros, took);
+    pub(crate) fn record_handling(&self, index: usize, took: Duration) {
+        update_mean(&self.workers[index].handling_micros, took);
     }
 
     pub fn shed(&self) -> u64 {
@@ -472,7 +545,7 @@ impl ServiceShared {
         let depth: u64 = self.workers.iter().map(WorkerStats::depth).sum();
         metrics::gauge!("actor_mailbox_depth", "actor" => self.name.clone()).set(depth as f64);
         metrics::gauge!("actor_queue_limit", "actor" => self.name.clone())
-            .set(self.queue.limit as f64);
+            .set(self.queue_limit() as f64);
         metrics::gauge!("circuit_state", "service" => self.name.clone())
             .set(self.circuit_state().gauge());
     }
@@ -503,12 +576,13 @@ impl ServiceShared {
             messages_handled: children.iter().map(|c| c.messages_handled).sum(),
             mailbox_depth: children.iter().map(|c| c.mailbox_depth).sum(),
             queue: Some(QueueView {
-                limit: self.queue.limit as u64,
+                limit: self.queue_limit() as u64,
                 max_wait_ms: self.queue.max_wait.as_secs_f64() * 1000.0,
                 shed: self.shed(),
                 expired: self.expired(),
                 wait_ms: self.queue_wait_micros.load(Ordering::Relaxed) as f64 / 1000.0,
-                handling_ms: self.handling_micros.load(Ordering::Relaxed) as f64 / 1000.0,
+                handling_ms: mean_handling(&self.workers[self.lane_workers(Lane::Main)]),
+                read_workers: self.read_workers,
             }),
             last_failure: book.failures.back().cloned(),
             recent_failures: detail.then(|| book.failures.iter().rev().cloned().collect()),

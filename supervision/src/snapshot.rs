@@ -48,6 +48,9 @@ pub struct QueueView {
     /// How long recent messages took to handle, in milliseconds (a moving
     /// mean): with the depth, what the expected wait is reckoned from.
     pub handling_ms: f64,
+    /// Workers that serve reads alone (`services.<name>.read_workers`), the
+    /// last of the service's workers; their queue is counted in `limit`.
+    pub read_workers: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -142,7 +142,7 @@ impl<H: WorkerHandler> Actor for Worker<H> {
         .await;
         ticket.finish();
         let took = started_at.elapsed();
-        st.shared.record_handling(took);
+        st.shared.record_handling(st.index, took);
         metrics::histogram!("actor_message_duration_seconds", "actor" => actor.clone())
             .record(took.as_secs_f64());
         metrics::counter!("actor_messages_total", "actor" => actor).increment(1);

@@ -82,6 +82,7 @@ fn policy(strategy: Strategy) -> SupervisionPolicy {
         shutdown_timeout: Duration::from_secs(1),
         queue_limit: Some(16),
         max_queue_wait: None,
+        read_workers: 0,
     }
 }
 

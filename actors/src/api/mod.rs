@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use ractor::RpcReplyPort;
 use serde::Serialize;
-use supervision::{BoxError, ServiceHandle};
+use supervision::{BoxError, Lane, ServiceHandle};
 use uuid::Uuid;
 
 use crate::fault::Fault;
@@ -116,6 +116,8 @@ impl RequestContext {
 pub type Reply<T> = RpcReplyPort<Result<T, ServiceError>>;
 
 pub struct ApiRequest {
+    /// `GET` and `HEAD` are asked on the service's read lane.
+    pub method: http::Method,
     pub ctx: RequestContext,
     pub params: Vec<(String, String)>,
     pub query: Option<String>,
@@ -132,7 +134,9 @@ impl ApiRequest {
     /// Asks `service` the message built around a reply port, with this
     /// request's context in the envelope, and flattens both ways it can
     /// fail: the call's ([`supervision::CallError`], mapped to its status)
-    /// and the service's answer.
+    /// and the service's answer. A `GET` or `HEAD` goes to the service's
+    /// read workers ([`Lane::Reads`]), if it has any: reads only read, so
+    /// they are safe to keep apart from the writes a flood brings.
     pub async fn ask<M, R, F>(
         &self,
         service: &ServiceHandle<M, RequestContext>,
@@ -143,7 +147,12 @@ impl ApiRequest {
         R: Send + 'static,
         F: FnOnce(Reply<R>) -> M,
     {
-        service.call_with(self.ctx.clone(), build).await?
+        let lane = if self.method == http::Method::GET || self.method == http::Method::HEAD {
+            Lane::Reads
+        } else {
+            Lane::Main
+        };
+        service.call_on(lane, self.ctx.clone(), build).await?
     }
 
     /// A path parameter (`{id}`) parsed as a UUID; a malformed one names no

@@ -163,6 +163,7 @@ impl Service {
             .unwrap_or_else(|| panic!("no route {} {}", req.method, req.path));
         route
             .call(ApiRequest {
+                method: req.method.clone(),
                 ctx: RequestContext {
                     request_id: req
                         .request_id
