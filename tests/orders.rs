@@ -415,3 +415,10 @@ async fn reads_follow_every_write_whether_or_not_the_row_cache_answers_them() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_cancel_racing_a_payment_never_leaves_a_cancelled_order_paid() {
+    let app = spawn_app().await;
+    let tally = common::races::cancel_and_pay(&app, &app, ALICE, 20).await;
+    eprintln!("cancel and pay, 20 rounds: {tally:?}");
+}

@@ -236,3 +236,10 @@ async fn five_hundred_orders_over_two_replicas_make_five_hundred_invoices() {
     eprintln!("billing deliveries per replica: {delivered:?}");
     assert!(delivered.iter().sum::<u64>() >= ORDERS as u64);
 }
+
+#[tokio::test]
+async fn a_cancel_on_one_replica_racing_a_payment_on_the_other_never_leaves_the_money_taken() {
+    let (one, two) = two_replicas().await;
+    let tally = common::races::cancel_and_pay(&one, &two, ALICE, 10).await;
+    eprintln!("cancel and pay across replicas, 10 rounds: {tally:?}");
+}

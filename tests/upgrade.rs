@@ -188,7 +188,7 @@ async fn a_database_made_by_the_earlier_release_opens_migrates_and_serves() {
     assert_eq!(recorded_versions(&app, "orders").await, ORDERS_VERSIONS);
     assert_eq!(
         recorded_versions(&app, "billing").await,
-        [1, 1_001_000_001, 1_001_000_002, 1_002_000_001]
+        [1, 2, 1_001_000_001, 1_001_000_002, 1_002_000_001]
     );
     assert_eq!(
         recorded_versions(&app, "auth").await,

@@ -82,7 +82,7 @@ on_both_backends![
     check_one_invoice_per_order,
     check_numbers_are_gap_free_under_concurrency,
     check_cancel_voids_an_open_invoice,
-    check_cancel_of_a_paid_invoice_keeps_it_paid,
+    check_cancel_of_a_paid_invoice_refunds_it,
     check_cancel_before_create_is_retried,
     check_pay,
     check_malformed_events_are_refused,
@@ -348,7 +348,7 @@ async fn check_cancel_voids_an_open_invoice(store: &BillingStore) {
     assert_eq!(apply(store, &cancel).await, ApplyOutcome::AlreadyApplied);
     assert_eq!(
         apply(store, &cancelled(order, user)).await,
-        ApplyOutcome::AlreadyVoid(voided.clone())
+        ApplyOutcome::AlreadyClosed(voided.clone())
     );
     assert!(new_events(store).await.is_empty());
     // A void invoice cannot be paid.
@@ -358,7 +358,7 @@ async fn check_cancel_voids_an_open_invoice(store: &BillingStore) {
     );
 }
 
-async fn check_cancel_of_a_paid_invoice_keeps_it_paid(store: &BillingStore) {
+async fn check_cancel_of_a_paid_invoice_refunds_it(store: &BillingStore) {
     let (order, user) = (Uuid::now_v7(), Uuid::now_v7());
     let open = invoice(store, order, user).await;
     let PayOutcome::Paid(paid) = store.pay(open.id, "req-pay", user).await.expect("store") else {
@@ -367,17 +367,37 @@ async fn check_cancel_of_a_paid_invoice_keeps_it_paid(store: &BillingStore) {
     new_events(store).await;
 
     let cancel = cancelled(order, user);
+    let ApplyOutcome::Refunded(refunded) = apply(store, &cancel).await else {
+        panic!("a cancel of a paid invoice refunds it")
+    };
+    assert_eq!(refunded.status, InvoiceStatus::Refunded);
+    assert!(refunded.refunded_at.is_some());
     assert_eq!(
-        apply(store, &cancel).await,
-        ApplyOutcome::RefundNeeded(paid.clone())
+        refunded.paid_at, paid.paid_at,
+        "when it was paid stays on record"
     );
-    assert_eq!(by_order(store, order).await, paid);
-    assert!(
-        new_events(store).await.is_empty(),
-        "nothing changed, nothing announced"
-    );
-    // Recorded: a redelivery is recognised.
+    assert_eq!(by_order(store, order).await, refunded);
+    let events = new_events(store).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].topic, billing::topics::INVOICE_REFUNDED);
+    assert_eq!(events[0].request_id, cancel.request_id);
+    assert_eq!(data(&events[0]), refunded);
+
+    // Recorded: a redelivery is recognised; another cancel changes nothing;
+    // a refunded invoice cannot be paid again.
     assert_eq!(apply(store, &cancel).await, ApplyOutcome::AlreadyApplied);
+    assert_eq!(
+        apply(store, &cancelled(order, user)).await,
+        ApplyOutcome::AlreadyClosed(refunded.clone())
+    );
+    assert!(new_events(store).await.is_empty());
+    assert_eq!(
+        store
+            .pay(refunded.id, "req-pay-again", user)
+            .await
+            .expect("store"),
+        PayOutcome::NotPayable(refunded)
+    );
 }
 
 async fn check_cancel_before_create_is_retried(store: &BillingStore) {

@@ -10,6 +10,7 @@
 
 pub mod binary;
 pub mod own_servers;
+pub mod races;
 
 use std::time::{Duration, Instant};
 

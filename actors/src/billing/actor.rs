@@ -161,21 +161,22 @@ async fn apply(store: &BillingStore, event: &Event) -> Result<(), ServiceError> 
             %event_id,
             "invoice voided"
         ),
-        ApplyOutcome::RefundNeeded(invoice) => tracing::warn!(
+        ApplyOutcome::Refunded(invoice) => tracing::info!(
             invoice_id = %invoice.id,
             number = %invoice.number,
             order_id = %invoice.order_id,
             amount = invoice.amount,
             currency = %invoice.currency,
             %event_id,
-            "order cancelled after its invoice was paid: the invoice stays paid, a refund is needed"
+            "order cancelled after its invoice was paid: the payment is refunded"
         ),
-        ApplyOutcome::AlreadyVoid(invoice) => tracing::info!(
+        ApplyOutcome::AlreadyClosed(invoice) => tracing::info!(
             invoice_id = %invoice.id,
             number = %invoice.number,
             order_id = %invoice.order_id,
             %event_id,
-            "invoice already void"
+            status = invoice.status.as_str(),
+            "invoice already void or refunded"
         ),
         ApplyOutcome::AlreadyApplied => {
             tracing::debug!(%event_id, %topic, "event applied before, nothing to do")

@@ -67,6 +67,8 @@ pub enum InvoiceStatus {
     Open,
     Paid,
     Void,
+    /// Paid, then its order was cancelled: the payment was given back.
+    Refunded,
 }
 
 impl InvoiceStatus {
@@ -75,6 +77,7 @@ impl InvoiceStatus {
             InvoiceStatus::Open => "open",
             InvoiceStatus::Paid => "paid",
             InvoiceStatus::Void => "void",
+            InvoiceStatus::Refunded => "refunded",
         }
     }
 
@@ -83,6 +86,7 @@ impl InvoiceStatus {
             "open" => Some(InvoiceStatus::Open),
             "paid" => Some(InvoiceStatus::Paid),
             "void" => Some(InvoiceStatus::Void),
+            "refunded" => Some(InvoiceStatus::Refunded),
             _ => None,
         }
     }
@@ -106,6 +110,9 @@ pub struct Invoice {
     pub paid_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub voided_at: Option<OffsetDateTime>,
+    /// When the payment was refunded (events from before refunds lack it).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub refunded_at: Option<OffsetDateTime>,
 }
 
 /// Which invoices a list shows.
@@ -274,6 +281,7 @@ mod tests {
             created_at: created,
             paid_at: None,
             voided_at: None,
+            refunded_at: None,
         };
         let json = serde_json::to_value(&invoice).expect("json");
         assert_eq!(json["number"], "INV-000001");

@@ -177,7 +177,7 @@ async fn apply(store: &OrdersStore, event: &Event) -> Result<(), ServiceError> {
         PaidOutcome::NotPayable(status) => tracing::warn!(
             order_id = %paid.order_id,
             status = status.as_str(),
-            "invoice paid for an order that is no longer open; left as it is (refund is a manual step)"
+            "invoice paid for an order that is no longer open; left as it is (billing refunds the payment when it sees the cancel)"
         ),
         PaidOutcome::Unknown => {
             tracing::warn!(order_id = %paid.order_id, "invoice paid for an unknown order")

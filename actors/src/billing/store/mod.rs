@@ -60,7 +60,7 @@ static SCHEMA: Schema = Schema {
 };
 
 const COLUMNS: &str =
-    "id, number, order_id, user_id, amount, currency, status, created_at, paid_at, voided_at";
+    "id, number, order_id, user_id, amount, currency, status, created_at, paid_at, voided_at, refunded_at";
 
 /// What applying a consumed event did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,11 +73,13 @@ pub enum ApplyOutcome {
     /// `order.cancelled`: the open invoice is void now (`invoice.voided` is in
     /// the outbox).
     Voided(Invoice),
-    /// `order.cancelled` for a paid invoice: nothing changed, the event is
-    /// recorded; the money must be refunded.
-    RefundNeeded(Invoice),
-    /// `order.cancelled` for an invoice already void: the event is recorded.
-    AlreadyVoid(Invoice),
+    /// `order.cancelled` for a paid invoice: its payment is refunded now (a
+    /// `refunds` row, the invoice `refunded`, `invoice.refunded` in the
+    /// outbox): a cancelled order never keeps its money.
+    Refunded(Invoice),
+    /// `order.cancelled` for an invoice already void or refunded: the event
+    /// is recorded.
+    AlreadyClosed(Invoice),
     /// The event was applied before: nothing changed.
     AlreadyApplied,
 }
@@ -341,6 +343,7 @@ impl BillingStore {
                     created_at: now_micros(),
                     paid_at: None,
                     voided_at: None,
+                    refunded_at: None,
                 },
                 prefix: self.prefix.clone(),
             },

@@ -36,6 +36,7 @@ per_backend! {
         <DB as Dialect>::Time,
         Option<<DB as Dialect>::Time>,
         Option<<DB as Dialect>::Time>,
+        Option<<DB as Dialect>::Time>,
     );
 
     impl Batch<DB> for BillingWrite {
@@ -74,8 +75,11 @@ per_backend! {
     }
 
     /// Applies `order.cancelled`: voids the order's open invoice with
-    /// `invoice.voided`, and records the event. `None`, with nothing written,
-    /// when the order has no invoice yet (the bus tries again later).
+    /// `invoice.voided`, or refunds its paid one with `invoice.refunded`
+    /// (the cancel and a payment raced, each service committing its own
+    /// half; a cancelled order must not keep the money), and records the
+    /// event. `None`, with nothing written, when the order has no invoice
+    /// yet (the bus tries again later).
     async fn void_in(
         tx: &mut Transaction<'static, DB>,
         event: &Event,
@@ -111,9 +115,46 @@ per_backend! {
                 DB::append_in(tx, &announced).await?;
                 ApplyOutcome::Voided(voided)
             }
-            InvoiceStatus::Paid => ApplyOutcome::RefundNeeded(current),
-            InvoiceStatus::Void => ApplyOutcome::AlreadyVoid(current),
+            InvoiceStatus::Paid => {
+                let refunded = refund_in(tx, event, &current, now).await?;
+                let announced =
+                    BillingWrite::announce(event, topics::INVOICE_REFUNDED, &refunded)?;
+                DB::append_in(tx, &announced).await?;
+                ApplyOutcome::Refunded(refunded)
+            }
+            InvoiceStatus::Void | InvoiceStatus::Refunded => ApplyOutcome::AlreadyClosed(current),
         }))
+    }
+
+    /// Refunds a paid invoice in full: its `refunds` row, and the invoice
+    /// `refunded`. The caller holds the invoice's row (locked on PostgreSQL).
+    async fn refund_in(
+        tx: &mut Transaction<'static, DB>,
+        event: &Event,
+        paid: &Invoice,
+        now: OffsetDateTime,
+    ) -> Result<Invoice, StoreError> {
+        sqlx::query(
+            "INSERT INTO refunds (id, invoice_id, amount, currency, reason, cause_event, created_at)
+             VALUES ($1, $2, $3, $4, 'order_cancelled', $5, $6)",
+        )
+        .bind(DB::id(Uuid::now_v7()))
+        .bind(DB::id(paid.id))
+        .bind(paid.amount)
+        .bind(&paid.currency)
+        .bind(DB::id(event.id))
+        .bind(DB::time(now)?)
+        .execute(&mut **tx)
+        .await?;
+        let row: InvoiceRow = sqlx::query_as(&format!(
+            "UPDATE invoices SET status = 'refunded', refunded_at = $1 WHERE id = $2
+             RETURNING {COLUMNS}"
+        ))
+        .bind(DB::time(now)?)
+        .bind(DB::id(paid.id))
+        .fetch_one(&mut **tx)
+        .await?;
+        invoice_from_row(row)
     }
 
     /// Pays the invoice if it is `open`, with `invoice.paid`.
@@ -206,8 +247,19 @@ per_backend! {
     pub(in crate::billing::store) fn invoice_from_row(
         row: InvoiceRow,
     ) -> Result<Invoice, StoreError> {
-        let (id, number, order_id, user_id, amount, currency, status, created_at, paid_at, voided_at) =
-            row;
+        let (
+            id,
+            number,
+            order_id,
+            user_id,
+            amount,
+            currency,
+            status,
+            created_at,
+            paid_at,
+            voided_at,
+            refunded_at,
+        ) = row;
         let id = DB::read_id(id, "invoice id")?;
         let field = |name: &str| format!("invoice {id}: {name}");
         let time = |t: Option<<DB as Dialect>::Time>, name: &str| {
@@ -223,6 +275,7 @@ per_backend! {
             created_at: DB::read_time(created_at, &field("created_at"))?,
             paid_at: time(paid_at, "paid_at")?,
             voided_at: time(voided_at, "voided_at")?,
+            refunded_at: time(refunded_at, "refunded_at")?,
             id,
         })
     }
