@@ -3,7 +3,20 @@
 //!
 //! Exit codes: 0 success, 1 a runtime failure (cannot bind, database cannot
 //! open, healthcheck failed), 2 an invalid configuration.
+//!
+//! Output goes through [`say`] and [`complain`], never `println!` or
+//! `eprintln!`: those panic when the reader of a pipe has gone
+//! (`stageworks check-config | head -1`), and a closed pipe is the reader
+//! saying it has seen enough, not a failure. Rust ignores SIGPIPE, so a
+//! write to a closed pipe is an `EPIPE` error, which these treat as a quiet
+//! end. Resetting SIGPIPE to its default instead would make the kernel kill
+//! the process on such a write; that is wrong for `serve`, where a client
+//! closing its socket must be an error on that connection, not the end of
+//! the server, and doing it for the other commands only would need unsafe
+//! code for what a match on the error kind does as well.
 
+use std::fmt;
+use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +72,39 @@ enum UserCommand {
 
 const DEFAULT_CONFIG: &str = "config.toml";
 
+/// `println!` that does not panic: see [`write_stdout`].
+macro_rules! say {
+    ($($arg:tt)*) => { write_stdout(format_args!($($arg)*)) };
+}
+
+/// `eprintln!` that does not panic: see [`write_stderr`].
+macro_rules! complain {
+    ($($arg:tt)*) => { write_stderr(format_args!($($arg)*)) };
+}
+
+/// Writes a line to standard output. A reader that has closed the pipe is
+/// `Ok`: it has what it wanted, and the command ends as it would have
+/// (see the module docs); any other failure (a full disk behind a
+/// redirect) is the caller's to report.
+fn write_stdout(args: fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+    {
+        Err(err) if err.kind() == ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes a line to standard error, ignoring failure: with standard error
+/// gone there is nowhere left to say anything.
+fn write_stderr(args: fmt::Arguments<'_>) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+}
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -77,7 +123,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
+            complain!("error: cannot start the async runtime: {err}");
             return ExitCode::FAILURE;
         }
     };
@@ -92,7 +138,7 @@ fn main() -> ExitCode {
 }
 
 fn config_failure(err: &ConfigError) -> ExitCode {
-    eprintln!("error: {err}");
+    complain!("error: {err}");
     ExitCode::from(2)
 }
 
@@ -105,7 +151,7 @@ async fn serve(config: Config) -> ExitCode {
         }
         Err(err) => {
             tracing::error!(error = %err, "stageworks failed to start");
-            eprintln!("error: {err}");
+            complain!("error: {err}");
             if err.is_configuration() {
                 ExitCode::from(2)
             } else {
@@ -117,12 +163,15 @@ async fn serve(config: Config) -> ExitCode {
 
 fn check_config(config: &Config, services: &[ServiceDefinition]) -> ExitCode {
     match config.to_masked_toml(services) {
-        Ok(text) => {
-            println!("# configuration is valid\n{text}");
-            ExitCode::SUCCESS
-        }
+        Ok(text) => match say!("# configuration is valid\n{text}") {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                complain!("error: cannot print the configuration: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Err(err) => {
-            eprintln!("error: cannot print the configuration: {err}");
+            complain!("error: cannot print the configuration: {err}");
             ExitCode::FAILURE
         }
     }
@@ -140,15 +189,15 @@ async fn healthcheck(listen: SocketAddr) -> ExitCode {
     match tokio::time::timeout(Duration::from_secs(3), get_status(&url)).await {
         Ok(Ok(200)) => ExitCode::SUCCESS,
         Ok(Ok(status)) => {
-            eprintln!("unhealthy: {url} answered {status}");
+            complain!("unhealthy: {url} answered {status}");
             ExitCode::FAILURE
         }
         Ok(Err(err)) => {
-            eprintln!("unhealthy: {url}: {err}");
+            complain!("unhealthy: {url}: {err}");
             ExitCode::FAILURE
         }
         Err(_) => {
-            eprintln!("unhealthy: {url} did not answer within 3 s");
+            complain!("unhealthy: {url} did not answer within 3 s");
             ExitCode::FAILURE
         }
     }
@@ -168,27 +217,27 @@ async fn create_admin(config: &Config, email: &str, admin: bool) -> ExitCode {
     use actors::auth::model::{Email, Password};
     use actors::auth::store::{AuthStore, GrantAdmin};
     if !admin {
-        eprintln!("error: only admins are created here (--admin); users sign up with POST /api/v1/auth/register");
+        complain!("error: only admins are created here (--admin); users sign up with POST /api/v1/auth/register");
         return ExitCode::from(2);
     }
     let email = match Email::parse(email) {
         Ok(email) => email,
         Err(problem) => {
-            eprintln!("error: --email: {problem}");
+            complain!("error: --email: {problem}");
             return ExitCode::from(2);
         }
     };
     let password = match read_password() {
         Ok(password) => password,
         Err(err) => {
-            eprintln!("error: cannot read the password: {err}");
+            complain!("error: cannot read the password: {err}");
             return ExitCode::FAILURE;
         }
     };
     let password = match Password::new(&password) {
         Ok(password) => password,
         Err(problem) => {
-            eprintln!("error: password: {problem}");
+            complain!("error: password: {problem}");
             return ExitCode::from(2);
         }
     };
@@ -201,27 +250,34 @@ async fn create_admin(config: &Config, email: &str, admin: bool) -> ExitCode {
     {
         Ok(store) => store,
         Err(err) => {
-            eprintln!("error: cannot open the auth database: {err}");
+            complain!("error: cannot open the auth database: {err}");
             return ExitCode::FAILURE;
         }
     };
-    match actors::auth::ensure_admin(&store, &email, Some(password)).await {
-        Ok(GrantAdmin::Created(user)) => println!("created admin {} ({})", user.email, user.id),
-        Ok(GrantAdmin::Promoted(user)) => println!(
+    let shown = match actors::auth::ensure_admin(&store, &email, Some(password)).await {
+        Ok(GrantAdmin::Created(user)) => say!("created admin {} ({})", user.email, user.id),
+        Ok(GrantAdmin::Promoted(user)) => say!(
             "{} ({}) is now an admin; the password is unchanged",
-            user.email, user.id
+            user.email,
+            user.id
         ),
         Ok(GrantAdmin::AlreadyAdmin(user)) => {
-            println!("{} ({}) is already an admin", user.email, user.id)
+            say!("{} ({}) is already an admin", user.email, user.id)
         }
         Ok(GrantAdmin::NoSuchUser) => {
-            eprintln!("error: no such user");
+            complain!("error: no such user");
             return ExitCode::FAILURE;
         }
         Err(err) => {
-            eprintln!("error: {err}");
+            complain!("error: {err}");
             return ExitCode::FAILURE;
         }
+    };
+    // The admin exists whatever happens to this line; a closed pipe is
+    // fine (`say!`), anything else is worth an exit code.
+    if let Err(err) = shown {
+        complain!("error: cannot print the result: {err}");
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

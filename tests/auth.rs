@@ -281,3 +281,142 @@ async fn one_user_cannot_read_or_cancel_anothers_order() {
     let bobs = app.get_json("/api/v1/orders", BOB).await;
     assert_eq!(bobs["pagination"]["total"], 0);
 }
+
+#[tokio::test]
+async fn a_token_is_refused_before_its_nbf_with_the_leeway_of_exp() {
+    let app = spawn_app().await;
+    let with_nbf = |nbf: i64| {
+        let mut claims = claims(&app);
+        claims["nbf"] = json!(nbf);
+        sign(&claims, JWT_SECRET.as_bytes())
+    };
+    let early = orders_with(&app, &with_nbf(now() + 120)).await;
+    expect_error(early, 401, "UNAUTHENTICATED").await;
+    // 10 s early is within the 30 s leeway `exp` has too; a past nbf is fine.
+    assert_eq!(orders_with(&app, &with_nbf(now() + 10)).await.status(), 200);
+    assert_eq!(orders_with(&app, &with_nbf(now() - 60)).await.status(), 200);
+    let validated: Value = app
+        .client
+        .post(app.url("/api/v1/auth/validate"))
+        .json(&json!({"token": with_nbf(now() + 120)}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        validated,
+        json!({"valid": false, "reason": "not_yet_valid"})
+    );
+}
+
+#[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let app = spawn_app().await;
+    let token = sign(&claims(&app), JWT_SECRET.as_bytes());
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let answer = app
+            .client
+            .get(app.url("/api/v1/orders"))
+            .header("authorization", format!("{scheme} {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{scheme}");
+    }
+    let basic = app
+        .client
+        .get(app.url("/api/v1/orders"))
+        .header("authorization", format!("Basic {token}"))
+        .send()
+        .await
+        .unwrap();
+    expect_error(basic, 401, "UNAUTHENTICATED").await;
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_400_naming_the_header() {
+    let app = spawn_app().await;
+    let alice = sign(&claims(&app), JWT_SECRET.as_bytes());
+    let mut bob_claims = claims(&app);
+    bob_claims["sub"] = json!(app.user_id(BOB));
+    let bob = sign(&bob_claims, JWT_SECRET.as_bytes());
+    for (first, second) in [(&alice, &bob), (&alice, &alice)] {
+        let answer = app
+            .client
+            .get(app.url("/api/v1/orders"))
+            .header("authorization", format!("Bearer {first}"))
+            .header("authorization", format!("Bearer {second}"))
+            .send()
+            .await
+            .unwrap();
+        let error = expect_error(answer, 400, "BAD_REQUEST").await;
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("authorization"),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_key_given_twice_in_a_body_is_400_and_creates_no_account() {
+    let app = spawn_app().await;
+    let body = format!(
+        r#"{{"email": "first@example.com", "password": "{PASSWORD}", "name": "Twice",
+             "email": "second@example.com"}}"#
+    );
+    let refused = app
+        .client
+        .post(app.url("/api/v1/auth/register"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let error = expect_error(refused, 400, "BAD_REQUEST").await;
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("\"email\""),
+        "{error}"
+    );
+    for email in ["first@example.com", "second@example.com"] {
+        let login = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .json(&json!({"email": email, "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(login, 401, "UNAUTHENTICATED").await;
+    }
+}
+
+#[tokio::test]
+async fn names_with_control_or_bidi_override_characters_are_422() {
+    let app = spawn_app().await;
+    for (i, name) in ["Ann\u{0}", "Ann\u{202E}eel", "\u{2067}Ann"]
+        .iter()
+        .enumerate()
+    {
+        let refused = app
+            .client
+            .post(app.url("/api/v1/auth/register"))
+            .json(
+                &json!({"email": format!("n{i}@example.com"), "password": PASSWORD, "name": name}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let error = expect_error(refused, 422, "VALIDATION_ERROR").await;
+        assert_eq!(
+            error["error"]["errors"][0]["field"], "name",
+            "{name:?}: {error}"
+        );
+    }
+}

@@ -422,3 +422,123 @@ async fn a_cancel_racing_a_payment_never_leaves_a_cancelled_order_paid() {
     let tally = common::races::cancel_and_pay(&app, &app, ALICE, 20).await;
     eprintln!("cancel and pay, 20 rounds: {tally:?}");
 }
+
+/// The field names of a 422.
+fn fields(error: &Value) -> Vec<String> {
+    error["error"]["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn post_raw(app: &common::TestApp, body: &str) -> reqwest::Response {
+    app.as_user(Method::POST, "/api/v1/orders", ALICE)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn only_iso_4217_codes_are_currencies() {
+    let app = spawn_app().await;
+    for code in ["EUR", "JPY", "CHF"] {
+        let created = app
+            .create_order(ALICE, json!({"amount": 5, "currency": code}))
+            .await;
+        assert_eq!(created.status(), 201, "{code}");
+    }
+    for (code, message) in [
+        ("XYZ", "is not an ISO 4217 currency code"),
+        ("ABC", "is not an ISO 4217 currency code"),
+        // Lowercase stays refused, as before: codes are not upper-cased.
+        (
+            "usd",
+            "must be a three-letter ISO 4217 code in capitals, such as USD",
+        ),
+    ] {
+        let refused = app
+            .create_order(ALICE, json!({"amount": 5, "currency": code}))
+            .await;
+        let error = expect_error(refused, 422, "VALIDATION_ERROR").await;
+        assert_eq!(error["error"]["errors"][0]["field"], "currency", "{error}");
+        assert_eq!(error["error"]["errors"][0]["message"], message, "{error}");
+    }
+    let list: Value = app.get_json("/api/v1/orders", ALICE).await;
+    assert_eq!(list["pagination"]["total"], 3);
+}
+
+#[tokio::test]
+async fn descriptions_with_control_or_bidi_override_characters_are_422() {
+    let app = spawn_app().await;
+    for bad in [
+        "nul\u{0}byte",
+        "two\nlines",
+        "escape\u{1b}[31m",
+        "c1\u{85}",
+        "invoice \u{202E}fdp.exe",
+        "isolate \u{2066}x\u{2069}",
+    ] {
+        let refused = app
+            .create_order(ALICE, json!({"amount": 5, "description": bad}))
+            .await;
+        let error = expect_error(refused, 422, "VALIDATION_ERROR").await;
+        assert_eq!(fields(&error), ["description"], "{bad:?}: {error}");
+    }
+    // Right-to-left text with its marks is printable.
+    let hebrew = "שלום 42\u{200F} café";
+    let created = app
+        .create_order(ALICE, json!({"amount": 5, "description": hebrew}))
+        .await;
+    assert_eq!(created.status(), 201);
+    let order: Value = created.json().await.unwrap();
+    assert_eq!(order["description"], hebrew);
+}
+
+#[tokio::test]
+async fn numbers_out_of_range_are_422_naming_the_field() {
+    let app = spawn_app().await;
+    for (body, field) in [
+        (r#"{"amount": 1e400}"#, "amount"),
+        (r#"{"amount": -1e400}"#, "amount"),
+        (r#"{"amount": 1e300}"#, "amount"),
+        (r#"{"amount": 18446744073709551616}"#, "amount"),
+        (r#"{"amount": 5, "extra": {"n": [1, 1e999]}}"#, "extra.n[1]"),
+    ] {
+        let refused = post_raw(&app, body).await;
+        let error = expect_error(refused, 422, "VALIDATION_ERROR").await;
+        assert!(
+            fields(&error).contains(&field.to_owned()),
+            "{body} should name {field}: {error}"
+        );
+    }
+    let list: Value = app.get_json("/api/v1/orders", ALICE).await;
+    assert_eq!(list["pagination"]["total"], 0, "nothing was written");
+}
+
+#[tokio::test]
+async fn a_key_given_twice_is_400_naming_it_at_any_depth() {
+    let app = spawn_app().await;
+    for (body, key) in [
+        (r#"{"amount": 5, "amount": 7}"#, "\"amount\""),
+        (
+            r#"{"amount": 5, "description": "a", "description": "b"}"#,
+            "\"description\"",
+        ),
+        (r#"{"amount": 5, "\u0061mount": 7}"#, "\"amount\""),
+        (
+            r#"{"amount": 5, "meta": [{"k": 1, "k": 2}]}"#,
+            "\"meta[0].k\"",
+        ),
+    ] {
+        let refused = post_raw(&app, body).await;
+        let error = expect_error(refused, 400, "BAD_REQUEST").await;
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(message.contains(key), "{body} should name {key}: {error}");
+    }
+    let list: Value = app.get_json("/api/v1/orders", ALICE).await;
+    assert_eq!(list["pagination"]["total"], 0, "nothing was written");
+}

@@ -209,6 +209,78 @@ fn check_config_prints_the_effective_configuration_with_secrets_masked() {
     assert!(stdout.contains("workers = 7"), "{stdout}");
 }
 
+/// `stageworks check-config | head -1`: the reader goes away, and the
+/// command ends quietly (exit 0, nothing on stderr) instead of panicking
+/// on the broken pipe.
+#[test]
+fn check_config_exits_quietly_when_its_reader_closes_the_pipe() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    // Deterministic: the read end is closed before the binary has even
+    // loaded its configuration, so its first write meets a closed pipe.
+    let mut child = command(data.path())
+        .arg("check-config")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(output.status.code(), Some(0));
+
+    // A reader that closes after one line, as `head -1` does; whether the
+    // rest was written before it closed is up to the scheduler, so a few
+    // rounds.
+    for _ in 0..5 {
+        let mut child = command(data.path())
+            .arg("check-config")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert_eq!(first, "# configuration is valid\n");
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.is_empty(), "{stderr}");
+        assert_eq!(output.status.code(), Some(0));
+    }
+
+    // And through a real shell pipeline into `head -1`.
+    let piped = Command::new("sh")
+        .args(["-c", "\"$0\" check-config | head -1", BIN])
+        .env("STAGEWORKS__DATA_DIR", data.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&piped.stdout),
+        "# configuration is valid\n"
+    );
+}
+
+#[test]
+fn an_unknown_default_currency_is_an_invalid_configuration() {
+    let data = tempfile::tempdir().unwrap();
+    let output = command(data.path())
+        .args(["check-config"])
+        .env("STAGEWORKS__SERVICES__ORDERS__DEFAULT_CURRENCY", "XYZ")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("default_currency"), "{stderr}");
+    assert!(stderr.contains("ISO 4217"), "{stderr}");
+}
+
 #[test]
 fn version_is_printed() {
     let output = Command::new(BIN).arg("--version").output().unwrap();

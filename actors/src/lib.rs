@@ -24,6 +24,7 @@ pub mod instance;
 pub mod kv;
 pub mod service;
 pub mod storage;
+pub mod text;
 
 pub use error::{FieldError, ServiceError};
 pub use service::{ServiceContext, ServiceDefinition, StartedService};

@@ -63,11 +63,17 @@ impl Admin {
         let Some(token) = &self.token else {
             return true;
         };
-        let presented = headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+        // The same reading as the public edge's (scheme in any case); sent
+        // twice, the header authorises nobody.
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let presented = match (values.next(), values.next()) {
+            (Some(value), None) => value
+                .to_str()
+                .ok()
+                .and_then(super::auth::bearer_token)
+                .unwrap_or(""),
+            _ => "",
+        };
         presented.as_bytes().ct_eq(token.as_bytes()).into()
     }
 

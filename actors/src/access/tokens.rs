@@ -7,7 +7,10 @@
 //!   RS/ES/PS family (the classic "public key used as an HMAC secret" trick)
 //!   and every other value are refused. Claims: `sub` (user id), `sid`
 //!   (session id), `role`, `iss`, `aud`, `iat`, `exp`, `jti`; `iss`, `aud`
-//!   and `exp` are checked with [`LEEWAY`] for clock skew between replicas.
+//!   and `exp` are checked, `exp` with [`LEEWAY`] for clock skew between
+//!   replicas. Our tokens carry no `nbf`, but one that does (another
+//!   issuer sharing the key, a token minted for later) is honoured, with
+//!   the same leeway: a token is not valid before its `nbf`.
 //!   [`TokenKeys`] builds its keys and validation rules once, so verifying
 //!   costs one HMAC-SHA256 and a little JSON: cheap enough for the
 //!   front-end to do on every request.
@@ -39,7 +42,7 @@ use crate::api::{parse_role, role_str, Role};
 
 /// The only algorithm accepted, and the one tokens are signed with.
 pub const ALGORITHM: Algorithm = Algorithm::HS256;
-/// Clock skew tolerated on `exp` (and on `iat` being in the future).
+/// Clock skew tolerated on `exp` and `nbf` (and on `iat` being in the future).
 pub const LEEWAY: Duration = Duration::from_secs(30);
 /// The shortest secret accepted: HS256's own output size (RFC 7518 §3.2).
 pub const MIN_SECRET_BYTES: usize = 32;
@@ -115,6 +118,8 @@ pub enum TokenError {
     BadSignature,
     #[error("token has expired")]
     Expired,
+    #[error("token is not valid yet (nbf)")]
+    NotYetValid,
     #[error("token was issued for another audience")]
     WrongAudience,
     #[error("token was issued by another issuer")]
@@ -129,6 +134,7 @@ impl TokenError {
             TokenError::WrongAlgorithm => "wrong_algorithm",
             TokenError::BadSignature => "bad_signature",
             TokenError::Expired => "expired",
+            TokenError::NotYetValid => "not_yet_valid",
             TokenError::WrongAudience => "wrong_audience",
             TokenError::WrongIssuer => "wrong_issuer",
         }
@@ -138,6 +144,7 @@ impl TokenError {
         match err.kind() {
             ErrorKind::InvalidSignature => TokenError::BadSignature,
             ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
             ErrorKind::InvalidAudience => TokenError::WrongAudience,
             ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
             ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => TokenError::WrongAlgorithm,
@@ -242,7 +249,9 @@ impl TokenKeys {
         validation.algorithms = vec![ALGORITHM];
         validation.leeway = LEEWAY.as_secs();
         validation.validate_exp = true;
-        validation.validate_nbf = false;
+        // Only when present (`nbf` is not among the required claims); a
+        // present but malformed `nbf` is refused by the library.
+        validation.validate_nbf = true;
         validation.set_audience(&[&settings.audience]);
         validation.set_issuer(&[&settings.issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
@@ -339,7 +348,7 @@ impl TokenKeys {
     }
 
     /// Verifies an access token: algorithm, signature, `iss`, `aud`, `exp`
-    /// (with [`LEEWAY`]), and the shape of every claim. Revocation is not
+    /// and `nbf` when present (both with [`LEEWAY`]), and the shape of every claim. Revocation is not
     /// checked here (see [`super::revocation`]).
     pub fn verify_access(&self, token: &str) -> Result<AccessClaims, TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
@@ -732,6 +741,29 @@ mod tests {
             )
             .expect("issues");
         assert!(keys.verify_access(&recent.token).is_ok());
+    }
+
+    #[test]
+    fn a_token_is_not_valid_before_its_nbf_give_or_take_the_leeway() {
+        let keys = keys();
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let with_nbf = |nbf: serde_json::Value| {
+            let mut claims = valid_claims();
+            claims["nbf"] = nbf;
+            sign(&hs256(), &claims, SECRET)
+        };
+        assert_eq!(
+            keys.verify_access(&with_nbf((now + 120).into())),
+            Err(TokenError::NotYetValid)
+        );
+        // 10 s ahead: within the 30 s leeway, like `exp`.
+        assert!(keys.verify_access(&with_nbf((now + 10).into())).is_ok());
+        assert!(keys.verify_access(&with_nbf((now - 60).into())).is_ok());
+        assert_eq!(
+            keys.verify_access(&with_nbf("soon".into())),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(TokenError::NotYetValid.reason(), "not_yet_valid");
     }
 
     #[test]

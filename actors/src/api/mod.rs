@@ -8,6 +8,7 @@
 //! messages carry only what the operation itself needs. [`route`] holds the
 //! route table a service declares with [`Routes`].
 
+pub mod json;
 mod route;
 
 pub use route::{Access, LimitGroup, Route, Routes};
@@ -165,8 +166,10 @@ impl ApiRequest {
             .ok_or_else(|| ServiceError::NotFound(format!("{what} not found")))
     }
 
-    /// The body as a JSON object: 400 for a wrong content type or malformed
-    /// JSON, 422 for JSON that is not an object.
+    /// The body as a JSON object ([`json::parse_object`]): 400 for a wrong
+    /// content type, malformed JSON or a key given twice (at any depth); 422
+    /// for JSON that is not an object, and for a number out of f64's range,
+    /// naming its field.
     pub fn json_object(&self) -> Result<serde_json::Map<String, serde_json::Value>, ServiceError> {
         let content_type = self
             .headers
@@ -179,13 +182,17 @@ impl ApiRequest {
                 "content-type must be application/json".into(),
             ));
         }
-        match serde_json::from_slice(&self.body) {
-            Ok(serde_json::Value::Object(map)) => Ok(map),
-            Ok(_) => Err(ServiceError::validation("body", "must be a JSON object")),
-            Err(err) => Err(ServiceError::BadRequest(format!(
-                "body is not valid JSON: {err}"
-            ))),
-        }
+        json::parse_object(&self.body).map_err(|err| match err {
+            json::BodyError::NotAnObject => {
+                ServiceError::validation("body", "must be a JSON object")
+            }
+            json::BodyError::NumberOutOfRange { path } => {
+                ServiceError::validation(path, json::OUT_OF_RANGE)
+            }
+            err @ (json::BodyError::Malformed(_) | json::BodyError::DuplicateKey { .. }) => {
+                ServiceError::BadRequest(err.to_string())
+            }
+        })
     }
 
     /// Query parameters, decoded.

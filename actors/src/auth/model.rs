@@ -123,7 +123,8 @@ impl fmt::Debug for Password {
     }
 }
 
-/// A user's display name: trimmed, 1 to 100 characters, no control characters.
+/// A user's display name: trimmed, 1 to 100 characters, printable
+/// ([`crate::text::check_printable`]: no control or bidi override characters).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct DisplayName(String);
@@ -139,9 +140,7 @@ impl DisplayName {
         if name.chars().count() > Self::MAX_CHARS {
             return Err("must be at most 100 characters");
         }
-        if name.chars().any(char::is_control) {
-            return Err("must not contain control characters");
-        }
+        crate::text::check_printable(name)?;
         Ok(Self(name.to_owned()))
     }
 
@@ -423,6 +422,7 @@ mod tests {
         assert!(DisplayName::parse(&"n".repeat(100)).is_ok());
         assert!(DisplayName::parse(&"n".repeat(101)).is_err());
         assert!(DisplayName::parse("Ann\u{7}").is_err());
+        assert!(DisplayName::parse("Ann\u{202E}").is_err());
     }
 
     #[test]

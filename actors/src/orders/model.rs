@@ -18,14 +18,26 @@ pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
 
 impl Amount {
     pub fn parse(value: &Value) -> Result<Self, &'static str> {
-        let n = value
-            .as_i64()
-            .ok_or("must be an integer number of minor units")?;
+        const TOO_LARGE: &str = "must be at most 1000000000000000";
+        let n = match value {
+            Value::Number(n) => match n.as_i64() {
+                Some(n) => n,
+                // Beyond i64 (a u64, or a float of that size) is beyond the
+                // bound: say so rather than "must be an integer".
+                None if n.as_u64().is_some() => return Err(TOO_LARGE),
+                None if n.as_f64().is_some_and(|f| f > MAX_AMOUNT as f64) => return Err(TOO_LARGE),
+                None if n.as_f64().is_some_and(|f| f < 0.0 && f.fract() == 0.0) => {
+                    return Err("must be greater than 0")
+                }
+                None => return Err("must be an integer number of minor units"),
+            },
+            _ => return Err("must be an integer number of minor units"),
+        };
         if n <= 0 {
             return Err("must be greater than 0");
         }
         if n > MAX_AMOUNT {
-            return Err("must be at most 1000000000000000");
+            return Err(TOO_LARGE);
         }
         Ok(Self(n))
     }
@@ -35,7 +47,14 @@ impl Amount {
     }
 }
 
-/// An ISO 4217 alphabetic code: three capital letters.
+/// An ISO 4217 alphabetic code: three capital letters naming a currency in
+/// the ISO 4217 table (as the `iso_currency` crate lists it: the current
+/// currencies, the fund codes such as `USN`, the special `X` codes such as
+/// `XAU`, and the few it keeps after they were superseded, such as `HRK`,
+/// since stored orders may name them). Lowercase is refused, as before:
+/// codes are compared as stored, and `usd` is not silently upper-cased.
+/// The same type parses `orders.default_currency`, so the setting must be a
+/// real code too.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Currency(String);
@@ -56,11 +75,13 @@ impl From<Currency> for String {
 
 impl Currency {
     pub fn parse(value: &str) -> Result<Self, &'static str> {
-        if value.len() == 3 && value.bytes().all(|b| b.is_ascii_uppercase()) {
-            Ok(Self(value.to_owned()))
-        } else {
-            Err("must be a three-letter ISO 4217 code in capitals, such as USD")
+        if value.len() != 3 || !value.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err("must be a three-letter ISO 4217 code in capitals, such as USD");
         }
+        if iso_currency::Currency::from_code(value).is_none() {
+            return Err("is not an ISO 4217 currency code");
+        }
+        Ok(Self(value.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -73,7 +94,8 @@ impl Currency {
     }
 }
 
-/// At most [`Description::MAX_CHARS`] characters.
+/// At most [`Description::MAX_CHARS`] characters of printable text
+/// ([`crate::text::check_printable`], the rule display names follow too).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Description(String);
@@ -85,6 +107,7 @@ impl Description {
         if value.chars().count() > Self::MAX_CHARS {
             return Err("must be at most 500 characters");
         }
+        crate::text::check_printable(value)?;
         Ok(Self(value.to_owned()))
     }
 
@@ -232,6 +255,53 @@ mod tests {
         assert!(Amount::parse(&json!(1.5)).is_err());
         assert!(Amount::parse(&json!(MAX_AMOUNT + 1)).is_err());
         assert_eq!(Amount::parse(&json!(1)).unwrap().minor_units(), 1);
+    }
+
+    #[test]
+    fn amounts_beyond_the_bound_say_so_whatever_their_type() {
+        let too_large = Err("must be at most 1000000000000000");
+        assert_eq!(Amount::parse(&json!(u64::MAX)), too_large);
+        assert_eq!(Amount::parse(&json!(1e300)), too_large);
+        assert_eq!(Amount::parse(&json!(i64::MAX)), too_large);
+        assert_eq!(Amount::parse(&json!(-1e300)), Err("must be greater than 0"));
+        assert!(Amount::parse(&json!(2.5e3)).is_err());
+    }
+
+    #[test]
+    fn currencies_must_be_iso_4217_codes_in_capitals() {
+        for code in ["USD", "EUR", "JPY", "CHF", "XAU", "USN"] {
+            assert_eq!(Currency::parse(code).expect(code).as_str(), code);
+        }
+        assert_eq!(
+            Currency::parse("XYZ"),
+            Err("is not an ISO 4217 currency code")
+        );
+        assert_eq!(Currency::parse("ABC"), Currency::parse("XYZ"));
+        for bad in ["usd", "Usd", "US", "USDX", "U$D", ""] {
+            assert_eq!(
+                Currency::parse(bad),
+                Err("must be a three-letter ISO 4217 code in capitals, such as USD"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn descriptions_must_be_printable() {
+        assert!(Description::parse("Two coffees, one café").is_ok());
+        for bad in [
+            "nul\0",
+            "bell\u{7}",
+            "new\nline",
+            "\u{202E}evil",
+            "\u{2066}x",
+        ] {
+            assert_eq!(
+                Description::parse(bad),
+                Err(crate::text::NOT_PRINTABLE),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
