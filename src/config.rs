@@ -73,6 +73,11 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's whole body, from when
+    /// the front-end starts reading it; then it is answered 408 (the
+    /// client's fault, not a 504). At most `request_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     /// How long a new connection may take to send its first byte (hyper's
     /// header timer starts only there); then it is closed.
     #[serde(with = "humantime_serde")]
@@ -432,6 +437,9 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            // Like the header timeout: a client that means to send its body
+            // sends it at once; 1 MiB (max_body_bytes) in 10 s is 100 KB/s.
+            body_read_timeout: Duration::from_secs(10),
             first_byte_timeout: Duration::from_secs(10),
             // Longer than the 60 s idle timeout of the usual load balancers
             // (AWS ALB, nginx upstream pools), so they close pooled
@@ -800,6 +808,15 @@ impl ServerConfig {
         problems.positive("server.request_timeout", self.request_timeout);
         problems.positive("server.shutdown_timeout", self.shutdown_timeout);
         problems.positive("server.header_read_timeout", self.header_read_timeout);
+        problems.positive("server.body_read_timeout", self.body_read_timeout);
+        if self.body_read_timeout > self.request_timeout {
+            // The request timeout would answer 504 first, and the 408 would
+            // never be seen.
+            problems.add(
+                "server.body_read_timeout",
+                "must not exceed server.request_timeout",
+            );
+        }
         problems.positive("server.first_byte_timeout", self.first_byte_timeout);
         problems.positive("server.idle_timeout", self.idle_timeout);
         if self.max_connections > MAX_CONNECTIONS_CEILING {
@@ -1142,6 +1159,25 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate(SERVICES).unwrap();
+    }
+
+    #[test]
+    fn the_body_read_timeout_is_positive_and_within_the_request_timeout() {
+        let mut config = Config::default();
+        config.server.body_read_timeout = Duration::ZERO;
+        let problems = invalid(&config).join("\n");
+        assert!(
+            problems.contains("server.body_read_timeout: must be greater than zero"),
+            "{problems}"
+        );
+        config.server.body_read_timeout = config.server.request_timeout + Duration::from_millis(1);
+        let problems = invalid(&config).join("\n");
+        assert!(
+            problems.contains("server.body_read_timeout: must not exceed server.request_timeout"),
+            "{problems}"
+        );
+        config.server.body_read_timeout = config.server.request_timeout;
+        config.validate(SERVICES).unwrap();
     }
 
     #[test]
