@@ -26,7 +26,7 @@ const SLACK: Duration = Duration::from_secs(2);
 const BODY_READ_TIMEOUT: Duration = Duration::from_millis(300);
 
 async fn app() -> TestApp {
-    spawn_app_with(|config| config.server.body_read_timeout = BODY_READ_TIMEOUT).await
+    spawn_app_with(|config| config.server.body_read_timeout = Some(BODY_READ_TIMEOUT)).await
 }
 
 fn public_addr(app: &TestApp) -> SocketAddr {

@@ -94,7 +94,7 @@ impl Frontend {
             cors,
             max_body_bytes: server.max_body_bytes,
             request_timeout: server.request_timeout,
-            body_read_timeout: server.body_read_timeout,
+            body_read_timeout: server.body_read_limit(),
         }
     }
 
