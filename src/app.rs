@@ -192,8 +192,7 @@ impl AppBuilder {
             Authenticator::new(tokens, kv.clone()),
             RateLimiter::new(kv, &config.rate_limit),
             Cors::new(&config.cors),
-            config.server.max_body_bytes,
-            config.server.request_timeout,
+            &config.server,
         );
         let admin = Admin::new(
             tree,

@@ -73,6 +73,14 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's whole body, from when
+    /// the front-end starts reading it; then it is answered 408 (the
+    /// client's fault, not a 504). At most `request_timeout`. Unset: 10 s,
+    /// or `request_timeout` if that is shorter (see
+    /// [`ServerConfig::body_read_limit`]), so that a configuration with a
+    /// short request timeout stays valid without naming this.
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub body_read_timeout: Option<Duration>,
     /// How long a new connection may take to send its first byte (hyper's
     /// header timer starts only there); then it is closed.
     #[serde(with = "humantime_serde")]
@@ -432,6 +440,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: None,
             first_byte_timeout: Duration::from_secs(10),
             // Longer than the 60 s idle timeout of the usual load balancers
             // (AWS ALB, nginx upstream pools), so they close pooled
@@ -795,11 +804,33 @@ impl Problems {
     }
 }
 
+/// The body read timeout when none is set (capped at the request timeout):
+/// like the header timeout, as a client that means to send its body sends
+/// it at once; 1 MiB (`max_body_bytes`) in 10 s is 100 KB/s.
+const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl ServerConfig {
+    /// How long a request's body may take to arrive: `body_read_timeout`,
+    /// else 10 s or `request_timeout` if that is shorter.
+    pub fn body_read_limit(&self) -> Duration {
+        self.body_read_timeout
+            .unwrap_or(DEFAULT_BODY_READ_TIMEOUT.min(self.request_timeout))
+    }
+
     fn check(&self, problems: &mut Problems) {
         problems.positive("server.request_timeout", self.request_timeout);
         problems.positive("server.shutdown_timeout", self.shutdown_timeout);
         problems.positive("server.header_read_timeout", self.header_read_timeout);
+        let body_read_timeout = self.body_read_limit();
+        problems.positive("server.body_read_timeout", body_read_timeout);
+        if body_read_timeout > self.request_timeout {
+            // The request timeout would answer 504 first, and the 408 would
+            // never be seen.
+            problems.add(
+                "server.body_read_timeout",
+                "must not exceed server.request_timeout",
+            );
+        }
         problems.positive("server.first_byte_timeout", self.first_byte_timeout);
         problems.positive("server.idle_timeout", self.idle_timeout);
         if self.max_connections > MAX_CONNECTIONS_CEILING {
@@ -1142,6 +1173,32 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         Config::default().validate(SERVICES).unwrap();
+    }
+
+    #[test]
+    fn the_body_read_timeout_is_positive_and_within_the_request_timeout() {
+        let mut config = Config::default();
+        assert_eq!(config.server.body_read_limit(), Duration::from_secs(10));
+        config.server.body_read_timeout = Some(Duration::ZERO);
+        let problems = invalid(&config).join("\n");
+        assert!(
+            problems.contains("server.body_read_timeout: must be greater than zero"),
+            "{problems}"
+        );
+        config.server.body_read_timeout =
+            Some(config.server.request_timeout + Duration::from_millis(1));
+        let problems = invalid(&config).join("\n");
+        assert!(
+            problems.contains("server.body_read_timeout: must not exceed server.request_timeout"),
+            "{problems}"
+        );
+        config.server.body_read_timeout = Some(config.server.request_timeout);
+        config.validate(SERVICES).unwrap();
+        // Unset, it follows a request timeout shorter than its default.
+        config.server.body_read_timeout = None;
+        config.server.request_timeout = Duration::from_secs(2);
+        assert_eq!(config.server.body_read_limit(), Duration::from_secs(2));
+        config.validate(SERVICES).unwrap();
     }
 
     #[test]

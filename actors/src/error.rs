@@ -40,6 +40,16 @@ pub enum ServiceError {
     Conflict(String),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: u64 },
+    /// The request target is longer than the front-end (or hyper) reads.
+    #[error("{0}")]
+    UriTooLong(String),
+    /// Too many header fields, or too many bytes of them.
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// The client stopped sending its request (its body, so far) before it
+    /// was whole: its fault, unlike `Timeout`, which is ours.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// Fields wrong; the message is the first field's.
     #[error("{}", validation_message(.0))]
     Validation(Vec<FieldError>),
@@ -89,6 +99,9 @@ impl ServiceError {
             ServiceError::MethodNotAllowed { .. } => S::METHOD_NOT_ALLOWED,
             ServiceError::Conflict(_) => S::CONFLICT,
             ServiceError::PayloadTooLarge { .. } => S::PAYLOAD_TOO_LARGE,
+            ServiceError::UriTooLong(_) => S::URI_TOO_LONG,
+            ServiceError::HeadersTooLarge(_) => S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ServiceError::RequestTimeout(_) => S::REQUEST_TIMEOUT,
             ServiceError::Validation(_) => S::UNPROCESSABLE_ENTITY,
             ServiceError::RateLimited { .. } => S::TOO_MANY_REQUESTS,
             ServiceError::Internal(_) => S::INTERNAL_SERVER_ERROR,
@@ -106,6 +119,9 @@ impl ServiceError {
             ServiceError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
             ServiceError::Conflict(_) => "CONFLICT",
             ServiceError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            ServiceError::UriTooLong(_) => "URI_TOO_LONG",
+            ServiceError::HeadersTooLarge(_) => "HEADERS_TOO_LARGE",
+            ServiceError::RequestTimeout(_) => "REQUEST_TIMEOUT",
             ServiceError::Validation(_) => "VALIDATION_ERROR",
             ServiceError::RateLimited { .. } => "RATE_LIMITED",
             ServiceError::Internal(_) => "INTERNAL",

@@ -3,14 +3,20 @@
 //! service's circuit is open, size-limited, turned into the service's message
 //! and answered within the request timeout. Every answer is counted in
 //! `http_requests_total` and `http_request_duration_seconds` by route pattern.
+//!
+//! The front-end enforces the request's size limits itself (target length,
+//! header fields) below hyper's own, so that an oversized request is
+//! answered here, in the contract's shape, with a request id and the
+//! security headers; what hyper refuses by itself on HTTP/1 is answered
+//! with [`Frontend::refused`] (see `server.rs`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_LENGTH};
-use http::{Method, StatusCode};
+use http::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH};
+use http::{Method, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::Instrument;
@@ -30,6 +36,7 @@ use super::response;
 use super::router::{Endpoint, Resolved, Router};
 use super::server::Handler;
 use super::Response;
+use crate::config::ServerConfig;
 
 /// Where a request came from: the connection's peer and the request's id,
 /// and when the front-end stops waiting for it.
@@ -43,6 +50,22 @@ struct Sender<'a> {
 /// The route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";
 
+/// The longest request target (path and query, with the authority when the
+/// client sends one) answered: longer is 414. nginx reads 8 KiB lines by
+/// default; hyper's own limit (64 KiB, HTTP/1 only) is far above.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// The most header fields a request may have: more is 431. hyper's HTTP/1
+/// parser refuses past 100 by itself (answered by [`Frontend::refused`]);
+/// this bounds HTTP/2, where only the size is limited.
+pub const MAX_HEADER_FIELDS: usize = 100;
+
+/// The most bytes of header fields a request may have, counted as HTTP/2
+/// does (name + value + 32 per field): more is 431. Below what hyper lets
+/// through on HTTP/2 (its `max_header_list_size`, set in `server.rs` to
+/// twice this) and on HTTP/1 (its ~400 KiB read buffer).
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
 pub struct Frontend {
     router: Router,
     probes: Probes,
@@ -51,6 +74,7 @@ pub struct Frontend {
     cors: Cors,
     max_body_bytes: u64,
     request_timeout: Duration,
+    body_read_timeout: Duration,
 }
 
 impl Frontend {
@@ -60,8 +84,7 @@ impl Frontend {
         auth: Authenticator,
         limiter: RateLimiter,
         cors: Cors,
-        max_body_bytes: u64,
-        request_timeout: Duration,
+        server: &ServerConfig,
     ) -> Self {
         Self {
             router,
@@ -69,8 +92,9 @@ impl Frontend {
             auth,
             limiter,
             cors,
-            max_body_bytes,
-            request_timeout,
+            max_body_bytes: server.max_body_bytes,
+            request_timeout: server.request_timeout,
+            body_read_timeout: server.body_read_limit(),
         }
     }
 
@@ -81,6 +105,9 @@ impl Frontend {
         request_id: &str,
     ) -> (&'static str, Response) {
         let (parts, body) = req.into_parts();
+        if let Err(err) = within_limits(&parts.uri, &parts.headers) {
+            return (UNMATCHED, response::error(&err));
+        }
         if Cors::is_preflight(&parts.method, &parts.headers) {
             return self.preflight(&parts);
         }
@@ -103,6 +130,7 @@ impl Frontend {
             }
         };
         let mut quota = None;
+        let version = parts.version;
         let answer = match endpoint {
             Endpoint::Live => Ok(self.probes.live()),
             Endpoint::Ready => Ok(self.probes.ready().await),
@@ -127,7 +155,16 @@ impl Frontend {
             if let ServiceError::Internal(detail) = &err {
                 tracing::error!(%detail, "request failed");
             }
-            response::error(&err)
+            let mut response = response::error(&err);
+            // The rest of the body was never read, so the connection cannot
+            // carry another request: say so rather than let the client find
+            // out. HTTP/2 has no such header (the stream is reset instead).
+            if matches!(err, ServiceError::RequestTimeout(_)) && version < Version::HTTP_2 {
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
         });
         if let Some(decision) = &quota {
             rate_limit::decision_headers(response.headers_mut(), decision);
@@ -201,7 +238,11 @@ impl Frontend {
         route.call(request).await.map(response::from_api)
     }
 
-    /// Reads the body, refusing it with 413 as soon as it is known to be too large.
+    /// Reads the body, refusing it with 413 as soon as it is known to be too
+    /// large, and with 408 if it is not whole within the body read timeout.
+    /// The timeout bounds the whole body, not the gap between chunks: a
+    /// client trickling a byte at a time would pass any gap timer while
+    /// holding the request (and a worker's patience) for ever.
     async fn read_body(
         &self,
         parts: &http::request::Parts,
@@ -219,7 +260,14 @@ impl Frontend {
             return Err(too_large());
         }
         let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
-        match Limited::new(body, limit).collect().await {
+        let read = Limited::new(body, limit).collect();
+        let Ok(read) = tokio::time::timeout(self.body_read_timeout, read).await else {
+            return Err(ServiceError::RequestTimeout(format!(
+                "the request body was not received within {} ms",
+                self.body_read_timeout.as_millis()
+            )));
+        };
+        match read {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(err) if err.is::<http_body_util::LengthLimitError>() => Err(too_large()),
             Err(err) => Err(ServiceError::BadRequest(format!(
@@ -229,7 +277,58 @@ impl Frontend {
     }
 }
 
+/// 414 for a request target longer than [`MAX_URI_BYTES`], 431 for more
+/// header fields than [`MAX_HEADER_FIELDS`] or bytes of them than
+/// [`MAX_HEADER_BYTES`].
+fn within_limits(uri: &Uri, headers: &HeaderMap) -> Result<(), ServiceError> {
+    let target = uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    if target > MAX_URI_BYTES {
+        return Err(ServiceError::UriTooLong(format!(
+            "the request target is longer than {MAX_URI_BYTES} bytes"
+        )));
+    }
+    if headers.len() > MAX_HEADER_FIELDS {
+        return Err(ServiceError::HeadersTooLarge(format!(
+            "the request has more than {MAX_HEADER_FIELDS} header fields"
+        )));
+    }
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    if bytes > MAX_HEADER_BYTES {
+        return Err(ServiceError::HeadersTooLarge(format!(
+            "the request's header fields are larger than {MAX_HEADER_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
 impl Handler for Frontend {
+    /// What every public answer carries, on an error hyper found before a
+    /// request existed: the contract's shape, a new request id (the
+    /// client's could not be read), the security headers.
+    fn refused(&self, err: &ServiceError) -> Response {
+        let request_id = request_id::from_headers(&HeaderMap::new());
+        let mut response = response::error(err);
+        edge::secure(response.headers_mut());
+        self.cors.decorate(None, response.headers_mut());
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(request_id::HEADER, value);
+        }
+        let status = response.status();
+        // No method was read: counted with the extension methods.
+        count("OTHER", UNMATCHED, status, Duration::ZERO);
+        tracing::info!(
+            request_id = %request_id,
+            status = status.as_u16(),
+            error = %err,
+            "request refused before it could be read"
+        );
+        response
+    }
+
     async fn handle(self: Arc<Self>, req: http::Request<Incoming>, peer: SocketAddr) -> Response {
         let started = Instant::now();
         let request_id = request_id::from_headers(req.headers());
@@ -274,6 +373,10 @@ fn record(method: &Method, route: &'static str, status: StatusCode, elapsed: Dur
         | Method::OPTIONS => method.as_str(),
         _ => "OTHER",
     };
+    count(method, route, status, elapsed);
+}
+
+fn count(method: &str, route: &'static str, status: StatusCode, elapsed: Duration) {
     let labels = [
         ("method", method.to_owned()),
         ("route", route.to_owned()),

@@ -33,23 +33,40 @@
 //! - **shutdown**: the listener stops accepting; idle connections close,
 //!   those with requests in flight close once they are answered, within the
 //!   shutdown timeout, after which they are dropped.
+//!
+//! A request hyper's HTTP/1 parser refuses (malformed: 400; target over
+//! 64 KiB: 414; over 100 header fields or a head over its read buffer: 431)
+//! never reaches the handler: hyper writes a bare status line of its own
+//! and closes. [`Guarded`], the connection's IO, recognises that answer (the
+//! only bytes hyper writes on HTTP/1 while no request of ours is being
+//! answered) and writes [`Handler::refused`] in its place, so that answer too
+//! has the contract's shape. HTTP/2 refusals are frames (a reset stream, or
+//! h2's bare 431 for a header block over `max_header_list_size`), which are
+//! left as they are.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::header::{HeaderValue, CONNECTION, CONTENT_LENGTH};
+use http::StatusCode;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
-use super::Response;
+use actors::ServiceError;
+
+use super::{request_id, response, Response};
 
 /// Something that answers requests.
 pub trait Handler: Send + Sync + 'static {
@@ -58,6 +75,16 @@ pub trait Handler: Send + Sync + 'static {
         req: http::Request<Incoming>,
         peer: SocketAddr,
     ) -> impl Future<Output = Response> + Send;
+
+    /// The answer to a request hyper refused before there was one to hand
+    /// to [`Handler::handle`]: the error's shape with a new request id.
+    fn refused(&self, err: &ServiceError) -> Response {
+        let mut answer = response::error(err);
+        if let Ok(id) = HeaderValue::from_str(&request_id::from_headers(&http::HeaderMap::new())) {
+            answer.headers_mut().insert(request_id::HEADER, id);
+        }
+        answer
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -126,6 +153,9 @@ pub fn max_connections(configured: usize, descriptor_limit: Option<u64>) -> usiz
 /// rejected connections).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
+/// hyper's HTTP/2 `max_header_list_size`: twice the front-end's limit.
+const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 2 * super::frontend::MAX_HEADER_BYTES as u32;
+
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -142,6 +172,12 @@ pub async fn serve<H: Handler>(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout);
+    // Above the front-end's own limit, so that a header block between the
+    // two reaches it and is answered 431 in the contract's shape; h2 answers
+    // a larger one with a bare 431 of its own.
+    builder
+        .http2()
+        .max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE);
     let builder = Arc::new(builder);
     let max_connections = settings.max_connections.clamp(1, MAX_CONNECTIONS_CEILING);
     // One permit per open connection; the drain takes them all back.
@@ -272,19 +308,30 @@ async fn connection<H: Handler>(
     }
 
     let (requests, mut idle) = in_flight();
+    let served = Arc::new(Served::default());
+    let io = Guarded::new(stream, served.clone(), idle.0.clone(), {
+        let handler = handler.clone();
+        Box::new(move |err: &ServiceError| encode_h1(handler.refused(err)))
+    });
     let service = service_fn(move |req| {
         let handler = handler.clone();
         // Counted from here (the headers are in) until hyper drops the body.
         let request = requests.start();
+        served.started.fetch_add(1, Ordering::AcqRel);
+        let served = served.clone();
         async move {
             let response = handler.handle(req, peer).await;
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                // What follows is another protocol's bytes: hands off.
+                served.upgraded.store(true, Ordering::Release);
+            }
             Ok::<_, Infallible>(response.map(|body| TrackedBody {
                 inner: body,
                 _request: request,
             }))
         }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let idle_close = tokio::select! {
         ended = conn.as_mut() => return ended_with(ended, peer),
@@ -462,6 +509,243 @@ impl<B: Body + Unpin> Body for TrackedBody<B> {
     }
 }
 
+/// What the connection's service has done, for its [`Guarded`] IO.
+#[derive(Default)]
+struct Served {
+    /// Requests handed to the handler so far.
+    started: AtomicU64,
+    /// A response switched protocols: the IO is no longer HTTP/1's.
+    upgraded: AtomicBool,
+}
+
+/// The HTTP/2 connection preface, which hyper-util's auto builder reads
+/// whole before it chooses HTTP/2.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Makes the bytes of the answer that replaces hyper's for a refusal.
+type Refusal = Box<dyn FnOnce(&ServiceError) -> Bytes + Send>;
+
+enum Mode {
+    /// HTTP/1 (or not yet known): a write while `armed`, with no request
+    /// handed to the handler since `seen`, is hyper's own refusal.
+    Watching { armed: bool, seen: u64 },
+    /// HTTP/2, or upgraded: every byte is passed through.
+    Passing,
+    /// hyper's refusal is being replaced by `answer`; `written` of it are
+    /// out, and whatever hyper writes is discarded (it closes next).
+    Replacing { answer: Bytes, written: usize },
+}
+
+/// A connection's IO as hyper sees it: passes everything through, except
+/// that it replaces the bare answer hyper's HTTP/1 parser writes by itself
+/// (see the module's docs).
+///
+/// When a write is hyper's: on HTTP/1 hyper writes only responses the
+/// handler gave it, `100 Continue` after the handler asked for the body, and
+/// its parse-error answer. So a write is the parse-error answer if no
+/// request has reached the handler since the IO was last *armed*; it is
+/// armed at the start, and again at a flush once no request is in flight
+/// (the last response's body taken, so every byte of it has been written by
+/// the time hyper flushes the IO).
+struct Guarded {
+    inner: TcpStream,
+    served: Arc<Served>,
+    in_flight: watch::Receiver<usize>,
+    /// The connection's first bytes, up to the length of the HTTP/2 preface.
+    first: Vec<u8>,
+    mode: Mode,
+    refusal: Option<Refusal>,
+}
+
+impl Guarded {
+    fn new(
+        inner: TcpStream,
+        served: Arc<Served>,
+        in_flight: watch::Receiver<usize>,
+        refusal: Refusal,
+    ) -> Self {
+        Self {
+            inner,
+            served,
+            in_flight,
+            first: Vec::with_capacity(H2_PREFACE.len()),
+            mode: Mode::Watching {
+                armed: true,
+                seen: 0,
+            },
+            refusal: Some(refusal),
+        }
+    }
+
+    /// Decides what a write of `head` (its first bytes) is, before it goes
+    /// out.
+    fn classify(&mut self, head: &[u8]) {
+        let Mode::Watching { armed, seen } = self.mode else {
+            return;
+        };
+        if self.first.starts_with(H2_PREFACE) || self.served.upgraded.load(Ordering::Acquire) {
+            self.mode = Mode::Passing;
+            return;
+        }
+        let started = self.served.started.load(Ordering::Acquire);
+        if !armed || started != seen {
+            // One of the handler's responses (or a 100 Continue for one).
+            self.mode = Mode::Watching {
+                armed: false,
+                seen: started,
+            };
+            return;
+        }
+        let Some(err) = refusal_of(head) else {
+            return;
+        };
+        if let Some(refusal) = self.refusal.take() {
+            self.mode = Mode::Replacing {
+                answer: refusal(&err),
+                written: 0,
+            };
+        }
+    }
+
+    /// Re-arms at a flush with nothing in flight (see the type's docs).
+    fn flushed(&mut self) {
+        if let Mode::Watching { armed, .. } = &mut self.mode {
+            if !*armed && *self.in_flight.borrow() == 0 {
+                self.mode = Mode::Watching {
+                    armed: true,
+                    seen: self.served.started.load(Ordering::Acquire),
+                };
+            }
+        }
+    }
+
+    /// Writes what is left of the replacing answer.
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Mode::Replacing { answer, written } = &mut self.mode {
+            while *written < answer.len() {
+                let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &answer[*written..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                *written += n;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The error of hyper's own answer, from its status line (hyper's
+/// `on_error`: 400 for a malformed request, 414, 431); `None` for anything
+/// else, which is passed through.
+fn refusal_of(head: &[u8]) -> Option<ServiceError> {
+    let status = head.strip_prefix(b"HTTP/1.")?.get(2..5)?;
+    match status {
+        b"400" => Some(ServiceError::BadRequest(
+            "the request could not be parsed as HTTP".into(),
+        )),
+        b"414" => Some(ServiceError::UriTooLong(
+            "the request target is longer than the server reads".into(),
+        )),
+        b"431" => Some(ServiceError::HeadersTooLarge(
+            "the request's header fields are more than the server reads".into(),
+        )),
+        _ => None,
+    }
+}
+
+/// An HTTP/1.1 response, whole, closing the connection (hyper closes it
+/// after its refusal; the client should not wait for another answer).
+fn encode_h1(response: Response) -> Bytes {
+    let (mut parts, body) = response.into_parts();
+    let body = body.into_inner().unwrap_or_default();
+    parts
+        .headers
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    parts
+        .headers
+        .insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(parts.status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    out.into()
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let missing = H2_PREFACE.len().saturating_sub(self.first.len());
+        if missing > 0 {
+            let new = &buf.filled()[before..];
+            let take = new.len().min(missing);
+            let new = new[..take].to_vec();
+            self.first.extend_from_slice(&new);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.classify(buf);
+        if let Mode::Replacing { .. } = self.mode {
+            ready!(self.poll_answer(cx))?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(head) = bufs.iter().find(|b| !b.is_empty()) {
+            self.classify(head);
+        }
+        if let Mode::Replacing { .. } = self.mode {
+            ready!(self.poll_answer(cx))?;
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_answer(cx))?;
+        ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        self.flushed();
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_answer(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 /// The wait after a failed accept: doubling from 10 ms to 1 s, back to
 /// 10 ms after a success.
 struct AcceptBackoff {
@@ -572,6 +856,37 @@ mod tests {
         );
         assert_eq!(throttle.report(start + Duration::from_millis(1001)), None);
         assert_eq!(throttle.report(start + Duration::from_secs(5)), Some(1));
+    }
+
+    #[test]
+    fn only_hyper_s_refusals_are_replaced_and_the_replacement_is_whole() {
+        let refused = |head: &[u8]| refusal_of(head).map(|err| err.code());
+        assert_eq!(
+            refused(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"),
+            Some("BAD_REQUEST")
+        );
+        assert_eq!(
+            refused(b"HTTP/1.1 414 URI Too Long\r\n"),
+            Some("URI_TOO_LONG")
+        );
+        assert_eq!(
+            refused(b"HTTP/1.0 431 Request Header Fields Too Large\r\n"),
+            Some("HEADERS_TOO_LARGE")
+        );
+        assert_eq!(refused(b"HTTP/1.1 200 OK\r\n"), None);
+        assert_eq!(refused(b"HTTP/1.1 40"), None);
+        assert_eq!(refused(b"\x00\x00\x12\x04"), None);
+
+        let answer = encode_h1(response::error(&ServiceError::UriTooLong("long".into())));
+        let text = String::from_utf8(answer.to_vec()).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 414 URI Too Long\r\n"), "{head}");
+        assert!(head.contains("\r\nconnection: close"), "{head}");
+        assert!(
+            head.contains(&format!("\r\ncontent-length: {}", body.len())),
+            "{head}"
+        );
+        assert!(body.contains("\"URI_TOO_LONG\""), "{body}");
     }
 
     #[tokio::test]
