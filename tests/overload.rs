@@ -229,7 +229,13 @@ async fn handlers_that_run_past_the_call_timeout_still_trip_the_circuit() {
     })
     .await;
     for _ in 0..2 {
+        // The service, and its one worker, back up after the last restart.
         app.wait_for_status("orders", "running").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while app.admin_node("orders").await["children"][0]["status"] != "running" {
+            assert!(Instant::now() < deadline, "the worker never came back");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let slow = app
             .as_user(Method::GET, "/api/v1/orders", ALICE)
             .header("x-fault", "delay=1000")
