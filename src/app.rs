@@ -62,6 +62,9 @@ pub enum AppError {
     /// unreadable secret file): a configuration problem.
     #[error(transparent)]
     Keys(#[from] actors::access::tokens::KeyError),
+    /// The data directory cannot be made, or is open to other users in production.
+    #[error(transparent)]
+    DataDir(#[from] crate::data_dir::DataDirError),
     #[error("cannot start the event bus: {0}")]
     Events(#[from] actors::events::bus::BusError),
     #[error("cannot start the supervision tree: {0}")]
@@ -74,7 +77,10 @@ impl AppError {
     pub fn is_configuration(&self) -> bool {
         matches!(
             self,
-            AppError::Config(_) | AppError::DuplicateService(_) | AppError::Keys(_)
+            AppError::Config(_)
+                | AppError::DuplicateService(_)
+                | AppError::Keys(_)
+                | AppError::DataDir(_)
         )
     }
 }
@@ -143,6 +149,7 @@ impl AppBuilder {
                 .dependencies
                 .push(Arc::new(KvDependency(kv.clone())));
         }
+        crate::data_dir::prepare(&config.data_dir, config.env)?;
         let tokens = Arc::new(TokenKeys::load_or_create(
             &config.data_dir,
             Some(config.tokens.jwt_secret.as_str()),

@@ -10,5 +10,6 @@
 
 pub mod app;
 pub mod config;
+pub mod data_dir;
 pub mod http;
 pub mod telemetry;

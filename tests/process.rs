@@ -404,3 +404,70 @@ async fn a_fresh_install_gets_its_first_admin_from_the_command_line() {
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("password"));
 }
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_dir_is_0700_and_its_databases_0600() {
+    let parent = tempfile::tempdir().unwrap();
+    let data = parent.path().join("data");
+    let running = start(&data, None);
+    wait_ready(&running.addr).await;
+    sign_in(&running.addr).await;
+    assert_eq!(mode(&data), 0o700, "the data dir");
+    let mut databases = 0;
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".db") || name.ends_with(".db-wal") || name.ends_with(".db-shm") {
+            databases += usize::from(name.ends_with(".db"));
+            assert_eq!(mode(&path), 0o600, "{name}");
+        }
+        if name == "jwt-secret" {
+            assert_eq!(mode(&path), 0o600, "{name}");
+        }
+    }
+    assert!(databases >= 3, "auth, orders and billing have databases");
+    let (exit, _) = terminate(running);
+    assert!(exit.success());
+}
+
+#[cfg(unix)]
+#[test]
+fn production_refuses_a_data_dir_open_to_others_naming_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = command(data.path())
+        .args(["serve", "--config", "config.toml"])
+        .env("STAGEWORKS__ENV", "production")
+        .env(
+            "STAGEWORKS__TOKENS__JWT_SECRET",
+            "a-production-secret-of-enough-bytes-0123456789",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&data.path().display().to_string())
+            && stderr.contains("open to other users"),
+        "{stderr}"
+    );
+    let databases = std::fs::read_dir(data.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "db")
+        })
+        .count();
+    assert_eq!(databases, 0, "nothing was created before the refusal");
+}

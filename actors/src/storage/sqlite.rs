@@ -35,11 +35,11 @@ impl SqliteDb {
         settings: &StorageSettings,
         schema: &Schema,
     ) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
+        let path = data_dir.join(format!("{service}.db"));
+        create_private(data_dir, &path).map_err(|source| StoreError::DataDir {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let path = data_dir.join(format!("{service}.db"));
         let options = SqliteConnectOptions::from_str("sqlite:")?
             .filename(&path)
             .create_if_missing(true)
@@ -98,6 +98,36 @@ impl SqliteDb {
         self.reader.close().await;
         self.writer.close().await;
     }
+}
+
+/// Creates the data dir (`0700`) and an empty database file (`0600`) if
+/// they are missing, so that the database is never readable by others, not
+/// even for the moment before a chmod; SQLite gives its `-wal` and `-shm`
+/// files the database file's mode. An empty file is an empty database.
+#[cfg(unix)]
+fn create_private(data_dir: &Path, database: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if !data_dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(data_dir)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(database)
+    {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private(data_dir: &Path, _database: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(data_dir)
 }
 
 /// Updates what an earlier release recorded of migrations that changed
