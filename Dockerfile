@@ -51,7 +51,8 @@ RUN groupadd --system --gid 10001 stageworks \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin stageworks \
     && mkdir -p /data \
-    && chown 10001:10001 /data
+    && chown 10001:10001 /data \
+    && chmod 0700 /data
 
 COPY --from=builder /out/stageworks /usr/local/bin/stageworks
 COPY config.toml /etc/stageworks/config.toml
@@ -61,7 +62,8 @@ ENV STAGEWORKS_CONFIG=/etc/stageworks/config.toml \
     STAGEWORKS__SERVER__LISTEN=0.0.0.0:8080 \
     STAGEWORKS__LOG__FORMAT=json
 
-# SQLite databases (one per service) live here.
+# SQLite databases (one per service) live here; 0700, as production
+# refuses a data dir other users can open (a new named volume takes it).
 VOLUME ["/data"]
 WORKDIR /data
 
