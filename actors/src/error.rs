@@ -69,6 +69,16 @@ pub enum ServiceError {
         message: String,
         retry_after: Duration,
     },
+    /// A dependency the service cannot work without is unreachable or
+    /// restarting (its database): 503 with retry-after to the client, and
+    /// the worker's failure, so that an outage opens the circuit and the
+    /// next requests are refused at once. `detail` goes to the logs only.
+    #[error("the {service} service's database is unavailable, try again shortly")]
+    DependencyDown {
+        service: &'static str,
+        detail: String,
+        retry_after: Duration,
+    },
     #[error("{0}")]
     Timeout(String),
 }
@@ -105,7 +115,9 @@ impl ServiceError {
             ServiceError::Validation(_) => S::UNPROCESSABLE_ENTITY,
             ServiceError::RateLimited { .. } => S::TOO_MANY_REQUESTS,
             ServiceError::Internal(_) => S::INTERNAL_SERVER_ERROR,
-            ServiceError::Unavailable { .. } => S::SERVICE_UNAVAILABLE,
+            ServiceError::Unavailable { .. } | ServiceError::DependencyDown { .. } => {
+                S::SERVICE_UNAVAILABLE
+            }
             ServiceError::Timeout(_) => S::GATEWAY_TIMEOUT,
         }
     }
@@ -125,8 +137,39 @@ impl ServiceError {
             ServiceError::Validation(_) => "VALIDATION_ERROR",
             ServiceError::RateLimited { .. } => "RATE_LIMITED",
             ServiceError::Internal(_) => "INTERNAL",
-            ServiceError::Unavailable { .. } => "SERVICE_UNAVAILABLE",
+            ServiceError::Unavailable { .. } | ServiceError::DependencyDown { .. } => {
+                "SERVICE_UNAVAILABLE"
+            }
             ServiceError::Timeout(_) => "TIMEOUT",
+        }
+    }
+
+    /// What makes this answer the worker's failure too (for the supervisor):
+    /// a bug or a broken dependency, never the client's fault or load.
+    pub fn failure(&self) -> Option<String> {
+        match self {
+            ServiceError::Internal(detail) => Some(detail.clone()),
+            ServiceError::DependencyDown {
+                service, detail, ..
+            } => Some(format!("{service} database unavailable: {detail}")),
+            _ => None,
+        }
+    }
+
+    /// A store failure as an answer: 503 when the database is unreachable
+    /// or restarting ([`crate::storage::StoreError::is_unavailable`]), 500
+    /// otherwise; both are the worker's failure.
+    pub fn from_store(service: &'static str, err: crate::storage::StoreError) -> Self {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, service, "database unavailable");
+            ServiceError::DependencyDown {
+                service,
+                detail: err.to_string(),
+                retry_after: Duration::from_secs(1),
+            }
+        } else {
+            tracing::error!(error = %err, service, "store failed");
+            ServiceError::internal(err)
         }
     }
 
@@ -142,7 +185,8 @@ impl ServiceError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ServiceError::RateLimited { retry_after, .. }
-            | ServiceError::Unavailable { retry_after, .. } => Some(*retry_after),
+            | ServiceError::Unavailable { retry_after, .. }
+            | ServiceError::DependencyDown { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

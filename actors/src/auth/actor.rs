@@ -116,9 +116,10 @@ impl WorkerHandler for AuthWorker {
     }
 }
 
+/// A store failure as a reply: 503 when the database is down, else 500;
+/// either is the worker's failure, so a broken database trips the circuit.
 fn internal(err: StoreError) -> ServiceError {
-    tracing::error!(error = %err, "auth store failed");
-    ServiceError::internal(err)
+    ServiceError::from_store("auth", err)
 }
 
 fn hashing_failed(err: PasswordError) -> ServiceError {

@@ -78,9 +78,10 @@ impl WorkerHandler for OrdersWorker {
     }
 }
 
+/// A store failure as a reply: 503 when the database is down, else 500;
+/// either is the worker's failure, so a broken database trips the circuit.
 fn internal(err: StoreError) -> ServiceError {
-    tracing::error!(error = %err, "orders store failed");
-    ServiceError::internal(err)
+    ServiceError::from_store("orders", err)
 }
 
 async fn create(

@@ -104,17 +104,14 @@ impl StartError {
     }
 }
 
-/// Sends a worker's reply; an internal error is also the worker's failure
+/// Sends a worker's reply; an internal error (or a dependency down) is also the worker's failure
 /// (returned for the supervisor), so that a broken dependency trips the
 /// service's circuit instead of failing request by request.
 pub fn respond<T>(
     reply: ractor::RpcReplyPort<Result<T, crate::ServiceError>>,
     result: Result<T, crate::ServiceError>,
 ) -> Result<(), supervision::BoxError> {
-    let failure = match &result {
-        Err(crate::ServiceError::Internal(detail)) => Some(detail.clone()),
-        _ => None,
-    };
+    let failure = result.as_ref().err().and_then(crate::ServiceError::failure);
     // The caller may have timed out and gone: nothing left to tell it.
     let _ = reply.send(result);
     match failure {
@@ -129,10 +126,9 @@ pub fn respond_all<T>(
     reply: ractor::RpcReplyPort<Vec<Result<T, crate::ServiceError>>>,
     results: Vec<Result<T, crate::ServiceError>>,
 ) -> Result<(), supervision::BoxError> {
-    let failure = results.iter().find_map(|result| match result {
-        Err(crate::ServiceError::Internal(detail)) => Some(detail.clone()),
-        _ => None,
-    });
+    let failure = results
+        .iter()
+        .find_map(|result| result.as_ref().err().and_then(crate::ServiceError::failure));
     let _ = reply.send(results);
     match failure {
         Some(detail) => Err(detail.into()),

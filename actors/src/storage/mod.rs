@@ -86,6 +86,31 @@ pub enum StoreError {
     WriterStopped(&'static str),
 }
 
+impl StoreError {
+    /// Whether the database is unreachable, restarting or refusing
+    /// connections for now (the client should come back), rather than the
+    /// statement being wrong: pool timeouts, closed pools, I/O and TLS
+    /// errors, and PostgreSQL's connection exceptions (SQLSTATE class 08),
+    /// shutdowns (57P01 admin, 57P02 crash, 57P03 cannot connect now) and
+    /// too many connections (53300).
+    pub fn is_unavailable(&self) -> bool {
+        let StoreError::Database(err) = self else {
+            return matches!(self, StoreError::WriterStopped(_));
+        };
+        match err {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+            }),
+            _ => false,
+        }
+    }
+}
+
 /// Something a service depends on, checked by `/ready` and `/health`.
 pub trait Dependency: Send + Sync + 'static {
     /// How it appears in `/health` (`sqlite:orders`, `postgres:orders`).

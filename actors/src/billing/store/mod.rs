@@ -370,11 +370,10 @@ impl BillingStore {
     }
 }
 
-/// A store failure as a reply: internal (a worker failure, so a broken
-/// database trips the circuit), with the detail in the log.
+/// A store failure as a reply: 503 when the database is down, else 500;
+/// either is the worker's failure, so a broken database trips the circuit.
 pub(super) fn internal(err: StoreError) -> ServiceError {
-    tracing::error!(error = %err, "billing store failed");
-    ServiceError::internal(err)
+    ServiceError::from_store("billing", err)
 }
 
 /// What caused a change: copied into the event that announces it.
