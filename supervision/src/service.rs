@@ -87,7 +87,6 @@ impl<H: WorkerHandler> ServiceSupervisor<H> {
                 limit: policy.queue_limit(workers, call_timeout),
                 max_wait,
             },
-            read_workers: policy.read_workers,
             reads: QueueBounds {
                 limit: SupervisionPolicy::default_queue_limit(policy.read_workers, call_timeout),
                 max_wait,

@@ -166,10 +166,9 @@ pub enum Lane {
 /// The bounds of a service's two lanes.
 #[derive(Clone, Copy, Debug)]
 pub struct Lanes {
-    /// The main lane: every worker but the read workers.
+    /// The main lane: every worker but the read workers
+    /// ([`SupervisionPolicy::read_workers`], the last of the pool).
     pub main: QueueBounds,
-    /// How many workers serve reads alone (0: none; reads share the pool).
-    pub read_workers: usize,
     pub reads: QueueBounds,
 }
 
@@ -192,22 +191,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// ahead of it (`queued`), at the pace the workers have been getting through
 /// theirs. Zero until they have handled one.
 fn expected_wait(workers: &[WorkerStats], queued: u64) -> Duration {
-    let handling: u64 = workers
-        .iter()
-        .map(|w| w.handling_micros.load(Ordering::Relaxed))
-        .sum();
     let count = workers.len().max(1) as u64;
-    // queued × (mean handling) / workers, the mean being handling / count.
-    Duration::from_micros(queued.saturating_mul(handling / count) / count)
+    Duration::from_micros(queued.saturating_mul(mean_handling_micros(workers)) / count)
 }
 
-/// The mean handling time of these workers, in milliseconds.
-fn mean_handling(workers: &[WorkerStats]) -> f64 {
+/// The mean of these workers' handling times, in microseconds.
+fn mean_handling_micros(workers: &[WorkerStats]) -> u64 {
     let handling: u64 = workers
         .iter()
         .map(|w| w.handling_micros.load(Ordering::Relaxed))
         .sum();
-    handling as f64 / workers.len().max(1) as f64 / 1000.0
+    handling / workers.len().max(1) as u64
 }
 
 /// Moves a moving mean of microseconds toward `sample`: mean ← mean +
@@ -244,7 +238,7 @@ impl ServiceShared {
         workers: usize,
         lanes: Lanes,
     ) -> Arc<Self> {
-        let read_workers = lanes.read_workers.min(workers.saturating_sub(1));
+        let read_workers = policy.read_workers.min(workers.saturating_sub(1));
         let name = name.into();
         let workers = (0..workers.max(1))
             .map(|i| WorkerStats::new(format!("{name}-worker-{i}")))
@@ -581,7 +575,9 @@ impl ServiceShared {
                 shed: self.shed(),
                 expired: self.expired(),
                 wait_ms: self.queue_wait_micros.load(Ordering::Relaxed) as f64 / 1000.0,
-                handling_ms: mean_handling(&self.workers[self.lane_workers(Lane::Main)]),
+                handling_ms: mean_handling_micros(&self.workers[self.lane_workers(Lane::Main)])
+                    as f64
+                    / 1000.0,
                 read_workers: self.read_workers,
             }),
             last_failure: book.failures.back().cloned(),

@@ -75,9 +75,9 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// The hashing threads, started at first use. `Err`: they could not be
 /// started (the environment refused a thread), said on every hash.
-static POOL: LazyLock<Result<Mutex<Sender<Job>>, String>> = LazyLock::new(start_pool);
+static POOL: LazyLock<Result<Sender<Job>, String>> = LazyLock::new(start_pool);
 
-fn start_pool() -> Result<Mutex<Sender<Job>>, String> {
+fn start_pool() -> Result<Sender<Job>, String> {
     let (jobs, queue) = mpsc::channel::<Job>();
     let queue = Arc::new(Mutex::new(queue));
     for i in 0..cores() {
@@ -87,7 +87,7 @@ fn start_pool() -> Result<Mutex<Sender<Job>>, String> {
             .spawn(move || hashing_thread(&queue))
             .map_err(|e| format!("cannot start a password hashing thread: {e}"))?;
     }
-    Ok(Mutex::new(jobs))
+    Ok(jobs)
 }
 
 fn hashing_thread(queue: &Mutex<Receiver<Job>>) {
@@ -131,9 +131,7 @@ async fn on_hashing_thread<T: Send + 'static>(
         // The caller may have gone (its request timed out): nobody to tell.
         let _ = done.send(work());
     });
-    jobs.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .send(job)
+    jobs.send(job)
         .map_err(|_| PasswordError::Task("the hashing threads have stopped".into()))?;
     result
         .await
