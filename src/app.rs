@@ -255,6 +255,12 @@ impl Started {
             self.router
                 .add(route.method.clone(), route.path, Endpoint::Api(route))?;
         }
+        if !started.dependencies.is_empty() {
+            // Its database found down, it refuses calls at once until the
+            // probe finds it back (supervision::outage).
+            let probe = actors::storage::DependencyProbe(started.dependencies.clone());
+            started.starter.shared().set_probe(Arc::new(probe));
+        }
         self.dependencies.extend(started.dependencies);
         self.producers.extend(started.outbox);
         self.subscriptions.extend(started.subscriptions);

@@ -1,7 +1,8 @@
 //! Dependency outages are survived, not hidden: with the database down the
-//! orders service fails fast behind its open circuit, `/ready` is 503 while
-//! `/live` stays 200, and when the database returns the circuit closes by
-//! itself and every write that was accepted (201) is still there.
+//! orders service refuses at once (503 with retry-after, its outage state,
+//! then its circuit), `/ready` is 503 while `/live` stays 200 and fast, and
+//! when the database returns it serves again by itself and every write that
+//! was accepted (201) is still there.
 //!
 //! These tests start their own PostgreSQL (and Redis) on free ports, so they
 //! can stop them without disturbing anything else.
@@ -55,6 +56,34 @@ fn spawn_load(
     })
 }
 
+/// Times `/live` every 20 ms until `stop`: how the process answers its
+/// liveness probe while a dependency is down.
+fn spawn_live_sampler(
+    app: &TestApp,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<Duration>> {
+    let client = app.client.clone();
+    let url = app.url("/live");
+    tokio::spawn(async move {
+        let mut took = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let answered = client.get(&url).send().await;
+            assert_eq!(answered.map(|r| r.status().as_u16()).ok(), Some(200));
+            took.push(started.elapsed());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        took
+    })
+}
+
+fn percentile(samples: &[Duration], q: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let index = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted.get(index).copied().unwrap_or_default()
+}
+
 async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -75,12 +104,14 @@ async fn status_of(app: &TestApp, path: &str) -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_outage_opens_the_circuit_and_loses_no_accepted_write() {
+async fn a_database_outage_is_refused_at_once_and_loses_no_accepted_write() {
     let postgres = OwnPostgres::start();
     let data = tempfile::tempdir().unwrap();
     let mut config = test_config(&data);
     config.database.url = postgres.url();
-    config.database.acquire_timeout = Duration::from_millis(500);
+    // The default: without the outage state, every request of the outage
+    // would wait this long for a connection.
+    config.database.acquire_timeout = Duration::from_secs(3);
     config.database.statement_timeout = Duration::from_millis(500);
     {
         let orders = config.services.get_mut("orders").unwrap();
@@ -108,6 +139,7 @@ async fn a_database_outage_opens_the_circuit_and_loses_no_accepted_write() {
     )
     .await;
 
+    let live = spawn_live_sampler(&app, stop.clone());
     postgres.stop();
     let outage_started = seen.lock().unwrap().len();
     // Fast refusals: the circuit, not a timeout per request.
@@ -121,6 +153,8 @@ async fn a_database_outage_opens_the_circuit_and_loses_no_accepted_write() {
         },
     )
     .await;
+    // Down for longer than a connect timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
         status_of(&app, "/ready").await,
         503,
@@ -151,8 +185,10 @@ async fn a_database_outage_opens_the_circuit_and_loses_no_accepted_write() {
         },
     )
     .await;
+    let outage = seen.lock().unwrap()[outage_started..recovered_from].to_vec();
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
+    let live = live.await.unwrap();
     app.wait_for_circuit("orders", "closed").await;
     wait_until("ready again", Duration::from_secs(10), || async {
         status_of(&app, "/ready").await == 200
@@ -180,8 +216,50 @@ async fn a_database_outage_opens_the_circuit_and_loses_no_accepted_write() {
             .unwrap();
         assert_eq!(read.status(), 200, "accepted order {id} was lost");
     }
+    // At once: after the first refusal, every request of the outage is
+    // refused without waiting for a connection (supervision::outage), and
+    // none runs into its timeout.
+    let first_refusal = outage
+        .iter()
+        .position(|o| o.0 == 503)
+        .expect("503s during the outage");
+    let refusals: Vec<Duration> = outage[first_refusal..].iter().map(|o| o.2).collect();
+    let slow = refusals
+        .iter()
+        .filter(|took| **took > Duration::from_millis(250))
+        .count();
+    let timeouts = outage[first_refusal..]
+        .iter()
+        .filter(|o| o.0 == 504)
+        .count();
+    eprintln!(
+        "outage: first 503 after {:?} ({} requests before it), then {} requests: p99 {:?}, {slow} over 250 ms, {timeouts} 504; /live p99 {:?} over {} probes",
+        outage[..=first_refusal].iter().map(|o| o.2).sum::<Duration>(),
+        first_refusal,
+        refusals.len(),
+        percentile(&refusals, 0.99),
+        percentile(&live, 0.99),
+        live.len(),
+    );
+    assert_eq!(
+        timeouts, 0,
+        "a request of the outage timed out after the first refusal"
+    );
+    // A restarting worker (the failures still open the circuit) may hold
+    // one or two requests briefly; a connect timeout per request would be all of them.
+    assert!(
+        slow * 20 <= refusals.len(),
+        "{slow} of {} requests took over 250 ms",
+        refusals.len()
+    );
+    assert!(
+        percentile(&live, 0.99) < Duration::from_millis(100),
+        "/live p99 {:?} during the outage",
+        percentile(&live, 0.99)
+    );
     let node = app.admin_node("orders").await;
-    assert!(node["circuit"]["trips"].as_u64().unwrap() >= 1, "{node}");
+    assert!(node["outage"]["outages"].as_u64().unwrap() >= 1, "{node}");
+    assert_eq!(node["outage"]["down"], false, "{node}");
     eprintln!(
         "outage test: {} requests, {} accepted, {} refused with 503",
         outcomes.len(),

@@ -146,20 +146,37 @@ impl ServiceError {
 
     /// What makes this answer the worker's failure too (for the supervisor):
     /// a bug or a broken dependency, never the client's fault or load.
-    pub fn failure(&self) -> Option<String> {
+    /// A dependency down is told to the supervisor as such
+    /// ([`supervision::DependencyDown`]), which refuses the service's next
+    /// calls at once until the database answers again.
+    pub fn failure(&self) -> Option<supervision::BoxError> {
         match self {
-            ServiceError::Internal(detail) => Some(detail.clone()),
+            ServiceError::Internal(detail) => Some(detail.clone().into()),
             ServiceError::DependencyDown {
                 service, detail, ..
-            } => Some(format!("{service} database unavailable: {detail}")),
+            } => Some(Box::new(supervision::DependencyDown {
+                dependency: format!("the {service} database"),
+                detail: detail.clone(),
+            })),
             _ => None,
         }
     }
 
-    /// A store failure as an answer: 503 when the database is unreachable
-    /// or restarting ([`crate::storage::StoreError::is_unavailable`]), 500
-    /// otherwise; both are the worker's failure.
+    /// A store failure as an answer: 503 when the storage refuses writes
+    /// (disk full, read-only: not a failure, reads go on), 503 when the
+    /// database is unreachable or restarting
+    /// ([`crate::storage::StoreError::is_unavailable`]), 500 otherwise; both
+    /// of the last are the worker's failure.
     pub fn from_store(service: &'static str, err: crate::storage::StoreError) -> Self {
+        if err.is_write_refused() {
+            tracing::error!(error = %err, service, "storage refuses writes (disk full or read-only)");
+            return ServiceError::Unavailable {
+                message: format!(
+                    "the {service} service cannot write now: its storage is full or read-only"
+                ),
+                retry_after: Duration::from_secs(5),
+            };
+        }
         if err.is_unavailable() {
             tracing::warn!(error = %err, service, "database unavailable");
             ServiceError::DependencyDown {
@@ -219,6 +236,15 @@ impl From<CallError> for ServiceError {
                 retry_after,
             } => ServiceError::Unavailable {
                 message: format!("the {service} service is restarting, try again shortly"),
+                retry_after,
+            },
+            CallError::DependencyDown {
+                service,
+                retry_after,
+            } => ServiceError::Unavailable {
+                message: format!(
+                    "the {service} service's database is unavailable, try again shortly"
+                ),
                 retry_after,
             },
             CallError::Shed {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use ractor::{ActorRef, RpcReplyPort};
 
 use crate::circuit::Admission;
+use crate::outage::OUTAGE_RETRY_AFTER;
 use crate::service::SupervisorMsg;
 use crate::shared::{Lane, ServiceShared};
 use crate::ticket::{Deadline, Ticket};
@@ -39,6 +40,14 @@ pub enum CallError {
     /// worker died before it began on it. Nothing was done; safe to retry.
     #[error("service {service} is not running")]
     Unavailable {
+        service: String,
+        retry_after: Duration,
+    },
+    /// A dependency the service needs (its database) is down: refused at
+    /// once until it answers again (see [`crate::outage`]); nothing was
+    /// done, safe to retry after `retry_after`.
+    #[error("service {service} is unavailable (a dependency is down)")]
+    DependencyDown {
         service: String,
         retry_after: Duration,
     },
@@ -140,6 +149,12 @@ impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
                 retry_after,
             });
         }
+        if self.shared.dependency_down() {
+            return Err(CallError::DependencyDown {
+                service: service(),
+                retry_after: OUTAGE_RETRY_AFTER,
+            });
+        }
         if !self.shared.has_room(lane) {
             self.shared.record_shed();
             return Err(CallError::Shed {
@@ -191,6 +206,11 @@ impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
             Ok(Err(_dropped)) if Instant::now() >= deadline => Err(CallError::Timeout {
                 service: service(),
                 timeout: deadline.saturating_duration_since(now),
+            }),
+            // Refused unstarted by a worker that learnt of an outage.
+            Ok(Err(_dropped)) if self.shared.dependency_down() => Err(CallError::DependencyDown {
+                service: service(),
+                retry_after: OUTAGE_RETRY_AFTER,
             }),
             Ok(Err(_dropped)) => Err(unavailable()),
             Err(_elapsed) => Err(CallError::Timeout {

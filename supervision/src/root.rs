@@ -189,6 +189,7 @@ impl Tree {
             messages_handled: children.iter().map(|c| c.messages_handled).sum(),
             mailbox_depth: children.iter().map(|c| c.mailbox_depth).sum(),
             queue: None,
+            outage: None,
             last_failure: None,
             recent_failures: None,
             uptime_seconds: Some(self.started_at.elapsed().as_secs_f64()),

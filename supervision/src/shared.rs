@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use crate::circuit::{Admission, Circuit, CircuitState};
 use crate::intensity::{Intensity, RestartWindow};
+use crate::outage::{DependencyDown, Outage, Probe};
 use crate::policy::SupervisionPolicy;
 use crate::service::SupervisorMsg;
 use crate::snapshot::{ActorNode, CircuitView, FailureRecord, NodeKind, QueueView};
@@ -147,6 +148,8 @@ pub struct ServiceShared {
     /// exponentially weighted mean, for `/admin/actors`; the histogram is in
     /// the metrics).
     queue_wait_micros: AtomicU64,
+    /// Whether a dependency the service needs is down (see [`crate::outage`]).
+    outage: Arc<Outage>,
 }
 
 /// Which of a service's workers a call goes to. A service with read workers
@@ -270,6 +273,7 @@ impl ServiceShared {
             shed: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             queue_wait_micros: AtomicU64::new(0),
+            outage: Arc::default(),
         });
         shared.publish_circuit(CircuitState::Closed);
         // Zero-valued series from the start, so rate() and alerts see them
@@ -400,6 +404,23 @@ impl ServiceShared {
             return Admission::Admit;
         }
         lock(&self.book).circuit.admit(Instant::now())
+    }
+
+    /// Gives the service a probe of what it cannot work without: a handler
+    /// failing with [`DependencyDown`] then starts an outage that refuses
+    /// calls at once until the probe answers (see [`crate::outage`]).
+    pub fn set_probe(&self, probe: Arc<dyn Probe>) {
+        self.outage.set_probe(probe);
+    }
+
+    /// Whether calls are refused because a dependency is down.
+    pub fn dependency_down(&self) -> bool {
+        self.outage.is_down()
+    }
+
+    /// A handler failed because a dependency is unreachable.
+    pub(crate) fn record_dependency_down(&self, failure: &DependencyDown) {
+        self.outage.begin(&self.name, failure);
     }
 
     /// A worker handled a message without failing: closes a half-open circuit.
@@ -580,6 +601,7 @@ impl ServiceShared {
                     / 1000.0,
                 read_workers: self.read_workers,
             }),
+            outage: self.outage.view(),
             last_failure: book.failures.back().cloned(),
             recent_failures: detail.then(|| book.failures.iter().rev().cloned().collect()),
             uptime_seconds: book
@@ -608,6 +630,7 @@ impl ServiceShared {
             messages_handled: worker.handled.load(Ordering::Relaxed),
             mailbox_depth: worker.depth(),
             queue: None,
+            outage: None,
             last_failure: book.last_failure.clone(),
             recent_failures: detail.then(|| book.last_failure.iter().cloned().collect()),
             uptime_seconds: book

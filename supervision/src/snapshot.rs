@@ -53,6 +53,21 @@ pub struct QueueView {
     pub read_workers: usize,
 }
 
+/// A service's dependency outages (see [`crate::outage`]), for a service
+/// that has a probe.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutageView {
+    /// Whether calls are refused now because a dependency is down.
+    pub down: bool,
+    /// For how long, in milliseconds, and what was said of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub down_for_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Outages over the service's life.
+    pub outages: u64,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeKind {
@@ -81,6 +96,9 @@ pub struct ActorNode {
     /// The service's queue: its bound and what it refused or dropped.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueView>,
+    /// Its dependency outages, if it has a probe of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outage: Option<OutageView>,
     pub last_failure: Option<FailureRecord>,
     /// Only in the single-actor view (`/admin/actors/{name}`).
     #[serde(skip_serializing_if = "Option::is_none")]

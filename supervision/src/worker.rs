@@ -10,6 +10,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
 
+use crate::outage::DependencyDown;
 use crate::shared::ServiceShared;
 use crate::ticket::{Deadline, Pickup, Ticket};
 use crate::BoxError;
@@ -120,6 +121,14 @@ impl<H: WorkerHandler> Actor for Worker<H> {
             ticket,
         } = envelope;
         let actor = st.shared.name().to_owned();
+        if st.shared.dependency_down() {
+            // Queued before the outage began: refused unstarted (its caller
+            // hears "unavailable, retry"), not left to wait for a connection.
+            stats.message_skipped();
+            metrics::counter!("actor_refused_total", "actor" => actor, "reason" => "dependency_down")
+                .increment(1);
+            return Ok(());
+        }
         let waited = match ticket.pick_up() {
             Pickup::Handle { waited } => waited,
             Pickup::Skip { waited } => {
@@ -147,6 +156,11 @@ impl<H: WorkerHandler> Actor for Worker<H> {
             .record(took.as_secs_f64());
         metrics::counter!("actor_messages_total", "actor" => actor).increment(1);
         stats.message_handled();
+        if let Err(err) = &result {
+            if let Some(down) = err.downcast_ref::<DependencyDown>() {
+                st.shared.record_dependency_down(down);
+            }
+        }
         result?;
         st.shared.record_success();
         Ok(())

@@ -265,7 +265,7 @@ impl Subscription {
             Box::pin(async move {
                 match handle.call(|reply| message(event, reply)).await {
                     Ok(Ok(())) => Ok(()),
-                    Ok(Err(err)) => Err(DeliveryError::Failed(err.to_string())),
+                    Ok(Err(err)) => Err(refused(err)),
                     Err(err) => Err(call_failure(err)),
                 }
             })
@@ -304,7 +304,7 @@ impl Subscription {
                     .map_err(call_failure)?;
                 Ok(results
                     .into_iter()
-                    .map(|result| result.map_err(|err| DeliveryError::Failed(err.to_string())))
+                    .map(|result| result.map_err(refused))
                     .collect())
             })
         };
@@ -354,13 +354,29 @@ pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// A subscriber's answer of failure: its database being down (a 503) is
+/// waited out like an open circuit, without spending an attempt; anything
+/// else counts.
+fn refused(err: ServiceError) -> DeliveryError {
+    match err.retry_after() {
+        Some(retry_after) if err.status() == http::StatusCode::SERVICE_UNAVAILABLE => {
+            DeliveryError::Unavailable {
+                retry_after,
+                reason: err.to_string(),
+            }
+        }
+        _ => DeliveryError::Failed(err.to_string()),
+    }
+}
+
 fn call_failure(err: CallError) -> DeliveryError {
     match err {
         // Load and an open circuit are no reason to give up on the event:
         // it waits without spending an attempt.
         CallError::CircuitOpen { retry_after, .. }
         | CallError::Unavailable { retry_after, .. }
-        | CallError::Shed { retry_after, .. } => DeliveryError::Unavailable {
+        | CallError::Shed { retry_after, .. }
+        | CallError::DependencyDown { retry_after, .. } => DeliveryError::Unavailable {
             retry_after,
             reason: err.to_string(),
         },

@@ -115,7 +115,7 @@ pub fn respond<T>(
     // The caller may have timed out and gone: nothing left to tell it.
     let _ = reply.send(result);
     match failure {
-        Some(detail) => Err(detail.into()),
+        Some(failure) => Err(failure),
         None => Ok(()),
     }
 }
@@ -131,7 +131,7 @@ pub fn respond_all<T>(
         .find_map(|result| result.as_ref().err().and_then(crate::ServiceError::failure));
     let _ = reply.send(results);
     match failure {
-        Some(detail) => Err(detail.into()),
+        Some(failure) => Err(failure),
         None => Ok(()),
     }
 }

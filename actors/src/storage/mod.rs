@@ -109,6 +109,28 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Whether the storage refuses to take writes while reads still work:
+    /// a disk full (SQLite's `SQLITE_FULL`, PostgreSQL's 53100) or a
+    /// database made read-only (`SQLITE_READONLY`, any extended code of it;
+    /// PostgreSQL's 25006, a standby). Not the service's failure: a restart
+    /// would not bring space back, and its reads go on.
+    pub fn is_write_refused(&self) -> bool {
+        const SQLITE_READONLY: i64 = 8;
+        const SQLITE_FULL: i64 = 13;
+        let StoreError::Database(sqlx::Error::Database(db)) = self else {
+            return false;
+        };
+        let Some(code) = db.code() else {
+            return false;
+        };
+        if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+            return code
+                .parse::<i64>()
+                .is_ok_and(|code| matches!(code & 0xff, SQLITE_READONLY | SQLITE_FULL));
+        }
+        matches!(&*code, "53100" | "25006")
+    }
 }
 
 /// Something a service depends on, checked by `/ready` and `/health`.
@@ -122,6 +144,21 @@ pub trait Dependency: Send + Sync + 'static {
     /// Closes its connections at shutdown, after the services have stopped.
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
+    }
+}
+
+/// A service's dependencies as its supervisor's outage probe
+/// ([`supervision::Probe`]): back when every one of them answers.
+pub struct DependencyProbe(pub Vec<Arc<dyn Dependency>>);
+
+impl supervision::Probe for DependencyProbe {
+    fn probe(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            for dependency in &self.0 {
+                dependency.ping().await?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -189,4 +226,72 @@ pub fn unix_millis(t: time::OffsetDateTime) -> i64 {
 pub(crate) fn record_acquire(service: &str, started: Instant) {
     metrics::histogram!("db_pool_acquire_duration_seconds", "service" => service.to_owned())
         .record(started.elapsed().as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use sqlx::SqlitePool;
+
+    async fn sqlite(path: &Path, read_only: bool) -> SqlitePool {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(!read_only)
+            .read_only(read_only);
+        SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap()
+    }
+
+    /// Writes until the database refuses (a few pages at most).
+    async fn insert(pool: &SqlitePool) -> StoreError {
+        for _ in 0..16 {
+            if let Err(err) = sqlx::query("INSERT INTO t (v) VALUES (randomblob(4096))")
+                .execute(pool)
+                .await
+            {
+                return err.into();
+            }
+        }
+        panic!("16 pages written: the write should have been refused");
+    }
+
+    #[tokio::test]
+    async fn a_full_or_read_only_sqlite_refuses_writes_and_is_not_an_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let writable = sqlite(&path, false).await;
+        sqlx::query("CREATE TABLE t (v BLOB)")
+            .execute(&writable)
+            .await
+            .unwrap();
+
+        // A database that may not grow is a full disk as SQLite sees it.
+        sqlx::query("PRAGMA max_page_count = 4")
+            .execute(&writable)
+            .await
+            .unwrap();
+        let full = insert(&writable).await;
+        assert!(full.is_write_refused(), "{full:?}");
+        assert!(!full.is_unavailable(), "{full:?}");
+
+        let read_only = sqlite(&path, true).await;
+        let refused = insert(&read_only).await;
+        assert!(refused.is_write_refused(), "{refused:?}");
+        assert!(!refused.is_unavailable(), "{refused:?}");
+
+        // A wrong statement is neither.
+        let wrong = sqlx::query("INSERT INTO missing VALUES (1)")
+            .execute(&writable)
+            .await
+            .map_err(StoreError::from)
+            .unwrap_err();
+        assert!(
+            !wrong.is_write_refused() && !wrong.is_unavailable(),
+            "{wrong:?}"
+        );
+    }
 }
