@@ -161,6 +161,10 @@ impl AppBuilder {
         resources.insert(RateLimiting {
             enabled: config.rate_limit.enabled,
         });
+        resources.insert(actors::instance::InstanceId(actors::instance::instance_id(
+            &config.instance_id,
+            &config.data_dir,
+        )));
 
         for (section, service) in configured {
             if !section.enabled {
@@ -265,6 +269,7 @@ impl Started {
         self.producers.extend(started.outbox);
         self.subscriptions.extend(started.subscriptions);
         self.starters.push(started.starter);
+        self.starters.extend(started.parts);
         Ok(())
     }
 

@@ -11,6 +11,13 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+/// This process's instance id as a shared resource
+/// ([`crate::service::Resources`]): what services that lease rows to
+/// themselves (the notification senders) name the holder by, so a
+/// restarted process takes back what it held at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceId(pub String);
+
 /// The configured id, or one derived from the host name and `data_dir`.
 pub fn instance_id(configured: &str, data_dir: &Path) -> String {
     if !configured.trim().is_empty() {

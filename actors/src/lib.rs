@@ -33,10 +33,16 @@ pub use service::{ServiceContext, ServiceDefinition, StartedService};
 // that `cargo fmt` sees them).
 pub mod auth;
 pub mod billing;
+pub mod notifications;
 pub mod orders;
 
 /// The built-in services, in start order (stopped in reverse).
-pub const BUILTIN: &[ServiceDefinition] = &[auth::SERVICE, orders::SERVICE, billing::SERVICE];
+pub const BUILTIN: &[ServiceDefinition] = &[
+    auth::SERVICE,
+    orders::SERVICE,
+    billing::SERVICE,
+    notifications::SERVICE,
+];
 
 #[cfg(test)]
 mod tests {
@@ -46,6 +52,7 @@ mod tests {
             crate::auth::topics::ALL,
             crate::orders::topics::ALL,
             crate::billing::topics::ALL,
+            crate::notifications::topics::ALL,
         ];
         for topic in all.concat() {
             assert!(

@@ -108,6 +108,7 @@ impl Service for Notes {
             dependencies: vec![store.dependency()],
             outbox: Some(store.outbox()),
             subscriptions: vec![subscription],
+            parts: Vec::new(),
         })
     }
 }

@@ -106,6 +106,7 @@ impl Service for Auth {
             dependencies: vec![store.dependency()],
             outbox: Some(store.outbox()),
             subscriptions: Vec::new(),
+            parts: Vec::new(),
         })
     }
 }

@@ -79,6 +79,7 @@ impl Service for Billing {
                 reply,
             })
             .with_inbox(store.inbox())],
+            parts: Vec::new(),
         })
     }
 }

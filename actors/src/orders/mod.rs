@@ -71,6 +71,7 @@ impl Service for Orders {
             dependencies: vec![store.dependency()],
             outbox: Some(store.outbox()),
             subscriptions: vec![subscription],
+            parts: Vec::new(),
         })
     }
 }

@@ -79,6 +79,10 @@ pub struct StartedService {
     pub outbox: Option<Outbox>,
     /// The topics it consumes, if any.
     pub subscriptions: Vec<Subscription>,
+    /// Parts of it supervised as services of their own, each with its own
+    /// circuit (notifications' providers: `notifications-email`, …),
+    /// started after it.
+    pub parts: Vec<Arc<dyn ServiceStarter>>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -54,15 +54,15 @@ pub struct Moved {
 /// One thing wrong with a service's settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettingProblem {
-    /// The key within the section (`invoice_prefix`).
-    pub key: &'static str,
+    /// The key within the section (`invoice_prefix`, `events.user.registered`).
+    pub key: std::borrow::Cow<'static, str>,
     pub message: String,
 }
 
 impl SettingProblem {
-    pub fn new(key: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(key: impl Into<std::borrow::Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self {
-            key,
+            key: key.into(),
             message: message.into(),
         }
     }

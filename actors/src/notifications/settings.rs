@@ -1,0 +1,128 @@
+//! `[services.notifications]`: the queue's retry policy, the event →
+//! template mapping and the providers (`[services.notifications.email]`,
+//! `.sms`, `.push`, `.webhook`; a channel whose provider is not configured
+//! answers 422 on `channel`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::providers::{ProvidersSettings, WebhookSettings};
+use crate::service::{ServiceSettings, SettingProblem};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsSettings {
+    /// Attempts before a notification is dead.
+    pub max_attempts: u32,
+    /// The first retry's delay; each next one doubles, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// The longest delay between two attempts.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// How long a sender holds a notification it claimed: one whose sender
+    /// died (a crash mid-send) is taken again after it.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Sends in flight at once, per channel.
+    pub senders: usize,
+    /// How often the queue is looked at when nothing woke the senders
+    /// (retries coming due, other replicas' rows).
+    #[serde(with = "humantime_serde")]
+    pub poll_every: Duration,
+    /// Topic → template: the events that send a notification to the user
+    /// they name (`user.registered` → `welcome`).
+    pub events: BTreeMap<String, String>,
+    pub webhook: Option<WebhookSettings>,
+}
+
+impl Default for NotificationsSettings {
+    fn default() -> Self {
+        let events = [
+            ("user.registered", "welcome"),
+            ("invoice.created", "invoice_created"),
+            ("invoice.paid", "invoice_paid"),
+        ];
+        Self {
+            max_attempts: 5,
+            retry_base: Duration::from_secs(2),
+            retry_max: Duration::from_secs(10 * 60),
+            lease: Duration::from_secs(60),
+            senders: 4,
+            poll_every: Duration::from_secs(1),
+            events: events
+                .into_iter()
+                .map(|(topic, template)| (topic.to_owned(), template.to_owned()))
+                .collect(),
+            webhook: None,
+        }
+    }
+}
+
+impl NotificationsSettings {
+    /// The providers' sections, as the providers read them.
+    pub fn providers(&self) -> ProvidersSettings {
+        ProvidersSettings {
+            webhook: self.webhook.clone(),
+        }
+    }
+}
+
+impl NotificationsSettings {
+    /// Sends a second for `channel`'s provider (0: unlimited).
+    pub fn per_second(&self, channel: super::model::Channel) -> u32 {
+        match channel {
+            super::model::Channel::Webhook => self.webhook.as_ref().map_or(0, |w| w.per_second),
+            _ => 0,
+        }
+    }
+
+    /// How long one send through `channel`'s provider may take.
+    pub fn provider_timeout(&self, _channel: super::model::Channel) -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+impl ServiceSettings for NotificationsSettings {
+    fn check(&self) -> Vec<SettingProblem> {
+        let mut problems = Vec::new();
+        if self.max_attempts == 0 {
+            problems.push(SettingProblem::new("max_attempts", "must be at least 1"));
+        }
+        if self.retry_base.is_zero() || self.retry_max < self.retry_base {
+            problems.push(SettingProblem::new(
+                "retry_max",
+                "must be at least retry_base, which must be more than 0",
+            ));
+        }
+        if self.lease < Duration::from_secs(1) {
+            problems.push(SettingProblem::new("lease", "must be at least 1s"));
+        }
+        if self.senders == 0 {
+            problems.push(SettingProblem::new("senders", "must be at least 1"));
+        }
+        if self.poll_every.is_zero() {
+            problems.push(SettingProblem::new("poll_every", "must be more than 0"));
+        }
+        for (topic, template) in &self.events {
+            if crate::events::Topic::parse(topic).is_err() {
+                problems.push(SettingProblem::new(
+                    format!("events.{topic}"),
+                    "is not a topic name",
+                ));
+            }
+            if super::model::TemplateName::parse(template).is_err() {
+                problems.push(SettingProblem::new(
+                    format!("events.{topic}"),
+                    "must name a template ([a-z0-9][a-z0-9_.-]{0,63})",
+                ));
+            }
+        }
+        if let Err(built) = self.providers().build() {
+            problems.extend(built.into_iter().map(|p| SettingProblem::new("providers", p)));
+        }
+        problems
+    }
+}
