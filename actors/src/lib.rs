@@ -33,6 +33,7 @@ pub use service::{ServiceContext, ServiceDefinition, StartedService};
 // that `cargo fmt` sees them).
 pub mod auth;
 pub mod billing;
+pub mod notifications;
 pub mod orders;
 
 /// The built-in services, in start order (stopped in reverse).

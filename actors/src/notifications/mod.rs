@@ -1,0 +1,3 @@
+//! The notifications service (for now only its delivery providers).
+
+pub mod providers;
