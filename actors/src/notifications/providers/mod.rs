@@ -632,7 +632,11 @@ mod tests {
                 "{key} in {all}"
             );
         }
-        for secret in ["pa55word", "sms-auth-token", "not-a-vapid-key", "secret\""] {
+        for secret in [
+            "pa55word-secret",
+            "sms-auth-token-secret",
+            "not-a-vapid-key-secret",
+        ] {
             assert!(!all.contains(secret), "{secret} in {all}");
         }
         assert_eq!(settings.problems().len(), problems.len());

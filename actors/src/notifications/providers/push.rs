@@ -14,6 +14,10 @@
 //!   subscription made with our public key accepts only us). The JWT is signed
 //!   here (p256), and kept per origin for most of its 12 hours.
 //!
+//! The payload is the delivery's rendered `body` as is (what the service
+//! worker's `push` event reads, typically JSON with a title and a text), at
+//! most [`MAX_PAYLOAD_BYTES`]; `subject` and `html` are not sent.
+//!
 //! `vapid_private_key` is the P-256 private key: the base64url of its 32-byte
 //! scalar (what `web-push generate-vapid-keys` and most libraries print), or
 //! a PEM (`BEGIN PRIVATE KEY` PKCS#8, or `BEGIN EC PRIVATE KEY` SEC1, as

@@ -224,7 +224,7 @@ mod tests {
     const SID: &str = "AC0123456789abcdef0123456789abcdef";
     const TOKEN: &str = "twilio-auth-token-5ecret";
 
-    fn provider(base_url: &str) -> SmsProvider {
+    fn settings(base_url: &str) -> SmsSettings {
         SmsSettings {
             base_url: base_url.to_owned(),
             account_sid: SID.to_owned(),
@@ -233,8 +233,10 @@ mod tests {
             timeout: Duration::from_secs(5),
             ..SmsSettings::default()
         }
-        .build()
-        .unwrap()
+    }
+
+    fn provider(base_url: &str) -> SmsProvider {
+        settings(base_url).build().unwrap()
     }
 
     fn delivery(to: &str) -> Delivery<'_> {
@@ -310,6 +312,7 @@ mod tests {
                     ),
                 Some("+14155550101") => Reply::status(503).header("retry-after", "5"),
                 Some("+14155550102") => Reply::status(429),
+                Some("+14155550104") => Reply::status(201).after(Duration::from_secs(5)),
                 // An API that echoes the credentials in its error.
                 _ => Reply::status(401).body(format!(
                     r#"{{"code":20003,"message":"Authenticate: {SID}:{TOKEN} refused"}}"#
@@ -345,6 +348,19 @@ mod tests {
             assert!(!text.contains(TOKEN), "{text}");
         }
         assert!(echoed.to_string().contains("20003"), "{echoed}");
+
+        // No answer within the timeout: retryable.
+        let impatient = SmsSettings {
+            timeout: Duration::from_millis(300),
+            ..settings(&server.url(""))
+        }
+        .build()
+        .unwrap();
+        let slow = impatient.send(&delivery("+14155550104")).await.unwrap_err();
+        assert!(
+            matches!(&slow, SendError::Retryable(m) if m.contains("timed out")),
+            "{slow:?}"
+        );
 
         // Nothing listening: retryable, without the token.
         let closed = self::provider(&TestServer::closed_port_url(""));

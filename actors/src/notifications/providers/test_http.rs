@@ -34,6 +34,8 @@ pub struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// How long to wait before answering (a slow server).
+    delay: std::time::Duration,
 }
 
 impl Reply {
@@ -42,7 +44,13 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Vec::new(),
+            delay: std::time::Duration::ZERO,
         }
+    }
+
+    pub fn after(mut self, delay: std::time::Duration) -> Self {
+        self.delay = delay;
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Self {
@@ -102,6 +110,7 @@ impl TestServer {
                                 };
                                 let reply = handler(&request);
                                 recorded.lock().unwrap().push(request);
+                                tokio::time::sleep(reply.delay).await;
                                 let mut response = http::Response::builder().status(reply.status);
                                 for (name, value) in &reply.headers {
                                     response = response.header(name, value);
