@@ -158,6 +158,31 @@ fn describe() {
         "password_hashes_shed_total",
         "Password hashes refused at once because every core was busy and the hash queue full"
     );
+    describe_counter!(
+        "actor_refused_total",
+        "Messages a worker dropped unstarted (reason=dependency_down: queued before its service's outage began)"
+    );
+    describe_gauge!(
+        "dependency_outage",
+        "1 while a service refuses calls at once because its database is down, else 0"
+    );
+    describe_counter!(
+        "notifications_sent_total",
+        "Notifications their provider took, by channel"
+    );
+    describe_counter!(
+        "notifications_failed_total",
+        "Failed notification attempts (retried or dead), by channel"
+    );
+    describe_gauge!(
+        "notifications_queue_depth",
+        "Notifications in the notifications service's queue, by status"
+    );
+    describe_histogram!(
+        "notification_send_duration_seconds",
+        Unit::Seconds,
+        "Time one send through a notification provider took, by channel"
+    );
     describe_gauge!(
         "circuit_state",
         "A service's circuit: 0 closed, 1 half-open, 2 open"

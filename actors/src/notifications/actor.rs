@@ -20,6 +20,7 @@ use super::model::{
 use super::store::{Enqueue, EventEffect, NewRow, NotificationsStore};
 use super::templates::{self, Renderer};
 use crate::api::{Caller, Page, RequestContext};
+use crate::auth::topics::USER_REGISTERED;
 use crate::events::Event;
 use crate::idempotency::{Claim, IdempotencyKey};
 use crate::service::respond;
@@ -129,10 +130,7 @@ impl WorkerHandler for NotificationsWorker {
                 reply,
                 async {
                     let caller = ctx.caller()?;
-                    n.store
-                        .preferences(caller.user_id)
-                        .await
-                        .map_err(internal)
+                    n.store.preferences(caller.user_id).await.map_err(internal)
                 }
                 .await,
             ),
@@ -266,31 +264,28 @@ async fn address(
         Recipient::User(user) => *user,
     };
     let user_field = format!("{prefix}user_id");
-    let to = match channel {
-        Channel::Email => Some(
-            n.store
-                .email_of(user)
-                .await
-                .map_err(internal)?
-                .ok_or_else(|| field(&user_field, "is not a user the notifications service knows"))?,
-        ),
-        Channel::Push => {
-            let subscriptions = n.store.subscriptions(user).await.map_err(internal)?;
-            if subscriptions.is_empty() {
-                return Err(field(&user_field, "has no push subscription"));
+    let to =
+        match channel {
+            Channel::Email => Some(n.store.email_of(user).await.map_err(internal)?.ok_or_else(
+                || field(&user_field, "is not a user the notifications service knows"),
+            )?),
+            Channel::Push => {
+                let subscriptions = n.store.subscriptions(user).await.map_err(internal)?;
+                if subscriptions.is_empty() {
+                    return Err(field(&user_field, "has no push subscription"));
+                }
+                None
             }
-            None
-        }
-        Channel::Sms | Channel::Webhook => {
-            return Err(field(
-                &user_field,
-                format!(
-                    "the {} channel needs to (an address), not user_id",
-                    channel.as_str()
-                ),
-            ))
-        }
-    };
+            Channel::Sms | Channel::Webhook => {
+                return Err(field(
+                    &user_field,
+                    format!(
+                        "the {} channel needs to (an address), not user_id",
+                        channel.as_str()
+                    ),
+                ))
+            }
+        };
     let prefs = n.store.preferences(user).await.map_err(internal)?;
     Ok(Addressed {
         to,
@@ -522,7 +517,11 @@ async fn write_template(
     } else if !n.store.replace_template(&input).await.map_err(internal)? {
         return Err(template_not_found());
     }
-    tracing::info!(template = input.name.as_str(), created = create, "template written");
+    tracing::info!(
+        template = input.name.as_str(),
+        created = create,
+        "template written"
+    );
     template(n, input.name.as_str()).await
 }
 
@@ -564,7 +563,12 @@ async fn retry_dead(
     admin(ctx)?;
     let not_found = || ServiceError::NotFound("notification not found".into());
     if !n.store.retry_dead(id).await.map_err(internal)? {
-        let found = n.store.get(id).await.map_err(internal)?.ok_or_else(not_found)?;
+        let found = n
+            .store
+            .get(id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(not_found)?;
         return Err(ServiceError::Conflict(format!(
             "notification is {}, not dead",
             found.status.as_str()
@@ -572,7 +576,11 @@ async fn retry_dead(
     }
     n.wake.notify_waiters();
     tracing::info!(notification_id = %id, "dead notification queued again");
-    n.store.get(id).await.map_err(internal)?.ok_or_else(not_found)
+    n.store
+        .get(id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(not_found)
 }
 
 /// What a consumed event says about its user.
@@ -595,7 +603,7 @@ struct ForUser {
 /// (logged): the event is still recorded, since no redelivery would fix it.
 async fn apply(n: &Notifier, event: &Event) -> Result<(), ServiceError> {
     crate::fault::poison::strike("notifications", event);
-    let (user, effect) = if event.topic.as_str() == "user.registered" {
+    let (user, effect) = if event.topic == USER_REGISTERED {
         let user: Registered = event.payload()?;
         let effect = EventEffect::User {
             id: user.id,
@@ -608,9 +616,7 @@ async fn apply(n: &Notifier, event: &Event) -> Result<(), ServiceError> {
         (user, None)
     };
     let rows = match (n.events.get(event.topic.as_str()), user) {
-        (Some(name), Some((user_id, email))) => {
-            notify_user(n, event, name, user_id, email).await?
-        }
+        (Some(name), Some((user_id, email))) => notify_user(n, event, name, user_id, email).await?,
         _ => Vec::new(),
     };
     let fresh = n

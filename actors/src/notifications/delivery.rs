@@ -57,7 +57,10 @@ impl WorkerHandler for ProviderWorker {
     type State = Arc<dyn Provider>;
     type Args = Arc<dyn Provider>;
 
-    async fn init(provider: &Arc<dyn Provider>, _index: usize) -> Result<Arc<dyn Provider>, BoxError> {
+    async fn init(
+        provider: &Arc<dyn Provider>,
+        _index: usize,
+    ) -> Result<Arc<dyn Provider>, BoxError> {
         Ok(provider.clone())
     }
 
@@ -115,9 +118,14 @@ pub struct Sender {
 /// How one claimed notification ended.
 enum Outcome {
     Sent,
-    Failed { error: String, permanent: bool },
+    Failed {
+        error: String,
+        permanent: bool,
+    },
     /// Not tried: the provider is not taking calls now.
-    Waiting { retry_after: Duration },
+    Waiting {
+        retry_after: Duration,
+    },
 }
 
 impl Sender {
@@ -125,7 +133,11 @@ impl Sender {
     pub async fn run(self) {
         match self.store.take_back(&self.holder).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(channel = self.channel.as_str(), taken_back = n, "notifications held at the last stop are due again"),
+            Ok(n) => tracing::info!(
+                channel = self.channel.as_str(),
+                taken_back = n,
+                "notifications held at the last stop are due again"
+            ),
             Err(err) => tracing::warn!(error = %err, "could not take back held notifications"),
         }
         let pace = Pace::new(self.per_second);
@@ -268,12 +280,10 @@ impl Sender {
                 | CallError::Unavailable { retry_after, .. }
                 | CallError::DependencyDown { retry_after, .. },
             ) => Outcome::Waiting { retry_after },
-            Err(err @ (CallError::Timeout { .. } | CallError::Crashed { .. })) => {
-                Outcome::Failed {
-                    error: err.to_string(),
-                    permanent: false,
-                }
-            }
+            Err(err @ (CallError::Timeout { .. } | CallError::Crashed { .. })) => Outcome::Failed {
+                error: err.to_string(),
+                permanent: false,
+            },
         }
     }
 
@@ -284,8 +294,12 @@ impl Sender {
         };
         for sub in subscriptions.iter().filter(|s| s.endpoint == endpoint) {
             match self.store.unsubscribe(sub.id).await {
-                Ok(_) => tracing::info!(subscription_id = %sub.id, "push subscription gone: removed"),
-                Err(err) => tracing::warn!(error = %err, "could not remove a gone push subscription"),
+                Ok(_) => {
+                    tracing::info!(subscription_id = %sub.id, "push subscription gone: removed")
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not remove a gone push subscription")
+                }
             }
         }
     }
@@ -305,7 +319,13 @@ impl Sender {
                 } else {
                     let delay = self.backoff.delay(claimed.attempts, &mut rand::rng());
                     tracing::info!(notification_id = %claimed.id, channel, attempts = claimed.attempts, ?delay, error = %error, "notification will be retried");
-                    (Settle::Retry { error, at: due_in(delay) }, None)
+                    (
+                        Settle::Retry {
+                            error,
+                            at: due_in(delay),
+                        },
+                        None,
+                    )
                 }
             }
             Outcome::Waiting { retry_after } => (
@@ -325,11 +345,19 @@ impl Sender {
             },
             None => None,
         };
-        match self.store.settle(claimed.id, &self.holder, &settle, event.as_ref()).await {
+        match self
+            .store
+            .settle(claimed.id, &self.holder, &settle, event.as_ref())
+            .await
+        {
             Ok(true) => {}
-            Ok(false) => tracing::warn!(notification_id = %claimed.id, "lease lost before settling: another sender has it"),
+            Ok(false) => {
+                tracing::warn!(notification_id = %claimed.id, "lease lost before settling: another sender has it")
+            }
             // Its lease runs out and it is sent again: at least once.
-            Err(err) => tracing::warn!(notification_id = %claimed.id, error = %err, "could not settle a notification"),
+            Err(err) => {
+                tracing::warn!(notification_id = %claimed.id, error = %err, "could not settle a notification")
+            }
         }
     }
 }

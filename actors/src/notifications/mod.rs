@@ -42,7 +42,7 @@ use crate::events::{Subscription, Topic, Topics};
 use crate::instance::InstanceId;
 use crate::service::{Service, ServiceContext, ServiceDefinition, StartError, StartedService};
 use crate::storage::StoreError;
-use actor::{Notifier, NotificationsWorker};
+use actor::{NotificationsWorker, Notifier};
 use delivery::{ProviderWorker, Sender};
 use model::{Status, TemplateName};
 use providers::Provider;
@@ -81,7 +81,12 @@ impl Service for Notifications {
         let notifier = Notifier {
             store: store.clone(),
             renderer: Arc::default(),
-            channels: Arc::new(providers.iter().map(|p| p.channel()).collect::<HashSet<_>>()),
+            channels: Arc::new(
+                providers
+                    .iter()
+                    .map(|p| p.channel())
+                    .collect::<HashSet<_>>(),
+            ),
             events: Arc::new(events),
             wake: wake.clone(),
         };
@@ -99,7 +104,8 @@ impl Service for Notifications {
             .into();
         let mut parts = Vec::new();
         for provider in providers {
-            let (provider_handle, provider_starter) = provider_service(&ctx, provider.clone(), &settings);
+            let (provider_handle, provider_starter) =
+                provider_service(&ctx, provider.clone(), &settings);
             parts.push(provider_starter);
             let sender = Sender {
                 channel: provider.channel(),
@@ -117,7 +123,8 @@ impl Service for Notifications {
                 poll_every: settings.poll_every,
                 wake: wake.clone(),
             };
-            metrics::counter!("notifications_sent_total", "channel" => provider.channel().as_str()).increment(0);
+            metrics::counter!("notifications_sent_total", "channel" => provider.channel().as_str())
+                .increment(0);
             metrics::counter!("notifications_failed_total", "channel" => provider.channel().as_str()).increment(0);
             tokio::spawn(sender.run());
         }
@@ -148,7 +155,10 @@ fn provider_service(
     ctx: &ServiceContext,
     provider: Arc<dyn Provider>,
     settings: &NotificationsSettings,
-) -> (delivery::ProviderHandle, Arc<dyn supervision::ServiceStarter>) {
+) -> (
+    delivery::ProviderHandle,
+    Arc<dyn supervision::ServiceStarter>,
+) {
     let policy = SupervisionPolicy {
         read_workers: 0,
         ..ctx.policy.clone()
@@ -156,7 +166,13 @@ fn provider_service(
     let name = format!("{}-{}", ctx.name, provider.channel().as_str());
     // A send may take its provider's own timeout; the call waits a little more.
     let call_timeout = settings.provider_timeout(provider.channel()) + Duration::from_secs(1);
-    ServiceSupervisor::<ProviderWorker>::build(name, policy, settings.senders, call_timeout, provider)
+    ServiceSupervisor::<ProviderWorker>::build(
+        name,
+        policy,
+        settings.senders,
+        call_timeout,
+        provider,
+    )
 }
 
 /// The topics the service consumes: `user.registered` always (its copy of
@@ -229,7 +245,8 @@ async fn seed_defaults(store: &NotificationsStore) -> Result<(), StoreError> {
 
 fn publish_depth(depth: &[(Status, u64)]) {
     for (status, count) in depth {
-        metrics::gauge!("notifications_queue_depth", "status" => status.as_str()).set(*count as f64);
+        metrics::gauge!("notifications_queue_depth", "status" => status.as_str())
+            .set(*count as f64);
     }
 }
 

@@ -331,7 +331,9 @@ impl NewBulk {
         }
         let shared = data_field(body, "data", &mut errors);
         let list = match body.get("recipients") {
-            Some(Value::Array(list)) if !list.is_empty() && list.len() <= MAX_BULK => list.as_slice(),
+            Some(Value::Array(list)) if !list.is_empty() && list.len() <= MAX_BULK => {
+                list.as_slice()
+            }
             Some(Value::Array(list)) if list.is_empty() => {
                 errors.push(FieldError::new("recipients", "must not be empty"));
                 &[]
@@ -344,7 +346,10 @@ impl NewBulk {
                 &[]
             }
             _ => {
-                errors.push(FieldError::new("recipients", "is required: an array of recipients"));
+                errors.push(FieldError::new(
+                    "recipients",
+                    "is required: an array of recipients",
+                ));
                 &[]
             }
         };
@@ -352,7 +357,10 @@ impl NewBulk {
         for (i, item) in list.iter().enumerate() {
             let prefix = format!("recipients[{i}].");
             let Value::Object(item) = item else {
-                errors.push(FieldError::new(format!("recipients[{i}]"), "must be an object"));
+                errors.push(FieldError::new(
+                    format!("recipients[{i}]"),
+                    "must be an object",
+                ));
                 continue;
             };
             let own = data_field(item, "data", &mut errors);
@@ -499,12 +507,14 @@ impl TemplateInput {
         let text = text_field(text, "body", MAX_BODY_BYTES, &mut errors);
         let html = optional_str(body, "html", &mut errors);
         let html = text_field(html, "html", MAX_BODY_BYTES, &mut errors);
-        if text.as_deref().is_none_or(str::is_empty) && !errors.iter().any(|e| e.field == "body")
-        {
+        if text.as_deref().is_none_or(str::is_empty) && !errors.iter().any(|e| e.field == "body") {
             errors.push(FieldError::new("body", "is required"));
         }
         if channel == Some(Channel::Email) && subject.as_deref().is_none_or(str::is_empty) {
-            errors.push(FieldError::new("subject", "is required for an email template"));
+            errors.push(FieldError::new(
+                "subject",
+                "is required for an email template",
+            ));
         }
         if html.is_some() && channel.is_some_and(|c| c != Channel::Email) {
             errors.push(FieldError::new("html", "is for email templates only"));
@@ -691,19 +701,25 @@ mod tests {
     fn a_send_names_every_bad_field() {
         let bad = NewSend::parse(&object(json!({"channel": "fax", "to": "x"}))).unwrap_err();
         assert_eq!(fields(bad), ["channel", "template"]);
-        let bad = NewSend::parse(&object(json!({"channel": "sms", "to": "0123", "body": "hi"})))
-            .unwrap_err();
+        let bad = NewSend::parse(&object(
+            json!({"channel": "sms", "to": "0123", "body": "hi"}),
+        ))
+        .unwrap_err();
         assert_eq!(fields(bad), ["to"]);
-        let bad = NewSend::parse(&object(json!({"channel": "email", "to": "a@b.io", "body": "hi"})))
-            .unwrap_err();
+        let bad = NewSend::parse(&object(
+            json!({"channel": "email", "to": "a@b.io", "body": "hi"}),
+        ))
+        .unwrap_err();
         assert_eq!(fields(bad), ["subject"]);
         let bad = NewSend::parse(&object(
             json!({"channel": "webhook", "to": "ftp://x.io", "template": "t", "body": "b"}),
         ))
         .unwrap_err();
         assert_eq!(fields(bad), ["to", "body"]);
-        let bad = NewSend::parse(&object(json!({"channel": "push", "to": "https://push.io/x", "body": "b"})))
-            .unwrap_err();
+        let bad = NewSend::parse(&object(
+            json!({"channel": "push", "to": "https://push.io/x", "body": "b"}),
+        ))
+        .unwrap_err();
         assert_eq!(fields(bad), ["to"]);
     }
 
@@ -714,7 +730,9 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(send.recipient, Recipient::Address("ann@example.com".into()));
-        assert!(matches!(send.content, Content::Template { ref name, .. } if name.as_str() == "welcome"));
+        assert!(
+            matches!(send.content, Content::Template { ref name, .. } if name.as_str() == "welcome")
+        );
         let user = Uuid::now_v7();
         let send = NewSend::parse(&object(json!({
             "channel": "sms", "user_id": user.to_string(), "body": "hello"
@@ -736,7 +754,10 @@ mod tests {
             "recipients": [{"to": "a@b.io", "data": {"b": 2}}]
         })))
         .unwrap();
-        assert_eq!(Value::Object(bulk.recipients[0].1.clone()), json!({"a": 1, "b": 2}));
+        assert_eq!(
+            Value::Object(bulk.recipients[0].1.clone()),
+            json!({"a": 1, "b": 2})
+        );
     }
 
     #[test]

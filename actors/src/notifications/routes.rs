@@ -36,9 +36,17 @@ pub fn routes(service: Notifications) -> Vec<Route> {
             User,
             replace_template,
         ),
-        r.delete("/api/v1/notifications/templates/{name}", User, delete_template),
+        r.delete(
+            "/api/v1/notifications/templates/{name}",
+            User,
+            delete_template,
+        ),
         r.post("/api/v1/notifications/subscriptions", User, subscribe),
-        r.delete("/api/v1/notifications/subscriptions/{id}", User, unsubscribe),
+        r.delete(
+            "/api/v1/notifications/subscriptions/{id}",
+            User,
+            unsubscribe,
+        ),
         r.get("/api/v1/notifications/preferences", User, preferences),
         r.route(
             Method::PUT,
@@ -173,7 +181,10 @@ async fn create_template(
     let input =
         TemplateInput::parse(&req.json_object()?, None).map_err(ServiceError::Validation)?;
     let created = req
-        .ask(&service, |reply| NotificationsMsg::CreateTemplate { input, reply })
+        .ask(&service, |reply| NotificationsMsg::CreateTemplate {
+            input,
+            reply,
+        })
         .await?;
     ApiResponse::json(StatusCode::CREATED, &created)
 }
@@ -183,10 +194,13 @@ async fn replace_template(
     req: ApiRequest,
 ) -> Result<ApiResponse, ServiceError> {
     let name = name_param(&req);
-    let input = TemplateInput::parse(&req.json_object()?, Some(&name))
-        .map_err(ServiceError::Validation)?;
+    let input =
+        TemplateInput::parse(&req.json_object()?, Some(&name)).map_err(ServiceError::Validation)?;
     let replaced = req
-        .ask(&service, |reply| NotificationsMsg::ReplaceTemplate { input, reply })
+        .ask(&service, |reply| NotificationsMsg::ReplaceTemplate {
+            input,
+            reply,
+        })
         .await?;
     ApiResponse::json(StatusCode::OK, &replaced)
 }
@@ -196,9 +210,15 @@ async fn delete_template(
     req: ApiRequest,
 ) -> Result<ApiResponse, ServiceError> {
     let name = name_param(&req);
-    req.ask(&service, |reply| NotificationsMsg::DeleteTemplate { name, reply })
-        .await?;
-    Ok(ApiResponse::raw(StatusCode::NO_CONTENT, bytes::Bytes::new()))
+    req.ask(&service, |reply| NotificationsMsg::DeleteTemplate {
+        name,
+        reply,
+    })
+    .await?;
+    Ok(ApiResponse::raw(
+        StatusCode::NO_CONTENT,
+        bytes::Bytes::new(),
+    ))
 }
 
 async fn subscribe(service: Notifications, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
@@ -215,9 +235,15 @@ async fn subscribe(service: Notifications, req: ApiRequest) -> Result<ApiRespons
 
 async fn unsubscribe(service: Notifications, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
     let id = req.uuid_param("id", "subscription")?;
-    req.ask(&service, |reply| NotificationsMsg::Unsubscribe { id, reply })
-        .await?;
-    Ok(ApiResponse::raw(StatusCode::NO_CONTENT, bytes::Bytes::new()))
+    req.ask(&service, |reply| NotificationsMsg::Unsubscribe {
+        id,
+        reply,
+    })
+    .await?;
+    Ok(ApiResponse::raw(
+        StatusCode::NO_CONTENT,
+        bytes::Bytes::new(),
+    ))
 }
 
 async fn preferences(service: Notifications, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
@@ -241,10 +267,16 @@ async fn put_preferences(
     ApiResponse::json(StatusCode::OK, &saved)
 }
 
-async fn dead_letters(service: Notifications, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
+async fn dead_letters(
+    service: Notifications,
+    req: ApiRequest,
+) -> Result<ApiResponse, ServiceError> {
     let page = req.page_request()?;
     let list = req
-        .ask(&service, |reply| NotificationsMsg::DeadLetters { page, reply })
+        .ask(&service, |reply| NotificationsMsg::DeadLetters {
+            page,
+            reply,
+        })
         .await?;
     ApiResponse::json(StatusCode::OK, &list)
 }

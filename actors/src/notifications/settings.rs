@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::providers::{ProvidersSettings, WebhookSettings};
+use super::providers::{
+    ProvidersSettings, PushSettings, SmsSettings, SmtpSettings, WebhookSettings,
+};
 use crate::service::{ServiceSettings, SettingProblem};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -35,6 +37,13 @@ pub struct NotificationsSettings {
     /// Topic → template: the events that send a notification to the user
     /// they name (`user.registered` → `welcome`).
     pub events: BTreeMap<String, String>,
+    /// Email over SMTP (`[services.notifications.email]`).
+    pub email: Option<SmtpSettings>,
+    /// SMS through a Twilio-compatible HTTP API.
+    pub sms: Option<SmsSettings>,
+    /// Web Push (RFC 8030, 8291, 8292).
+    pub push: Option<PushSettings>,
+    /// HTTP POSTs signed with HMAC-SHA256.
     pub webhook: Option<WebhookSettings>,
 }
 
@@ -56,6 +65,9 @@ impl Default for NotificationsSettings {
                 .into_iter()
                 .map(|(topic, template)| (topic.to_owned(), template.to_owned()))
                 .collect(),
+            email: None,
+            sms: None,
+            push: None,
             webhook: None,
         }
     }
@@ -65,27 +77,41 @@ impl NotificationsSettings {
     /// The providers' sections, as the providers read them.
     pub fn providers(&self) -> ProvidersSettings {
         ProvidersSettings {
+            email: self.email.clone(),
+            sms: self.sms.clone(),
+            push: self.push.clone(),
             webhook: self.webhook.clone(),
         }
     }
 }
 
 impl NotificationsSettings {
-    /// Sends a second for `channel`'s provider (0: unlimited).
+    /// Sends a second at most for `channel`'s provider (0: unlimited).
     pub fn per_second(&self, channel: super::model::Channel) -> u32 {
-        match channel {
-            super::model::Channel::Webhook => self.webhook.as_ref().map_or(0, |w| w.per_second),
-            _ => 0,
-        }
+        self.providers().common(channel).map_or(0, |c| c.per_second)
     }
 
     /// How long one send through `channel`'s provider may take.
-    pub fn provider_timeout(&self, _channel: super::model::Channel) -> Duration {
-        Duration::from_secs(10)
+    pub fn provider_timeout(&self, channel: super::model::Channel) -> Duration {
+        self.providers()
+            .common(channel)
+            .map_or(Duration::from_secs(10), |c| c.timeout)
     }
 }
 
 impl ServiceSettings for NotificationsSettings {
+    /// Passwords, tokens, secrets and keys as `********`.
+    fn masked(&self) -> Self {
+        let shown = self.providers().masked();
+        Self {
+            email: shown.email,
+            sms: shown.sms,
+            push: shown.push,
+            webhook: shown.webhook,
+            ..self.clone()
+        }
+    }
+
     fn check(&self) -> Vec<SettingProblem> {
         let mut problems = Vec::new();
         if self.max_attempts == 0 {
@@ -120,9 +146,44 @@ impl ServiceSettings for NotificationsSettings {
                 ));
             }
         }
-        if let Err(built) = self.providers().build() {
-            problems.extend(built.into_iter().map(|p| SettingProblem::new("providers", p)));
-        }
+        problems.extend(self.providers().problems());
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_config_never_shows_a_provider_secret() {
+        let settings = NotificationsSettings {
+            webhook: Some(WebhookSettings {
+                secret: "a-webhook-secret-of-many-bytes".into(),
+                ..WebhookSettings::default()
+            }),
+            ..NotificationsSettings::default()
+        };
+        let shown = format!("{:?}", crate::service::settings::shown(&settings));
+        assert!(!shown.contains("a-webhook-secret"), "{shown}");
+        assert!(shown.contains("********"), "{shown}");
+    }
+
+    #[test]
+    fn bad_settings_name_their_keys() {
+        let mut settings = NotificationsSettings {
+            max_attempts: 0,
+            ..NotificationsSettings::default()
+        };
+        settings
+            .events
+            .insert("Not A Topic".into(), "welcome".into());
+        let keys: Vec<String> = settings
+            .check()
+            .into_iter()
+            .map(|p| p.key.into_owned())
+            .collect();
+        assert!(keys.contains(&"max_attempts".to_owned()), "{keys:?}");
+        assert!(keys.contains(&"events.Not A Topic".to_owned()), "{keys:?}");
     }
 }

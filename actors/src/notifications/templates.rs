@@ -59,7 +59,10 @@ pub fn check(input: &TemplateInput) -> Result<(), Vec<FieldError>> {
             let err = handlebars::Template::compile(source?).err()?;
             Some(FieldError::new(
                 field,
-                format!("does not compile as Handlebars: {}", first_line(&err.to_string())),
+                format!(
+                    "does not compile as Handlebars: {}",
+                    first_line(&err.to_string())
+                ),
             ))
         })
         .collect();
@@ -97,15 +100,21 @@ impl Renderer {
 }
 
 fn render_one(registry: &Handlebars<'_>, source: &str, data: &Value) -> Result<String, FieldError> {
-    registry.render_template(source, data).map_err(|err| {
-        match missing_variable(&err) {
+    registry
+        .render_template(source, data)
+        .map_err(|err| match missing_variable(&err) {
             Some(path) => FieldError::new(
                 format!("data.{path}"),
                 "is used by the template and missing from data",
             ),
-            None => FieldError::new("data", format!("cannot render the template: {}", first_line(&err.to_string()))),
-        }
-    })
+            None => FieldError::new(
+                "data",
+                format!(
+                    "cannot render the template: {}",
+                    first_line(&err.to_string())
+                ),
+            ),
+        })
 }
 
 /// The variable a strict render found missing, if that is what failed.
@@ -189,7 +198,9 @@ mod tests {
         assert_eq!(out.subject.as_deref(), Some("Hi Ann <A&B>"));
         assert_eq!(out.body, "Ann <A&B> & co");
         assert_eq!(out.html.as_deref(), Some("<b>Ann &lt;A&amp;B&gt;</b>"));
-        let missing = r.render(None, "{{order.number}}", None, &data(json!({}))).unwrap_err();
+        let missing = r
+            .render(None, "{{order.number}}", None, &data(json!({})))
+            .unwrap_err();
         assert_eq!(missing.field, "data.order.number", "{missing:?}");
     }
 

@@ -28,6 +28,11 @@ pub trait ServiceSettings:
         Vec::new()
     }
 
+    /// The settings as `check-config` shows them: credentials masked.
+    fn masked(&self) -> Self {
+        self.clone()
+    }
+
     /// Keys these settings used to have elsewhere in the configuration
     /// (`billing.invoice_prefix` → `invoice_prefix`): a configuration that
     /// still sets one is refused with a message naming the new key, rather
@@ -93,7 +98,7 @@ pub fn parse<S: ServiceSettings>(service: &str, section: &Dict) -> Result<S, Vec
 
 /// The settings as `check-config` shows them (every key, defaults included).
 pub fn shown<S: ServiceSettings>(settings: &S) -> Dict {
-    match Value::serialize(settings) {
+    match Value::serialize(settings.masked()) {
         Ok(Value::Dict(_, dict)) => dict,
         _ => Dict::new(),
     }

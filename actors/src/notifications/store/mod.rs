@@ -114,13 +114,22 @@ pub struct Claimed {
 /// How a sender settles what it claimed.
 #[derive(Clone, Debug)]
 pub enum Settle {
-    Sent { at: OffsetDateTime },
+    Sent {
+        at: OffsetDateTime,
+    },
     /// Failed: due again at `at` (unix ms).
-    Retry { error: String, at: i64 },
-    Dead { error: String },
+    Retry {
+        error: String,
+        at: i64,
+    },
+    Dead {
+        error: String,
+    },
     /// Not tried (its provider's circuit is open): due again at `at`, the
     /// attempt given back.
-    NotTried { at: i64 },
+    NotTried {
+        at: i64,
+    },
 }
 
 /// Calls `sql::sqlite::$f` or `sql::postgres::$f` with the database first.

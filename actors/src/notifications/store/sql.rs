@@ -42,6 +42,20 @@ per_backend! {
         Option<<DB as Dialect>::Time>,
     );
 
+    /// What a claim returns of each row it took.
+    type ClaimedRow = (
+        <DB as Dialect>::Id,
+        Option<String>,
+        Option<<DB as Dialect>::Id>,
+        Option<String>,
+        String,
+        Option<String>,
+        i64,
+        Option<<DB as Dialect>::Id>,
+    );
+
+    type SubscriptionRow = (<DB as Dialect>::Id, String, String, String, <DB as Dialect>::Time);
+
     type TemplateRow = (
         String,
         String,
@@ -249,7 +263,7 @@ per_backend! {
         lease_until: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
         let skip_locked = if DB::FOR_UPDATE.is_empty() { "" } else { " FOR UPDATE SKIP LOCKED" };
-        let rows: Vec<(<DB as Dialect>::Id, Option<String>, Option<<DB as Dialect>::Id>, Option<String>, String, Option<String>, i64, Option<<DB as Dialect>::Id>)> =
+        let rows: Vec<ClaimedRow> =
             sqlx::query_as(&format!(
                 "UPDATE notifications SET status = 'sending', attempts = attempts + 1,
                      lease_until = $1, lease_holder = $2
@@ -556,7 +570,7 @@ per_backend! {
         user: Uuid,
     ) -> Result<Vec<PushSubscription>, StoreError> {
         let mut conn = db.read().await?;
-        let rows: Vec<(<DB as Dialect>::Id, String, String, String, <DB as Dialect>::Time)> = sqlx::query_as(
+        let rows: Vec<SubscriptionRow> = sqlx::query_as(
             "SELECT id, endpoint, p256dh, auth, created_at FROM push_subscriptions
              WHERE user_id = $1 ORDER BY id",
         )
