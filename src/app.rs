@@ -259,10 +259,16 @@ impl Started {
             self.router
                 .add(route.method.clone(), route.path, Endpoint::Api(route))?;
         }
-        if !started.dependencies.is_empty() {
+        let gating: Vec<_> = started
+            .dependencies
+            .iter()
+            .filter(|d| d.gates_calls())
+            .cloned()
+            .collect();
+        if !gating.is_empty() {
             // Its database found down, it refuses calls at once until the
             // probe finds it back (supervision::outage).
-            let probe = actors::storage::DependencyProbe(started.dependencies.clone());
+            let probe = actors::storage::DependencyProbe(gating);
             started.starter.shared().set_probe(Arc::new(probe));
         }
         self.dependencies.extend(started.dependencies);

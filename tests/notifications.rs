@@ -7,100 +7,14 @@
 
 mod common;
 
-use std::collections::VecDeque;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::{expect_error, spawn_app_with, TestApp, ALICE};
-use http_body_util::{BodyExt, Full};
 use reqwest::Method;
 use serde_json::{json, Value};
+use testkit::Receiver;
 
 const SECRET: &str = "webhook-secret-for-the-tests-0123";
-
-/// A request the receiver took: its headers and body.
-#[derive(Clone, Debug)]
-struct Received {
-    headers: http::HeaderMap,
-    body: Bytes,
-    at: Instant,
-}
-
-/// An HTTP receiver on loopback answering each POST with the next status
-/// of its script (200 once the script is empty).
-#[derive(Clone)]
-struct Receiver {
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<Received>>>,
-    script: Arc<Mutex<VecDeque<u16>>>,
-}
-
-impl Receiver {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let receiver = Receiver {
-            addr: listener.local_addr().unwrap(),
-            received: Arc::default(),
-            script: Arc::default(),
-        };
-        let shared = receiver.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: http::Request<hyper::body::Incoming>| {
-                            let shared = shared.clone();
-                            async move {
-                                let (parts, body) = req.into_parts();
-                                let body = body
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                shared.received.lock().unwrap().push(Received {
-                                    headers: parts.headers,
-                                    body,
-                                    at: Instant::now(),
-                                });
-                                let status =
-                                    shared.script.lock().unwrap().pop_front().unwrap_or(200);
-                                Ok::<_, std::convert::Infallible>(
-                                    http::Response::builder()
-                                        .status(status)
-                                        .body(Full::new(Bytes::from_static(b"{}")))
-                                        .unwrap(),
-                                )
-                            }
-                        },
-                    );
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
-                });
-            }
-        });
-        receiver
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn answer(&self, statuses: &[u16]) {
-        self.script.lock().unwrap().extend(statuses);
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-}
 
 /// An access token of an admin (signed with the test secret; the edge
 /// verifies tokens without the auth service). Always the same admin, so
@@ -163,7 +77,7 @@ async fn notification_until(app: &TestApp, id: &str, ready: impl Fn(&Value) -> b
 #[tokio::test]
 async fn a_webhook_is_signed_delivered_once_and_marked_sent() {
     let app = spawn().await;
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start().await.unwrap();
     let sent = as_admin(&app, Method::POST, "/api/v1/notifications/send")
         .header("idempotency-key", "hook-1")
         .json(&json!({"channel": "webhook", "to": receiver.url("/hook"), "body": "{\"order\":42}"}))
@@ -218,7 +132,7 @@ async fn a_webhook_is_signed_delivered_once_and_marked_sent() {
 #[tokio::test]
 async fn a_failing_receiver_is_retried_with_growing_delays_then_dead_then_retried_by_hand() {
     let app = spawn().await;
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start().await.unwrap();
     receiver.answer(&[503, 503, 503]);
     let accepted: Value = as_admin(&app, Method::POST, "/api/v1/notifications/send")
         .json(&json!({"channel": "webhook", "to": receiver.url("/flaky"), "body": "{}"}))
@@ -290,7 +204,7 @@ async fn a_failing_receiver_is_retried_with_growing_delays_then_dead_then_retrie
 #[tokio::test]
 async fn templates_are_checked_when_written_and_rendered_strictly() {
     let app = spawn().await;
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start().await.unwrap();
     let template = json!({
         "name": "order_hook", "channel": "webhook",
         "body": "{\"order\":\"{{order.number}}\",\"who\":\"{{name}}\"}"
@@ -490,7 +404,7 @@ async fn the_contracts_refusals_name_their_field_and_users_see_only_theirs() {
 #[tokio::test]
 async fn a_bulk_send_reaches_every_recipient_once_and_reports_its_progress() {
     let app = spawn().await;
-    let receiver = Receiver::start().await;
+    let receiver = Receiver::start().await.unwrap();
     let recipients: Vec<Value> = (0..50)
         .map(|i| json!({"to": receiver.url(&format!("/r/{i}")), "data": {"n": i}}))
         .collect();

@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use supervision::{Backoff, ServiceSupervisor, SupervisionPolicy};
 use tokio::sync::Notify;
 
@@ -41,7 +42,7 @@ use crate::auth::topics::USER_REGISTERED;
 use crate::events::{Subscription, Topic, Topics};
 use crate::instance::InstanceId;
 use crate::service::{Service, ServiceContext, ServiceDefinition, StartError, StartedService};
-use crate::storage::StoreError;
+use crate::storage::{Dependency, StoreError};
 use actor::{NotificationsWorker, Notifier};
 use delivery::{ProviderWorker, Sender};
 use model::{Status, TemplateName};
@@ -103,7 +104,11 @@ impl Service for Notifications {
             .map_or_else(|| uuid::Uuid::now_v7().to_string(), |id| id.0)
             .into();
         let mut parts = Vec::new();
+        let mut dependencies = vec![store.dependency()];
         for provider in providers {
+            if settings.is_required(provider.channel()) {
+                dependencies.push(Arc::new(RequiredProvider(provider.clone())));
+            }
             let (provider_handle, provider_starter) =
                 provider_service(&ctx, provider.clone(), &settings);
             parts.push(provider_starter);
@@ -140,7 +145,7 @@ impl Service for Notifications {
         Ok(StartedService {
             starter,
             routes: routes::routes(handle),
-            dependencies: vec![store.dependency()],
+            dependencies,
             outbox: Some(store.outbox().clone()),
             subscriptions: vec![subscription],
             parts,
@@ -173,6 +178,32 @@ fn provider_service(
         call_timeout,
         provider,
     )
+}
+
+/// A provider the operator marked `required`: `/ready` fails while its
+/// server does not answer. It never holds the service's calls: an SMTP
+/// outage only makes email wait.
+struct RequiredProvider(Arc<dyn Provider>);
+
+impl Dependency for RequiredProvider {
+    fn name(&self) -> String {
+        format!("provider:{}", self.0.channel())
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<Duration, String>> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            match self.0.ping() {
+                Some(ping) => ping.await.map(|()| started.elapsed()),
+                // Refused by the settings' check: push and webhooks have no one server.
+                None => Ok(Duration::ZERO),
+            }
+        })
+    }
+
+    fn gates_calls(&self) -> bool {
+        false
+    }
 }
 
 /// The topics the service consumes: `user.registered` always (its copy of

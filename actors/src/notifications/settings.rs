@@ -91,6 +91,11 @@ impl NotificationsSettings {
         self.providers().common(channel).map_or(0, |c| c.per_second)
     }
 
+    /// Whether `/ready` checks `channel`'s provider (`required = true`).
+    pub fn is_required(&self, channel: super::model::Channel) -> bool {
+        self.providers().common(channel).is_some_and(|c| c.required)
+    }
+
     /// How long one send through `channel`'s provider may take.
     pub fn provider_timeout(&self, channel: super::model::Channel) -> Duration {
         self.providers()

@@ -145,6 +145,12 @@ pub trait Dependency: Send + Sync + 'static {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+    /// Whether its service refuses calls while it is down (its database:
+    /// see `supervision::outage`), or only leaves rotation through
+    /// `/ready` (a notification provider the operator marked `required`).
+    fn gates_calls(&self) -> bool {
+        true
+    }
 }
 
 /// A service's dependencies as its supervisor's outage probe

@@ -470,6 +470,25 @@ impl Provider for EmailProvider {
                 .map_err(|e| e.redacted(&[self.password.expose()]))
         })
     }
+
+    /// Connects, greets and logs in as a send would, and keeps the
+    /// connection for the next send.
+    fn ping(&self) -> Option<BoxFuture<'_, Result<(), String>>> {
+        Some(Box::pin(async move {
+            let connected = tokio::time::timeout(self.timeout, self.connection()).await;
+            match connected {
+                Ok(Ok(connection)) => {
+                    self.keep(connection);
+                    Ok(())
+                }
+                Ok(Err(e)) => Err(e.redacted(&[self.password.expose()]).to_string()),
+                Err(_) => Err(format!(
+                    "smtp {}:{}: no answer within {:?}",
+                    self.host, self.port, self.timeout
+                )),
+            }
+        }))
+    }
 }
 
 #[cfg(test)]

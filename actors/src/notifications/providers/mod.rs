@@ -161,6 +161,11 @@ impl SendError {
 pub trait Provider: Send + Sync + 'static {
     fn channel(&self) -> Channel;
     fn send<'a>(&'a self, delivery: &'a Delivery<'a>) -> BoxFuture<'a, Result<(), SendError>>;
+    /// Checks that its server answers, without sending anything, for
+    /// `/ready` when the operator marked it `required`. `None` for a
+    /// channel that has no one server (push and webhooks deliver to each
+    /// recipient's own URL).
+    fn ping(&self) -> Option<BoxFuture<'_, Result<(), String>>>;
 }
 
 /// A credential in the settings: serialized as is (the settings round-trip),
@@ -330,18 +335,45 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Checks a section's `per_second` and `timeout` (`section` is `email`, …;
 /// a [`SettingProblem`] key is a `&'static str`, hence the table).
 fn check_common(section: Channel, common: Common, problems: &mut Vec<SettingProblem>) {
-    let (per_second, timeout) = match section {
-        Channel::Email => ("email.per_second", "email.timeout"),
-        Channel::Sms => ("sms.per_second", "sms.timeout"),
-        Channel::Push => ("push.per_second", "push.timeout"),
-        Channel::Webhook => ("webhook.per_second", "webhook.timeout"),
+    let (per_second, timeout, required) = match section {
+        Channel::Email => ("email.per_second", "email.timeout", None),
+        Channel::Sms => ("sms.per_second", "sms.timeout", None),
+        Channel::Push => ("push.per_second", "push.timeout", Some("push.required")),
+        Channel::Webhook => (
+            "webhook.per_second",
+            "webhook.timeout",
+            Some("webhook.required"),
+        ),
     };
+    if let (Some(key), true) = (required, common.required) {
+        problems.push(SettingProblem::new(
+            key,
+            "cannot be true: this channel delivers to each recipient's own URL, \
+             so there is no one server for /ready to check",
+        ));
+    }
     if common.per_second == 0 {
         problems.push(SettingProblem::new(per_second, "must be at least 1"));
     }
     if common.timeout.is_zero() {
         problems.push(SettingProblem::new(timeout, "must be greater than zero"));
     }
+}
+
+/// Whether `url`'s host accepts a TCP connection within `timeout`: the
+/// readiness check of an HTTP provider, which sends nothing.
+fn reachable(url: &reqwest::Url, timeout: Duration) -> BoxFuture<'_, Result<(), String>> {
+    Box::pin(async move {
+        let host = url.host_str().ok_or_else(|| format!("{url}: no host"))?;
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| format!("{url}: no port"))?;
+        match tokio::time::timeout(timeout, tokio::net::TcpStream::connect((host, port))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("{host}:{port}: {e}")),
+            Err(_) => Err(format!("{host}:{port}: no answer within {timeout:?}")),
+        }
+    })
 }
 
 /// Replaces each non-empty secret in `text` by the mask.
@@ -528,6 +560,7 @@ mod tests {
                     ("password", Value::from("hunter2-password")),
                     ("username", Value::from("mailer")),
                     ("timeout", Value::from("30s")),
+                    ("required", Value::from(true)),
                 ]),
             ),
             (
@@ -535,7 +568,6 @@ mod tests {
                 dict(&[
                     ("secret", Value::from("0123456789abcdef-webhook")),
                     ("per_second", Value::from(5)),
-                    ("required", Value::from(true)),
                 ]),
             ),
         ]))
@@ -544,9 +576,10 @@ mod tests {
         assert_eq!(email.timeout, Duration::from_secs(30));
         assert_eq!(email.per_second, 50);
         assert_eq!(email.security, SmtpSecurity::Starttls);
+        assert!(email.required);
         let webhook = settings.webhook.as_ref().unwrap();
         assert_eq!(webhook.per_second, 5);
-        assert!(webhook.required);
+        assert!(!webhook.required);
         assert_eq!(webhook.timeout, Duration::from_secs(10));
         assert!(settings.sms.is_none() && settings.push.is_none());
         assert_eq!(settings.channels(), vec![Channel::Email, Channel::Webhook]);
@@ -649,7 +682,7 @@ mod tests {
                 secret: "0123456789abcdef".into(),
                 per_second: 0,
                 timeout: Duration::ZERO,
-                ..WebhookSettings::default()
+                required: true,
             }),
             ..ProvidersSettings::default()
         };
@@ -657,6 +690,8 @@ mod tests {
         assert_eq!(
             problems,
             vec![
+                "webhook.required: cannot be true: this channel delivers to each recipient's \
+                 own URL, so there is no one server for /ready to check",
                 "webhook.per_second: must be at least 1",
                 "webhook.timeout: must be greater than zero"
             ]

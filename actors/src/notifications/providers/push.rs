@@ -385,6 +385,10 @@ impl Provider for PushProvider {
         // to sign, and nothing sent or received contains it.
         Box::pin(self.post(delivery))
     }
+
+    fn ping(&self) -> Option<BoxFuture<'_, Result<(), String>>> {
+        None
+    }
 }
 
 /// A push endpoint: https, or http only to a loopback address (a local push
@@ -414,11 +418,8 @@ fn unix_now() -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use aes_gcm::aead::{Aead, KeyInit};
-    use aes_gcm::{Aes128Gcm, Nonce};
-    use hkdf::Hkdf;
     use p256::pkcs8::EncodePrivateKey as _;
-    use sha2::Sha256;
+    use testkit::PushSubscriber;
 
     use super::super::test_http::{Reply, TestServer};
     use super::*;
@@ -433,84 +434,12 @@ mod tests {
         }
     }
 
-    /// A browser's side of a subscription: its key pair and auth secret.
-    struct Subscriber {
-        secret: p256::SecretKey,
-        auth: [u8; 16],
-        keys: PushKeys,
-    }
-
-    impl Subscriber {
-        fn new() -> Self {
-            let secret = random_secret_key();
-            let mut auth = [0u8; 16];
-            getrandom::fill(&mut auth).unwrap();
-            let keys = PushKeys {
-                p256dh: URL_SAFE_NO_PAD
-                    .encode(secret.public_key().to_encoded_point(false).as_bytes()),
-                auth: URL_SAFE_NO_PAD.encode(auth),
-            };
-            Self { secret, auth, keys }
+    /// The keys a browser sends with its subscription.
+    fn keys_of(subscriber: &PushSubscriber) -> PushKeys {
+        PushKeys {
+            p256dh: subscriber.p256dh.clone(),
+            auth: subscriber.auth_base64.clone(),
         }
-    }
-
-    /// RFC 8291 §3 and RFC 8188 §2, as a user agent decrypts: written from
-    /// the RFCs here rather than taken from the crate that encrypts, so that
-    /// the test checks the protocol, not the crate against itself.
-    fn decrypt(ua_secret: &p256::SecretKey, auth: &[u8], message: &[u8]) -> Vec<u8> {
-        // Header: salt (16) | record size (4) | key id length (1) | key id.
-        let salt = &message[..16];
-        let record_size = u32::from_be_bytes(message[16..20].try_into().unwrap()) as usize;
-        assert!(record_size >= 18, "record size {record_size}");
-        let id_len = message[20] as usize;
-        assert_eq!(
-            id_len, 65,
-            "the key id is the sender's uncompressed public key"
-        );
-        let as_public_bytes = &message[21..21 + id_len];
-        let as_public = p256::PublicKey::from_sec1_bytes(as_public_bytes).unwrap();
-
-        // RFC 8291 §3.3-3.4: IKM from the ECDH secret, keyed by auth.
-        let shared =
-            p256::ecdh::diffie_hellman(ua_secret.to_nonzero_scalar(), as_public.as_affine());
-        let mut key_info = b"WebPush: info\0".to_vec();
-        key_info.extend_from_slice(ua_secret.public_key().to_encoded_point(false).as_bytes());
-        key_info.extend_from_slice(as_public_bytes);
-        let mut ikm = [0u8; 32];
-        Hkdf::<Sha256>::new(Some(auth), shared.raw_secret_bytes().as_slice())
-            .expand(&key_info, &mut ikm)
-            .unwrap();
-
-        // RFC 8188 §2.2-2.3: content key and nonce from the salt.
-        let prk = Hkdf::<Sha256>::new(Some(salt), &ikm);
-        let mut cek = [0u8; 16];
-        prk.expand(b"Content-Encoding: aes128gcm\0", &mut cek)
-            .unwrap();
-        let mut base_nonce = [0u8; 12];
-        prk.expand(b"Content-Encoding: nonce\0", &mut base_nonce)
-            .unwrap();
-        let cipher = Aes128Gcm::new_from_slice(&cek).unwrap();
-
-        let records: Vec<&[u8]> = message[21 + id_len..].chunks(record_size).collect();
-        let mut plaintext = Vec::new();
-        for (seq, record) in records.iter().enumerate() {
-            let mut nonce = base_nonce;
-            for (n, s) in nonce.iter_mut().zip(&(seq as u128).to_be_bytes()[4..]) {
-                *n ^= s;
-            }
-            let mut padded = cipher.decrypt(Nonce::from_slice(&nonce), *record).unwrap();
-            while padded.last() == Some(&0) {
-                padded.pop();
-            }
-            let last = seq + 1 == records.len();
-            assert_eq!(
-                padded.pop(),
-                Some(if last { 2 } else { 1 }),
-                "padding delimiter"
-            );
-            plaintext.extend(padded);
-        }
-        plaintext
     }
 
     fn b64(text: &str) -> Vec<u8> {
@@ -520,11 +449,13 @@ mod tests {
     #[test]
     fn the_test_decryption_reads_the_rfc_8291_example() {
         // RFC 8291 Appendix A.
-        let ua_secret =
-            p256::SecretKey::from_slice(&b64("q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94"))
-                .unwrap();
+        let subscriber = PushSubscriber::from_parts(
+            &b64("q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94"),
+            &b64("BTBZMqHH6r4Tts7J_aSIgg"),
+        )
+        .unwrap();
         let message = b64("DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN");
-        let plaintext = decrypt(&ua_secret, &b64("BTBZMqHH6r4Tts7J_aSIgg"), &message);
+        let plaintext = subscriber.decrypt(&message).unwrap();
         assert_eq!(plaintext, b"When I grow up, I want to be a watermelon");
     }
 
@@ -555,7 +486,8 @@ mod tests {
     async fn delivers_an_encrypted_payload_with_a_vapid_signature() {
         let server = TestServer::start(|_| Reply::status(201)).await;
         let endpoint = server.url("/push/v2/gAAAAABsubscription-token");
-        let subscriber = Subscriber::new();
+        let subscriber = PushSubscriber::new();
+        let keys = keys_of(&subscriber);
         let body = r#"{"title":"Invoice paid","body":"Thank you — €12.00 received"}"#;
         let delivery = Delivery {
             id: uuid::Uuid::now_v7(),
@@ -563,7 +495,7 @@ mod tests {
             subject: Some("Invoice paid"),
             body,
             html: None,
-            push: Some(&subscriber.keys),
+            push: Some(&keys),
         };
         let Fixture { provider, .. } = fixture(Some(Urgency::High));
         provider.send(&delivery).await.unwrap();
@@ -579,7 +511,7 @@ mod tests {
 
         // The subscriber, and only it, reads the body.
         assert_ne!(request.body, body.as_bytes());
-        let plaintext = decrypt(&subscriber.secret, &subscriber.auth, &request.body);
+        let plaintext = subscriber.decrypt(&request.body).unwrap();
         assert_eq!(String::from_utf8(plaintext).unwrap(), body);
 
         // The VAPID header: a JWT for the endpoint's origin, signed by the
@@ -626,7 +558,7 @@ mod tests {
         assert_eq!(requests[1].header("authorization"), Some(authorization));
         assert_ne!(requests[1].body, requests[0].body);
         assert_eq!(
-            decrypt(&subscriber.secret, &subscriber.auth, &requests[1].body),
+            subscriber.decrypt(&requests[1].body).unwrap(),
             body.as_bytes()
         );
     }
@@ -646,11 +578,12 @@ mod tests {
             provider,
             vapid_key,
         } = fixture(None);
-        let subscriber = Subscriber::new();
+        let subscriber = PushSubscriber::new();
+        let keys = keys_of(&subscriber);
         let send = |path: &str| {
             let to = server.url(path);
             let provider = &provider;
-            let keys = &subscriber.keys;
+            let keys = &keys;
             async move {
                 provider
                     .send(&Delivery {
@@ -696,7 +629,7 @@ mod tests {
                 subject: None,
                 body: "hello",
                 html: None,
-                push: Some(&subscriber.keys),
+                push: Some(&keys),
             })
             .await
             .unwrap_err();
@@ -716,23 +649,19 @@ mod tests {
     #[tokio::test]
     async fn what_cannot_be_delivered_is_rejected_without_sending() {
         let Fixture { provider, .. } = fixture(None);
-        let subscriber = Subscriber::new();
+        let subscriber = PushSubscriber::new();
+        let keys = keys_of(&subscriber);
         let bad_key = PushKeys {
             p256dh: URL_SAFE_NO_PAD.encode([4u8; 65]),
-            auth: subscriber.keys.auth.clone(),
+            auth: keys.auth.clone(),
         };
         let short_auth = PushKeys {
-            p256dh: subscriber.keys.p256dh.clone(),
+            p256dh: keys.p256dh.clone(),
             auth: URL_SAFE_NO_PAD.encode([1u8; 8]),
         };
         let big = "x".repeat(MAX_PAYLOAD_BYTES + 1);
         let cases: [(&str, &str, Option<&PushKeys>, &str); 6] = [
-            (
-                "http://push.example.com/x",
-                "hi",
-                Some(&subscriber.keys),
-                "https",
-            ),
+            ("http://push.example.com/x", "hi", Some(&keys), "https"),
             ("https://push.example.com/x", "hi", None, "keys are missing"),
             (
                 "https://push.example.com/x",
@@ -746,18 +675,8 @@ mod tests {
                 Some(&short_auth),
                 "keys.auth",
             ),
-            (
-                "https://push.example.com/x",
-                &big,
-                Some(&subscriber.keys),
-                "at most",
-            ),
-            (
-                "https://push.example.com/x",
-                "",
-                Some(&subscriber.keys),
-                "empty",
-            ),
+            ("https://push.example.com/x", &big, Some(&keys), "at most"),
+            ("https://push.example.com/x", "", Some(&keys), "empty"),
         ];
         for (to, body, push, says) in cases {
             let delivery = Delivery {
@@ -776,11 +695,11 @@ mod tests {
         }
         assert_eq!(bad_key.check().unwrap_err().0, "p256dh");
         assert_eq!(short_auth.check().unwrap_err().0, "auth");
-        subscriber.keys.check().unwrap();
+        keys.check().unwrap();
         // Padded base64 as some clients send it is read too.
         let padded = PushKeys {
-            p256dh: format!("{}=", subscriber.keys.p256dh),
-            auth: format!("{}==", subscriber.keys.auth),
+            p256dh: format!("{}=", keys.p256dh),
+            auth: format!("{}==", keys.auth),
         };
         padded.check().unwrap();
     }

@@ -11,9 +11,9 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    body_prefix, check_common, classify_status, http_client, http_url, quote, request_failed,
-    retry_after, Channel, Common, Delivery, Provider, Secret, SendError, DEFAULT_PER_SECOND,
-    DEFAULT_TIMEOUT,
+    body_prefix, check_common, classify_status, http_client, http_url, quote, reachable,
+    request_failed, retry_after, Channel, Common, Delivery, Provider, Secret, SendError,
+    DEFAULT_PER_SECOND, DEFAULT_TIMEOUT,
 };
 use crate::service::SettingProblem;
 
@@ -119,6 +119,7 @@ impl SmsSettings {
                 account_sid: self.account_sid.clone(),
                 auth_token: self.auth_token.clone(),
                 from: self.from.trim().to_owned(),
+                timeout: self.timeout,
             }),
             _ => Err(problems),
         }
@@ -133,6 +134,8 @@ pub struct SmsProvider {
     account_sid: String,
     auth_token: Secret,
     from: String,
+    /// How long a send, or the readiness check, may take.
+    timeout: Duration,
 }
 
 /// Twilio's error answer (`{"code": 21211, "message": "…", "more_info": …}`).
@@ -202,6 +205,10 @@ impl Provider for SmsProvider {
                 .await
                 .map_err(|e| e.redacted(&[self.auth_token.expose()]))
         })
+    }
+
+    fn ping(&self) -> Option<BoxFuture<'_, Result<(), String>>> {
+        Some(reachable(&self.messages_url, self.timeout))
     }
 }
 

@@ -153,6 +153,10 @@ impl Provider for WebhookProvider {
                 .map_err(|e| e.redacted(&[self.secret.expose()]))
         })
     }
+
+    fn ping(&self) -> Option<BoxFuture<'_, Result<(), String>>> {
+        None
+    }
 }
 
 fn unix_now() -> i64 {
