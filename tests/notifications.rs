@@ -9,30 +9,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{expect_error, spawn_app_with, TestApp, ALICE};
+use common::{admin_token, expect_error, spawn_app_with, TestApp, ALICE};
 use reqwest::Method;
 use serde_json::{json, Value};
 use testkit::Receiver;
 
 const SECRET: &str = "webhook-secret-for-the-tests-0123";
-
-/// An access token of an admin (signed with the test secret; the edge
-/// verifies tokens without the auth service). Always the same admin, so
-/// idempotency keys, scoped to the caller, are theirs across requests.
-fn admin_token() -> String {
-    let keys = actors::auth::TokenKeys::new(
-        common::JWT_SECRET.as_bytes(),
-        actors::auth::TokenSettings::default(),
-    )
-    .unwrap();
-    keys.issue_access(
-        uuid::Uuid::from_u128(0xad_0000_0001),
-        actors::api::Role::Admin,
-        uuid::Uuid::now_v7(),
-    )
-    .unwrap()
-    .token
-}
 
 async fn spawn() -> TestApp {
     spawn_app_with(|config| {

@@ -129,3 +129,16 @@ impl PushSubscriber {
         Ok(plaintext)
     }
 }
+
+/// A fresh VAPID private key as the notifications settings take it (the
+/// raw P-256 scalar, base64url): the application server's side.
+pub fn vapid_private_key() -> String {
+    let key = loop {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).expect("the OS gives random bytes");
+        if let Ok(key) = p256::SecretKey::from_slice(&bytes) {
+            break key;
+        }
+    };
+    URL_SAFE_NO_PAD.encode(key.to_bytes())
+}

@@ -31,12 +31,26 @@ pub const JWT_SECRET: &str = "test-only-secret-that-is-long-enough-for-hs256";
 /// An access token signed with the test secret, for a user no database knows
 /// (for apps whose auth service cannot run).
 pub fn mint_token(user_id: uuid::Uuid) -> String {
+    token_of(user_id, actors::api::Role::User)
+}
+
+/// An access token of an admin (signed with the test secret; the edge
+/// verifies tokens without the auth service). Always the same admin, so
+/// idempotency keys, scoped to the caller, are theirs across requests.
+pub fn admin_token() -> String {
+    token_of(
+        uuid::Uuid::from_u128(0xad_0000_0001),
+        actors::api::Role::Admin,
+    )
+}
+
+fn token_of(user_id: uuid::Uuid, role: actors::api::Role) -> String {
     let keys = actors::auth::TokenKeys::new(
         JWT_SECRET.as_bytes(),
         actors::auth::TokenSettings::default(),
     )
     .expect("test keys");
-    keys.issue_access(user_id, actors::api::Role::User, uuid::Uuid::now_v7())
+    keys.issue_access(user_id, role, uuid::Uuid::now_v7())
         .expect("a token")
         .token
 }

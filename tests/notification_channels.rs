@@ -1,0 +1,524 @@
+//! The notifications service end to end through each channel's real
+//! protocol, against servers on loopback started here (`testkit`):
+//!
+//! * email over SMTP: a registration sends one welcome email (rendered
+//!   subject and body, `Message-ID` from the notification id); an edited
+//!   template changes the next one; `user.registered` delivered again (the
+//!   auth outbox republished after a restart) sends nothing more; an
+//!   opted-out user's notification is `skipped`;
+//! * an SMTP server that is down: retries with growing delays, dead after
+//!   `max_attempts`, and once it is back a retry from the dead letters
+//!   delivers once; marked `required`, it takes `/ready` down and back
+//!   while the API keeps accepting;
+//! * SMS through a Twilio-compatible API: method, path, form fields, basic
+//!   auth, idempotency key;
+//! * Web Push: the payload decrypted with the subscription's keys, and a
+//!   subscription the push service answers 410 for is removed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{admin_token, spawn_app_in, test_config, TestApp, TestDatabase, ALICE, BOB};
+use reqwest::Method;
+use serde_json::{json, Value};
+use testkit::{PushSubscriber, Receiver, SmtpSink};
+
+const FROM: &str = "Stageworks <noreply@example.com>";
+
+/// The service's settings for the tests: retries in test time, email to
+/// `sink`, and whatever `extra` adds (`sms`, `push`, `required`, …).
+fn notifications(config: &mut stageworks::config::Config, sink: &SmtpSink, extra: &Value) {
+    let section = config.service_mut("notifications");
+    let mut email = json!({
+        "host": "127.0.0.1", "port": sink.port(), "security": "none",
+        "from": FROM, "per_second": 1000, "timeout": "2s",
+    });
+    if let Some(more) = extra.get("email").and_then(Value::as_object) {
+        for (key, value) in more {
+            email[key] = value.clone();
+        }
+    }
+    section.set("email", email).unwrap();
+    for channel in ["sms", "push"] {
+        if let Some(settings) = extra.get(channel) {
+            section.set(channel, settings.clone()).unwrap();
+        }
+    }
+    section.set("max_attempts", 3).unwrap();
+    section.set("retry_base", "200ms").unwrap();
+    section.set("retry_max", "800ms").unwrap();
+    section.set("poll_every", "50ms").unwrap();
+}
+
+/// A test app on `data` (and `database`, on PostgreSQL) with
+/// [`notifications`]' settings; Alice and Bob register as it starts.
+async fn start(
+    data: tempfile::TempDir,
+    database: Option<TestDatabase>,
+    sink: &SmtpSink,
+    extra: &Value,
+) -> TestApp {
+    let mut config = test_config(&data);
+    if let Some(database) = &database {
+        config.database.url = database.url.clone();
+    }
+    if let Some(redis) = common::test_redis_url() {
+        config.redis.url = redis;
+    }
+    notifications(&mut config, sink, extra);
+    spawn_app_in(config, data, database).await
+}
+
+/// A fresh app: its own data dir, and its own database when the tests run
+/// on PostgreSQL.
+async fn spawn(sink: &SmtpSink, extra: Value) -> TestApp {
+    let database = match common::test_database_url() {
+        Some(admin) => Some(TestDatabase::create(&admin).await),
+        None => None,
+    };
+    start(tempfile::tempdir().unwrap(), database, sink, &extra).await
+}
+
+/// Polls `check` until it holds (20 s at most), or fails naming `what`.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn as_admin(app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
+    app.client
+        .request(method, app.url(path))
+        .bearer_auth(admin_token())
+}
+
+/// The status and JSON body of a request.
+async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls the notification (as the admin) until `ready` holds (15 s at most).
+async fn notification_until(app: &TestApp, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, found) = answer(as_admin(
+            app,
+            Method::GET,
+            &format!("/api/v1/notifications/{id}"),
+        ))
+        .await;
+        if ready(&found) {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "notification never got there: {found}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The notifications addressed to a user, as the admin lists them.
+async fn notifications_of(app: &TestApp, user_id: &str) -> Vec<Value> {
+    let (status, listed) = answer(as_admin(
+        app,
+        Method::GET,
+        &format!("/api/v1/notifications?user_id={user_id}"),
+    ))
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    listed["data"].as_array().unwrap().clone()
+}
+
+/// The mails `sink` took for `to`.
+fn mails_to(sink: &SmtpSink, to: &str) -> Vec<testkit::Mail> {
+    sink.mails().into_iter().filter(|m| m.to == [to]).collect()
+}
+
+async fn register(app: &TestApp, email: &str) -> Value {
+    let (status, user) = answer(
+        app.client
+            .post(app.url("/api/v1/auth/register"))
+            .json(&json!({"email": email, "password": common::PASSWORD, "name": "Carol"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    user
+}
+
+/// Marks every `user.registered` event of auth's outbox unpublished, as if
+/// the process had died between publishing them and recording it: the
+/// relay of the next start hands them on again, with their ids.
+async fn republish_registrations(app: &TestApp) -> u64 {
+    use sqlx::Connection as _;
+    let statement = "UPDATE outbox SET published_at = NULL WHERE topic = 'user.registered'";
+    match &app.database {
+        Some(database) => {
+            let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+            sqlx::query(
+                "UPDATE auth.outbox SET published_at = NULL, claimed_until = 0 \
+                 WHERE topic = 'user.registered'",
+            )
+            .execute(&mut conn)
+            .await
+            .unwrap()
+            .rows_affected()
+        }
+        None => {
+            let options = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(app.data.path().join("auth.db"))
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            sqlx::query(statement)
+                .execute(&mut conn)
+                .await
+                .unwrap()
+                .rows_affected()
+        }
+    }
+}
+
+/// The notifications subscriber's figures on `/admin/events`.
+async fn notifications_subscriber(app: &TestApp) -> Value {
+    let overview: Value = app
+        .admin_get("/admin/events")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    overview["subscribers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "notifications")
+        .cloned()
+        .unwrap_or_else(|| panic!("no notifications subscriber in {overview}"))
+}
+
+#[tokio::test]
+async fn a_registration_sends_one_welcome_email_even_when_its_event_comes_twice() {
+    let sink = SmtpSink::start().await.unwrap();
+    let mut app = spawn(&sink, json!({})).await;
+
+    // Alice and Bob registered as the app started: one welcome each.
+    let mails = sink.wait_for(2, Duration::from_secs(15)).await;
+    assert_eq!(mails.len(), 2, "{mails:?}");
+    let welcome = &mails_to(&sink, ALICE)[0];
+    assert_eq!(
+        welcome.header("Subject").as_deref(),
+        Some("Welcome, alice@example.com")
+    );
+    assert_eq!(welcome.header("From").as_deref(), Some(FROM));
+    assert_eq!(welcome.from, "noreply@example.com");
+    assert!(
+        welcome
+            .body()
+            .contains("your account alice@example.com is ready."),
+        "{}",
+        welcome.data
+    );
+    // Its Message-ID is the notification's id, which Alice sees as sent.
+    let alice_id = app.user_id(ALICE).to_owned();
+    let listed = notifications_of(&app, &alice_id).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["template"], "welcome");
+    let id = listed[0]["id"].as_str().unwrap().to_owned();
+    let sent = notification_until(&app, &id, |n| n["status"] == "sent").await;
+    assert_eq!(sent["attempts"], 1, "{sent}");
+    assert_eq!(
+        welcome.header("Message-ID"),
+        Some(format!("<{id}@example.com>"))
+    );
+
+    // An admin edits the template: the next registration gets the new text.
+    let (status, edited) = answer(
+        as_admin(&app, Method::PUT, "/api/v1/notifications/templates/welcome").json(&json!({
+            "channel": "email",
+            "subject": "Glad you are here, {{name}}",
+            "body": "Sign in as {{email}}.",
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{edited}");
+    register(&app, "carol@example.com").await;
+    let mails = sink.wait_for(3, Duration::from_secs(15)).await;
+    assert_eq!(mails.len(), 3, "{mails:?}");
+    let carol = &mails_to(&sink, "carol@example.com")[0];
+    assert_eq!(
+        carol.header("Subject").as_deref(),
+        Some("Glad you are here, Carol")
+    );
+    assert!(
+        carol.body().contains("Sign in as carol@example.com."),
+        "{}",
+        carol.data
+    );
+
+    // The process stops; auth's outbox is made to hand its three
+    // registrations on again; the next start delivers them again.
+    app.stop().await;
+    let republished = republish_registrations(&app).await;
+    assert_eq!(republished, 3, "three user.registered events in the outbox");
+    let data = std::mem::replace(&mut app.data, tempfile::tempdir().unwrap());
+    let database = app.database.take();
+    let app = start(data, database, &sink, &json!({})).await;
+    until("the registrations are delivered again", || async {
+        let subscriber = notifications_subscriber(&app).await;
+        subscriber["delivered"].as_u64() >= Some(3) && subscriber["pending"].as_u64() == Some(0)
+    })
+    .await;
+    // The inbox knew them: no notification more, no mail more. The
+    // edited template was not put back by the restart either.
+    for user in [ALICE, BOB] {
+        let listed = notifications_of(&app, app.user_id(user)).await;
+        assert_eq!(listed.len(), 1, "{user}: {listed:?}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(sink.count(), 3, "{:?}", sink.mails());
+    let (_, template) = answer(as_admin(
+        &app,
+        Method::GET,
+        "/api/v1/notifications/templates/welcome",
+    ))
+    .await;
+    assert_eq!(template["subject"], "Glad you are here, {{name}}");
+}
+
+#[tokio::test]
+async fn a_user_who_opted_out_of_email_is_skipped_and_sent_nothing() {
+    let sink = SmtpSink::start().await.unwrap();
+    let app = spawn(&sink, json!({})).await;
+    sink.wait_for(2, Duration::from_secs(15)).await;
+    let (status, _) = answer(
+        app.as_user(Method::PUT, "/api/v1/notifications/preferences", BOB)
+            .json(&json!({"email": false, "sms": true, "push": true, "webhook": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, queued) = answer(
+        as_admin(&app, Method::POST, "/api/v1/notifications/send").json(&json!({
+            "channel": "email", "user_id": app.user_id(BOB),
+            "subject": "News", "body": "Something new.",
+        })),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    let id = queued["id"].as_str().unwrap();
+    let skipped = notification_until(&app, id, |n| n["status"] != "queued").await;
+    assert_eq!(skipped["status"], "skipped", "{skipped}");
+    assert_eq!(skipped["attempts"], 0, "{skipped}");
+    // Alice did not opt out: hers goes, and Bob's still has not.
+    let (_, for_alice) = answer(
+        as_admin(&app, Method::POST, "/api/v1/notifications/send").json(&json!({
+            "channel": "email", "user_id": app.user_id(ALICE),
+            "subject": "News", "body": "Something new.",
+        })),
+    )
+    .await;
+    notification_until(&app, for_alice["id"].as_str().unwrap(), |n| {
+        n["status"] == "sent"
+    })
+    .await;
+    let news: Vec<_> = sink
+        .mails()
+        .into_iter()
+        .filter(|m| m.header("Subject").as_deref() == Some("News"))
+        .collect();
+    assert_eq!(news.len(), 1, "{news:?}");
+    assert_eq!(news[0].to, [ALICE]);
+}
+
+#[tokio::test]
+async fn an_smtp_server_that_is_down_gets_retries_then_a_dead_letter_then_one_delivery() {
+    let mut sink = SmtpSink::start().await.unwrap();
+    let app = spawn(&sink, json!({"email": {"required": true}})).await;
+    sink.wait_for(2, Duration::from_secs(15)).await;
+    let ready = app.client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    sink.stop();
+    // Required, the provider takes the process out of rotation…
+    until("/ready fails with the SMTP server down", || async {
+        let ready = app.client.get(app.url("/ready")).send().await.unwrap();
+        ready.status() == 503
+    })
+    .await;
+    let (_, health) = answer(app.client.get(app.url("/health"))).await;
+    assert!(
+        health.to_string().contains("provider:email"),
+        "the provider is named: {health}"
+    );
+    // … while the API still accepts: the notification waits in the queue.
+    let (status, queued) = answer(
+        as_admin(&app, Method::POST, "/api/v1/notifications/send").json(&json!({
+            "channel": "email", "to": "ops@example.com",
+            "subject": "Disk almost full", "body": "Only 3% left on /var.",
+        })),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    let id = queued["id"].as_str().unwrap().to_owned();
+    let dead = notification_until(&app, &id, |n| n["status"] == "dead").await;
+    assert_eq!(dead["attempts"], 3, "{dead}");
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("127.0.0.1")),
+        "the last error says which server failed: {dead}"
+    );
+    let (_, letters) = answer(as_admin(
+        &app,
+        Method::GET,
+        "/api/v1/notifications/dead-letters",
+    ))
+    .await;
+    assert!(
+        letters["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["id"] == id.as_str()),
+        "{letters}"
+    );
+
+    // Back: ready again, and the retried dead letter is delivered once.
+    sink.resume().await.unwrap();
+    until("/ready answers again", || async {
+        let ready = app.client.get(app.url("/ready")).send().await.unwrap();
+        ready.status() == 200
+    })
+    .await;
+    let (status, retried) = answer(as_admin(
+        &app,
+        Method::POST,
+        &format!("/api/v1/notifications/dead-letters/{id}/retry"),
+    ))
+    .await;
+    assert_eq!(status, 202, "{retried}");
+    let sent = notification_until(&app, &id, |n| n["status"] == "sent").await;
+    assert_eq!(sent["attempts"], 1, "attempts start again: {sent}");
+    let to_ops = mails_to(&sink, "ops@example.com");
+    assert_eq!(to_ops.len(), 1, "{to_ops:?}");
+    assert_eq!(
+        to_ops[0].header("Message-ID"),
+        Some(format!("<{id}@example.com>"))
+    );
+}
+
+#[tokio::test]
+async fn an_sms_goes_to_the_twilio_compatible_api_with_its_form_and_credentials() {
+    let sink = SmtpSink::start().await.unwrap();
+    let api = Receiver::start().await.unwrap();
+    let sid = "AC00000000000000000000000000000001";
+    let token = "sms-auth-token-for-the-tests";
+    let app = spawn(
+        &sink,
+        json!({"sms": {"base_url": api.url(""), "account_sid": sid,
+                        "auth_token": token, "from": "+15005550006"}}),
+    )
+    .await;
+    let (status, queued) = answer(
+        as_admin(&app, Method::POST, "/api/v1/notifications/send").json(&json!({
+            "channel": "sms", "to": "+14155550123", "body": "Your code is 4321 & valid 5 min",
+        })),
+    )
+    .await;
+    assert_eq!(status, 202, "{queued}");
+    let id = queued["id"].as_str().unwrap();
+    notification_until(&app, id, |n| n["status"] == "sent").await;
+
+    let requests = api.received();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let request = &requests[0];
+    assert_eq!(request.method, Method::POST);
+    assert_eq!(
+        request.uri.path(),
+        format!("/2010-04-01/Accounts/{sid}/Messages.json")
+    );
+    assert_eq!(
+        request.headers["content-type"],
+        "application/x-www-form-urlencoded"
+    );
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{sid}:{token}"));
+    assert_eq!(request.headers["authorization"], format!("Basic {basic}"));
+    assert_eq!(request.headers["idempotency-key"], id);
+    let form: std::collections::HashMap<String, String> =
+        form_urlencoded::parse(&request.body).into_owned().collect();
+    assert_eq!(form["To"], "+14155550123");
+    assert_eq!(form["From"], "+15005550006");
+    assert_eq!(form["Body"], "Your code is 4321 & valid 5 min");
+}
+
+#[tokio::test]
+async fn a_push_is_encrypted_for_its_subscription_and_a_gone_subscription_is_removed() {
+    let sink = SmtpSink::start().await.unwrap();
+    let push_service = Receiver::start().await.unwrap();
+    let app = spawn(
+        &sink,
+        json!({"push": {"vapid_private_key": testkit::push::vapid_private_key(),
+                         "subject": "mailto:ops@example.com"}}),
+    )
+    .await;
+    let browser = PushSubscriber::new();
+    let endpoint = push_service.url("/push/alice-device-1");
+    let (status, subscription) = answer(
+        app.as_user(Method::POST, "/api/v1/notifications/subscriptions", ALICE)
+            .json(&json!({"endpoint": endpoint,
+                          "keys": {"p256dh": browser.p256dh, "auth": browser.auth_base64}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{subscription}");
+    let push = json!({"channel": "push", "user_id": app.user_id(ALICE),
+                      "body": "{\"title\":\"Invoice paid\",\"body\":\"€12.00 received\"}"});
+    let (status, queued) =
+        answer(as_admin(&app, Method::POST, "/api/v1/notifications/send").json(&push)).await;
+    assert_eq!(status, 202, "{queued}");
+    notification_until(&app, queued["id"].as_str().unwrap(), |n| {
+        n["status"] == "sent"
+    })
+    .await;
+    let requests = push_service.received();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].uri.path(), "/push/alice-device-1");
+    assert_eq!(requests[0].headers["content-encoding"], "aes128gcm");
+    assert!(requests[0].headers["authorization"]
+        .to_str()
+        .unwrap()
+        .starts_with("vapid t="));
+    let plaintext = browser.decrypt(&requests[0].body).unwrap();
+    assert_eq!(
+        String::from_utf8(plaintext).unwrap(),
+        "{\"title\":\"Invoice paid\",\"body\":\"€12.00 received\"}"
+    );
+
+    // The push service says the subscription is gone: it is removed, so
+    // the next push to Alice has nowhere to go (422 on user_id).
+    push_service.answer(&[410]);
+    let (_, queued) =
+        answer(as_admin(&app, Method::POST, "/api/v1/notifications/send").json(&push)).await;
+    let gone = notification_until(&app, queued["id"].as_str().unwrap(), |n| {
+        !matches!(n["status"].as_str(), Some("queued" | "sending"))
+    })
+    .await;
+    assert_eq!(
+        gone["status"], "dead",
+        "a gone subscription is final: {gone}"
+    );
+    let refused = as_admin(&app, Method::POST, "/api/v1/notifications/send")
+        .json(&push)
+        .send()
+        .await
+        .unwrap();
+    let body = common::expect_error(refused, 422, "VALIDATION_ERROR").await;
+    assert!(body.to_string().contains("user_id"), "{body}");
+}
