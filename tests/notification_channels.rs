@@ -8,8 +8,9 @@
 //!   opted-out user's notification is `skipped`;
 //! * an SMTP server that is down: retries with growing delays, dead after
 //!   `max_attempts`, and once it is back a retry from the dead letters
-//!   delivers once; marked `required`, it takes `/ready` down and back
-//!   while the API keeps accepting;
+//!   delivers once, each outcome announced (`notification.dead`,
+//!   `notification.sent`); marked `required`, it takes `/ready` down and
+//!   back while the API keeps accepting;
 //! * SMS through a Twilio-compatible API: method, path, form fields, basic
 //!   auth, idempotency key;
 //! * Web Push: the payload decrypted with the subscription's keys, and a
@@ -152,38 +153,78 @@ async fn register(app: &TestApp, email: &str) -> Value {
     user
 }
 
+/// A connection to `service`'s own database: its SQLite file, or the
+/// test database (where its tables are in the schema named after it).
+enum ServiceDb {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl ServiceDb {
+    async fn open(app: &TestApp, service: &str) -> Self {
+        use sqlx::Connection as _;
+        match &app.database {
+            Some(database) => {
+                let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
+                sqlx::query(&format!("SET search_path TO {service}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                ServiceDb::Postgres(conn)
+            }
+            None => {
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(app.data.path().join(format!("{service}.db")))
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+                ServiceDb::Sqlite(
+                    sqlx::SqliteConnection::connect_with(&options)
+                        .await
+                        .unwrap(),
+                )
+            }
+        }
+    }
+
+    async fn execute(&mut self, statement: &str) -> u64 {
+        match self {
+            ServiceDb::Sqlite(conn) => sqlx::query(statement)
+                .execute(conn)
+                .await
+                .unwrap()
+                .rows_affected(),
+            ServiceDb::Postgres(conn) => sqlx::query(statement)
+                .execute(conn)
+                .await
+                .unwrap()
+                .rows_affected(),
+        }
+    }
+
+    /// The events of its outbox, oldest first: `(topic, event)`.
+    async fn outbox(&mut self) -> Vec<(String, Value)> {
+        let statement = "SELECT topic, event FROM outbox ORDER BY seq";
+        let rows: Vec<(String, String)> = match self {
+            ServiceDb::Sqlite(conn) => sqlx::query_as(statement).fetch_all(conn).await,
+            ServiceDb::Postgres(conn) => sqlx::query_as(statement).fetch_all(conn).await,
+        }
+        .unwrap();
+        rows.into_iter()
+            .map(|(topic, event)| (topic, serde_json::from_str(&event).unwrap()))
+            .collect()
+    }
+}
+
 /// Marks every `user.registered` event of auth's outbox unpublished, as if
 /// the process had died between publishing them and recording it: the
 /// relay of the next start hands them on again, with their ids.
 async fn republish_registrations(app: &TestApp) -> u64 {
-    use sqlx::Connection as _;
-    let statement = "UPDATE outbox SET published_at = NULL WHERE topic = 'user.registered'";
-    match &app.database {
-        Some(database) => {
-            let mut conn = sqlx::PgConnection::connect(&database.url).await.unwrap();
-            sqlx::query(
-                "UPDATE auth.outbox SET published_at = NULL, claimed_until = 0 \
-                 WHERE topic = 'user.registered'",
-            )
-            .execute(&mut conn)
-            .await
-            .unwrap()
-            .rows_affected()
-        }
-        None => {
-            let options = sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(app.data.path().join("auth.db"))
-                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-            let mut conn = sqlx::SqliteConnection::connect_with(&options)
-                .await
-                .unwrap();
-            sqlx::query(statement)
-                .execute(&mut conn)
-                .await
-                .unwrap()
-                .rows_affected()
-        }
-    }
+    ServiceDb::open(app, "auth")
+        .await
+        .execute(
+            "UPDATE outbox SET published_at = NULL, claimed_until = 0 \
+             WHERE topic = 'user.registered'",
+        )
+        .await
 }
 
 /// The notifications subscriber's figures on `/admin/events`.
@@ -407,6 +448,29 @@ async fn an_smtp_server_that_is_down_gets_retries_then_a_dead_letter_then_one_de
     assert_eq!(status, 202, "{retried}");
     let sent = notification_until(&app, &id, |n| n["status"] == "sent").await;
     assert_eq!(sent["attempts"], 1, "attempts start again: {sent}");
+    // It announced both outcomes, through its outbox.
+    let announced: Vec<(String, Value)> = ServiceDb::open(&app, "notifications")
+        .await
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|(_, event)| event["data"]["id"] == id.as_str())
+        .collect();
+    let topics: Vec<&str> = announced.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(
+        topics,
+        ["notification.dead", "notification.sent"],
+        "{announced:?}"
+    );
+    assert_eq!(announced[0].1["data"]["attempts"], 3, "{announced:?}");
+    assert!(
+        announced[0].1["data"]["last_error"].is_string(),
+        "{announced:?}"
+    );
+    assert_eq!(
+        announced[1].1["data"]["to"], "ops@example.com",
+        "{announced:?}"
+    );
     let to_ops = mails_to(&sink, "ops@example.com");
     assert_eq!(to_ops.len(), 1, "{to_ops:?}");
     assert_eq!(
