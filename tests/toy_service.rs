@@ -141,3 +141,71 @@ fn its_settings_are_checked_and_shown_like_a_built_in_services() {
     let err = config.validate(actors::BUILTIN).unwrap_err().to_string();
     assert!(err.contains("services.notes: no such service"), "{err}");
 }
+
+/// How the `counting` stream tagged `tag` ended, once it has.
+fn counting_outcome(tag: &str) -> Option<(u64, bool)> {
+    toy::COUNTINGS
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(t, _, _)| t == tag)
+        .map(|(_, produced, left)| (*produced, *left))
+}
+
+#[tokio::test]
+async fn a_streamed_response_is_sent_as_produced_and_stops_when_the_client_leaves() {
+    use futures::StreamExt as _;
+    let app = spawn_app_of(&services(), |_| {}).await;
+
+    // Whole: every line in order, chunked (its length was never known).
+    let whole = app
+        .as_user(
+            Method::GET,
+            "/api/v1/notes/counting?to=100000&tag=whole",
+            ALICE,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(whole.headers()["content-type"], "text/plain");
+    assert!(whole.headers().get("content-length").is_none());
+    let text = whole.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 100_000);
+    assert_eq!(lines[0], "1");
+    assert_eq!(lines[99_999], "100000");
+    assert_eq!(counting_outcome("whole"), Some((100_000, false)));
+
+    // A client that reads a little and goes away: the producer, held back
+    // by the channel and the socket, notices and stops far short of the end.
+    let mut partial = app
+        .as_user(
+            Method::GET,
+            "/api/v1/notes/counting?to=100000000&tag=left",
+            ALICE,
+        )
+        .send()
+        .await
+        .unwrap()
+        .bytes_stream();
+    let first = partial.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"1\n"), "{first:?}");
+    drop(partial);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (produced, left) = loop {
+        if let Some(outcome) = counting_outcome("left") {
+            break outcome;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer never stopped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(left, "the producer saw the client leave");
+    assert!(
+        produced < 10_000_000,
+        "backpressure holds the producer near the reader: {produced} lines produced"
+    );
+}

@@ -127,7 +127,7 @@ impl Cors {
         {
             return refuse(format!("header {header} not allowed"));
         }
-        let mut answer = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+        let mut answer = http::Response::new(super::Body::empty());
         *answer.status_mut() = StatusCode::NO_CONTENT;
         let headers = answer.headers_mut();
         headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());

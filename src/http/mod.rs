@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod body;
 pub mod edge;
 pub mod frontend;
 pub mod probes;
@@ -12,5 +13,5 @@ pub mod response;
 pub mod router;
 pub mod server;
 
-pub type Body = http_body_util::Full<bytes::Bytes>;
+pub use body::Body;
 pub type Response = http::Response<Body>;

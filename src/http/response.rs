@@ -4,29 +4,36 @@
 use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::StatusCode;
-use http_body_util::Full;
 
 use actors::api::ApiResponse;
 use actors::ServiceError;
 
-use super::Response;
+use super::{Body, Response};
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
 pub fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
-    let mut response = http::Response::new(Full::new(body.into()));
+    let mut response = http::Response::new(Body::full(body));
     *response.status_mut() = status;
     response.headers_mut().insert(CONTENT_TYPE, JSON);
     response
 }
 
 pub fn from_api(api: ApiResponse) -> Response {
-    let mut response = if api.body.is_empty() {
-        let mut r = http::Response::new(Full::new(Bytes::new()));
-        *r.status_mut() = api.status;
-        r
-    } else {
-        json(api.status, api.body)
+    let mut response = match api.stream {
+        Some(stream) => {
+            let content_type = stream.content_type.clone();
+            let mut r = http::Response::new(Body::Stream(stream));
+            *r.status_mut() = api.status;
+            r.headers_mut().insert(CONTENT_TYPE, content_type);
+            r
+        }
+        None if api.body.is_empty() => {
+            let mut r = http::Response::new(Body::empty());
+            *r.status_mut() = api.status;
+            r
+        }
+        None => json(api.status, api.body),
     };
     for (name, value) in api.headers {
         response.headers_mut().insert(name, value);

@@ -657,7 +657,7 @@ fn refusal_of(head: &[u8]) -> Option<ServiceError> {
 /// after its refusal; the client should not wait for another answer).
 fn encode_h1(response: Response) -> Bytes {
     let (mut parts, body) = response.into_parts();
-    let body = body.into_inner().unwrap_or_default();
+    let body = body.into_whole().unwrap_or_default();
     parts
         .headers
         .insert(CONNECTION, HeaderValue::from_static("close"));

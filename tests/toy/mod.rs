@@ -127,6 +127,7 @@ fn routes(notes: Handle, max_length: usize) -> Vec<Route> {
     vec![
         r.post("/api/v1/notes", User, create),
         r.get("/api/v1/notes/orders-seen", User, orders_seen),
+        r.get("/api/v1/notes/counting", User, counting),
         r.get("/api/v1/notes/{id}", User, get),
     ]
 }
@@ -162,6 +163,41 @@ async fn orders_seen(state: State, req: ApiRequest) -> Result<ApiResponse, Servi
         .ask(&state.notes, |reply| NotesMsg::OrdersSeen { reply })
         .await?;
     ApiResponse::json(StatusCode::OK, &serde_json::json!({ "orders": orders }))
+}
+
+/// How each `counting` stream ended, by its `tag`: how many lines it
+/// produced, and whether the client left before the end.
+pub static COUNTINGS: std::sync::Mutex<Vec<(String, u64, bool)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// `GET /api/v1/notes/counting?to=N&tag=t`: the lines `1` to `N`, streamed
+/// as they are produced (a streamed response's plumbing, for the tests).
+async fn counting(_state: State, req: ApiRequest) -> Result<ApiResponse, ServiceError> {
+    let query = req.query_pairs();
+    let find = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let to: u64 = find("to")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| ServiceError::validation("to", "must be a whole number"))?;
+    let tag = find("tag").unwrap_or_default();
+    let (sender, stream) =
+        actors::api::BodyStream::channel(http::HeaderValue::from_static("text/plain"), 4);
+    tokio::spawn(async move {
+        let mut produced = 0;
+        let mut left = false;
+        for n in 1..=to {
+            if sender
+                .send(bytes::Bytes::from(format!("{n}\n")))
+                .await
+                .is_err()
+            {
+                left = true;
+                break;
+            }
+            produced = n;
+        }
+        COUNTINGS.lock().unwrap().push((tag, produced, left));
+    });
+    Ok(ApiResponse::streamed(stream))
 }
 
 struct NotesWorker;

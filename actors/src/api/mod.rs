@@ -287,12 +287,68 @@ impl<T> Page<T> {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct ApiResponse {
     pub status: StatusCode,
     /// JSON, or empty for 204.
     pub body: Bytes,
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// A body sent as it is produced, in place of `body` (an export).
+    pub stream: Option<BodyStream>,
+}
+
+/// A response body written while it is sent: chunks through a bounded
+/// channel, so a producer (a query over a million rows) runs at the pace
+/// of the client and holds at most the channel's chunks in memory. A
+/// client that goes away drops the receiving end: the producer's next
+/// [`ChunkSender::send`] fails and it stops.
+#[derive(Debug)]
+pub struct BodyStream {
+    pub content_type: HeaderValue,
+    chunks: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+/// The producing end of a [`BodyStream`].
+#[derive(Clone, Debug)]
+pub struct ChunkSender(tokio::sync::mpsc::Sender<Bytes>);
+
+/// The client is gone: nothing more will be read.
+#[derive(Debug, thiserror::Error)]
+#[error("the client stopped reading the response")]
+pub struct ClientGone;
+
+impl ChunkSender {
+    /// Waits for room in the channel, then hands the chunk on.
+    pub async fn send(&self, chunk: Bytes) -> Result<(), ClientGone> {
+        self.0.send(chunk).await.map_err(|_| ClientGone)
+    }
+
+    /// Whether the client is gone (nothing sent).
+    pub fn is_closed(&self) -> bool {
+        self.0.is_closed()
+    }
+}
+
+impl BodyStream {
+    /// A stream of `content_type` holding at most `capacity` chunks.
+    pub fn channel(content_type: HeaderValue, capacity: usize) -> (ChunkSender, BodyStream) {
+        let (tx, chunks) = tokio::sync::mpsc::channel(capacity.max(1));
+        (
+            ChunkSender(tx),
+            BodyStream {
+                content_type,
+                chunks,
+            },
+        )
+    }
+
+    /// The next chunk; `None` once the producer finished (or dropped its end).
+    pub fn poll_chunk(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Bytes>> {
+        self.chunks.poll_recv(cx)
+    }
 }
 
 impl ApiResponse {
@@ -306,6 +362,17 @@ impl ApiResponse {
             status,
             body,
             headers: Vec::new(),
+            stream: None,
+        }
+    }
+
+    /// A 200 whose body is `stream`'s chunks, sent as they come.
+    pub fn streamed(stream: BodyStream) -> Self {
+        Self {
+            status: StatusCode::OK,
+            body: Bytes::new(),
+            headers: Vec::new(),
+            stream: Some(stream),
         }
     }
 
