@@ -49,6 +49,7 @@ use crate::kv::KvStore;
 use crate::service::{
     RateLimiting, Service, ServiceContext, ServiceDefinition, StartError, StartedService,
 };
+use crate::storage::upkeep::spawn_purge;
 use crate::storage::StoreError;
 use actor::{AuthState, AuthWorker};
 use model::{DisplayName, Email, Password};
@@ -87,7 +88,7 @@ impl Service for Auth {
         let store = AuthStore::open(&ctx.data_dir, &ctx.storage, claim_lease)
             .await
             .map_err(StartError::store(NAME))?;
-        spawn_purge(store.clone());
+        spawn_purges(&store);
         let state = AuthState {
             store: store.clone(),
             keys: keys.clone(),
@@ -117,25 +118,18 @@ const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
 /// The name a bootstrapped admin is created with.
 const ADMIN_NAME: &str = "Administrator";
 
-fn spawn_purge(store: AuthStore) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(PURGE_EVERY);
-        loop {
-            every.tick().await;
-            match store.purge_expired_keys().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, "purged expired idempotency keys"),
-                Err(err) => tracing::warn!(error = %err, "could not purge idempotency keys"),
-            }
-            // An expired session's tokens are all dead: its refresh tokens
-            // can no longer be redeemed nor reused, its access tokens have
-            // expired long before.
-            match store.purge_sessions(OffsetDateTime::now_utc()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, "purged expired sessions"),
-                Err(err) => tracing::warn!(error = %err, "could not purge expired sessions"),
-            }
-        }
+fn spawn_purges(store: &AuthStore) {
+    let keys = store.clone();
+    spawn_purge("idempotency keys", PURGE_EVERY, move || {
+        let keys = keys.clone();
+        async move { keys.purge_expired_keys().await }
+    });
+    // An expired session's tokens are all dead: its refresh tokens can no
+    // longer be redeemed nor reused, its access tokens have expired long before.
+    let sessions = store.clone();
+    spawn_purge("expired sessions", PURGE_EVERY, move || {
+        let sessions = sessions.clone();
+        async move { sessions.purge_sessions(OffsetDateTime::now_utc()).await }
     });
 }
 

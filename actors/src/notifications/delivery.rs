@@ -150,7 +150,7 @@ impl Sender {
                 .await
             {
                 Ok(claimed) => claimed,
-                Err(err) if super::closed(&err) => return,
+                Err(err) if crate::storage::upkeep::is_closed(&err) => return,
                 Err(err) => {
                     tracing::warn!(channel = self.channel.as_str(), error = %err, "could not claim notifications");
                     Vec::new()

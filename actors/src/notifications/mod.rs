@@ -42,6 +42,7 @@ use crate::auth::topics::USER_REGISTERED;
 use crate::events::{Subscription, Topic, Topics};
 use crate::instance::InstanceId;
 use crate::service::{Service, ServiceContext, ServiceDefinition, StartError, StartedService};
+use crate::storage::upkeep::{is_closed, spawn_purge};
 use crate::storage::{Dependency, StoreError};
 use actor::{NotificationsWorker, Notifier};
 use delivery::{ProviderWorker, Sender};
@@ -228,15 +229,20 @@ const GAUGES_EVERY: Duration = Duration::from_secs(5);
 const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// Creates the default templates once the database is ready (PostgreSQL
-/// may be down at start), then keeps the queue gauges and purges expired
-/// idempotency keys, until the store closes at shutdown.
+/// may be down at start), then keeps the queue gauges, until the store
+/// closes at shutdown; purges expired idempotency keys hourly.
 fn spawn_upkeep(store: NotificationsStore) {
+    let keys = store.clone();
+    spawn_purge("idempotency keys", PURGE_EVERY, move || {
+        let keys = keys.clone();
+        async move { keys.purge_expired_keys().await }
+    });
     tokio::spawn(async move {
         let mut wait = Duration::from_millis(200);
         loop {
             match seed_defaults(&store).await {
                 Ok(()) => break,
-                Err(err) if closed(&err) => return,
+                Err(err) if is_closed(&err) => return,
                 Err(err) => {
                     tracing::warn!(error = %err, "default templates not created yet");
                     tokio::time::sleep(wait).await;
@@ -245,20 +251,12 @@ fn spawn_upkeep(store: NotificationsStore) {
             }
         }
         let mut gauges = tokio::time::interval(GAUGES_EVERY);
-        let mut purge = tokio::time::interval(PURGE_EVERY);
         loop {
-            tokio::select! {
-                _ = gauges.tick() => match store.depth().await {
-                    Ok(depth) => publish_depth(&depth),
-                    Err(err) if closed(&err) => return,
-                    Err(err) => tracing::debug!(error = %err, "queue depth not read"),
-                },
-                _ = purge.tick() => match store.purge_expired_keys().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(deleted = n, "purged expired idempotency keys"),
-                    Err(err) if closed(&err) => return,
-                    Err(err) => tracing::warn!(error = %err, "could not purge idempotency keys"),
-                },
+            gauges.tick().await;
+            match store.depth().await {
+                Ok(depth) => publish_depth(&depth),
+                Err(err) if is_closed(&err) => return,
+                Err(err) => tracing::debug!(error = %err, "queue depth not read"),
             }
         }
     });
@@ -279,9 +277,4 @@ fn publish_depth(depth: &[(Status, u64)]) {
         metrics::gauge!("notifications_queue_depth", "status" => status.as_str())
             .set(*count as f64);
     }
-}
-
-/// The store was closed: the process is stopping.
-pub(crate) fn closed(err: &StoreError) -> bool {
-    matches!(err, StoreError::Database(sqlx::Error::PoolClosed))
 }

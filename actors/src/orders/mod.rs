@@ -27,6 +27,7 @@ pub use messages::OrdersMsg;
 use crate::billing::topics::INVOICE_PAID;
 use crate::events::{Subscription, Topics};
 use crate::service::{Service, ServiceContext, ServiceDefinition, StartError, StartedService};
+use crate::storage::upkeep::spawn_purge;
 use actor::OrdersWorker;
 use settings::OrdersSettings;
 use store::OrdersStore;
@@ -49,7 +50,11 @@ impl Service for Orders {
         let store = OrdersStore::open(&ctx.data_dir, &ctx.storage, claim_lease)
             .await
             .map_err(StartError::store(Orders::NAME))?;
-        spawn_key_purge(store.clone());
+        let keys = store.clone();
+        spawn_purge("idempotency keys", PURGE_EVERY, move || {
+            let keys = keys.clone();
+            async move { keys.purge_expired_keys().await }
+        });
         let (handle, starter) = ServiceSupervisor::<OrdersWorker>::build(
             ctx.name,
             ctx.policy.clone(),
@@ -81,17 +86,3 @@ const PURGE_EVERY: Duration = Duration::from_secs(60 * 60);
 
 /// The topics orders consumes.
 const TOPICS: Topics = Topics::Named(&[INVOICE_PAID]);
-
-fn spawn_key_purge(store: OrdersStore) {
-    tokio::spawn(async move {
-        let mut every = tokio::time::interval(PURGE_EVERY);
-        loop {
-            every.tick().await;
-            match store.purge_expired_keys().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(deleted = n, "purged expired idempotency keys"),
-                Err(err) => tracing::warn!(error = %err, "could not purge idempotency keys"),
-            }
-        }
-    });
-}

@@ -11,6 +11,7 @@ pub mod row_cache;
 pub mod schema;
 pub mod sql;
 pub mod sqlite;
+pub mod upkeep;
 
 use std::path::Path;
 use std::sync::Arc;
