@@ -586,3 +586,44 @@ async fn a_push_is_encrypted_for_its_subscription_and_a_gone_subscription_is_rem
     let body = common::expect_error(refused, 422, "VALIDATION_ERROR").await;
     assert!(body.to_string().contains("user_id"), "{body}");
 }
+
+#[tokio::test]
+async fn ten_thousand_recipients_in_one_call_pass_the_servers_body_limit_only_for_send_bulk() {
+    let sink = SmtpSink::start().await.unwrap();
+    let app = spawn(&sink, json!({})).await;
+    let note = "n".repeat(100);
+    let recipients: Vec<Value> = (0..10_000)
+        .map(|i| json!({"to": format!("reader{i}@example.com"), "data": {"name": format!("Reader {i}"), "note": note}}))
+        .collect();
+    let body = json!({"channel": "email", "template": "welcome",
+                      "data": {"email": "news@example.com"}, "recipients": recipients});
+    let bytes = serde_json::to_vec(&body).unwrap();
+    assert!(bytes.len() > 1024 * 1024, "{} bytes", bytes.len());
+    let (status, accepted) = answer(
+        as_admin(&app, Method::POST, "/api/v1/notifications/send-bulk")
+            .header("content-type", "application/json")
+            .body(bytes.clone()),
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["accepted"], 10_000, "{accepted}");
+    let (_, batch) = answer(as_admin(
+        &app,
+        Method::GET,
+        &format!(
+            "/api/v1/notifications/batches/{}",
+            accepted["batch_id"].as_str().unwrap()
+        ),
+    ))
+    .await;
+    assert_eq!(batch["total"], 10_000, "{batch}");
+
+    // The other routes keep the server's 1 MiB.
+    let refused = as_admin(&app, Method::POST, "/api/v1/notifications/send")
+        .header("content-type", "application/json")
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    common::expect_error(refused, 413, "PAYLOAD_TOO_LARGE").await;
+}

@@ -220,7 +220,10 @@ impl Frontend {
                 retry_after,
             });
         }
-        let body = self.read_body(&parts, body).await?;
+        let limit = route
+            .max_body_bytes
+            .map_or(self.max_body_bytes, |own| own.max(self.max_body_bytes));
+        let body = self.read_body(&parts, body, limit).await?;
         let request = ApiRequest {
             method: parts.method.clone(),
             ctx: RequestContext {
@@ -247,19 +250,18 @@ impl Frontend {
         &self,
         parts: &http::request::Parts,
         body: Incoming,
+        max_bytes: u64,
     ) -> Result<Bytes, ServiceError> {
-        let too_large = || ServiceError::PayloadTooLarge {
-            limit: self.max_body_bytes,
-        };
+        let too_large = || ServiceError::PayloadTooLarge { limit: max_bytes };
         let declared = parts
             .headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > self.max_body_bytes) {
+        if declared.is_some_and(|len| len > max_bytes) {
             return Err(too_large());
         }
-        let limit = usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX);
+        let limit = usize::try_from(max_bytes).unwrap_or(usize::MAX);
         let read = Limited::new(body, limit).collect();
         let Ok(read) = tokio::time::timeout(self.body_read_timeout, read).await else {
             return Err(ServiceError::RequestTimeout(format!(

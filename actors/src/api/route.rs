@@ -42,6 +42,9 @@ pub struct Route {
     pub path: &'static str,
     pub access: Access,
     pub limit: LimitGroup,
+    /// The largest body it reads, when its contract needs more than the
+    /// server's `max_body_bytes` (a 10,000-recipient bulk send).
+    pub max_body_bytes: Option<u64>,
     /// The service behind the route, whose circuit the front-end checks first.
     pub service: Arc<ServiceShared>,
     handler: Arc<Handler>,
@@ -64,6 +67,7 @@ impl Route {
             path,
             access,
             limit: LimitGroup::Api,
+            max_body_bytes: None,
             service,
             handler: Arc::new(move |req| Box::pin(handler(req))),
         }
@@ -72,6 +76,13 @@ impl Route {
     /// Counts the route against another rate-limit group.
     pub fn limited_as(mut self, group: LimitGroup) -> Self {
         self.limit = group;
+        self
+    }
+
+    /// Reads bodies of up to `bytes` (or the server's `max_body_bytes`,
+    /// whichever is larger).
+    pub fn with_body_limit(mut self, bytes: u64) -> Self {
+        self.max_body_bytes = Some(bytes);
         self
     }
 

@@ -19,11 +19,16 @@ type Notifications = ServiceHandle<NotificationsMsg, RequestContext>;
 
 const BASE: &str = "/api/v1/notifications";
 
+/// A bulk send's body limit: 10,000 recipients, each with an address and
+/// a little data of its own (~1.6 KB), is more than the server's 1 MiB.
+const BULK_BODY_BYTES: u64 = 16 * 1024 * 1024;
+
 pub fn routes(service: Notifications) -> Vec<Route> {
     let r = Routes::new(service.shared().clone(), service);
     vec![
         r.post("/api/v1/notifications/send", User, send),
-        r.post("/api/v1/notifications/send-bulk", User, send_bulk),
+        r.post("/api/v1/notifications/send-bulk", User, send_bulk)
+            .with_body_limit(BULK_BODY_BYTES),
         r.get("/api/v1/notifications/batches/{id}", User, batch),
         r.get("/api/v1/notifications", User, list),
         r.get("/api/v1/notifications/{id}", User, get),
