@@ -21,7 +21,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{admin_token, spawn_app_in, test_config, TestApp, TestDatabase, ALICE, BOB};
+use common::notifications::notification_until;
+use common::{json_of, spawn_app_in, test_config, TestApp, TestDatabase, ALICE, BOB};
 use reqwest::Method;
 use serde_json::{json, Value};
 use testkit::{PushSubscriber, Receiver, SmtpSink};
@@ -91,44 +92,9 @@ async fn until<F: std::future::Future<Output = bool>>(what: &str, check: impl Fn
     }
 }
 
-fn as_admin(app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
-    app.client
-        .request(method, app.url(path))
-        .bearer_auth(admin_token())
-}
-
-/// The status and JSON body of a request.
-async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// Polls the notification (as the admin) until `ready` holds (15 s at most).
-async fn notification_until(app: &TestApp, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, found) = answer(as_admin(
-            app,
-            Method::GET,
-            &format!("/api/v1/notifications/{id}"),
-        ))
-        .await;
-        if ready(&found) {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "notification never got there: {found}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The notifications addressed to a user, as the admin lists them.
 async fn notifications_of(app: &TestApp, user_id: &str) -> Vec<Value> {
-    let (status, listed) = answer(as_admin(
-        app,
+    let (status, listed) = json_of(app.as_admin(
         Method::GET,
         &format!("/api/v1/notifications?user_id={user_id}"),
     ))
@@ -143,7 +109,7 @@ fn mails_to(sink: &SmtpSink, to: &str) -> Vec<testkit::Mail> {
 }
 
 async fn register(app: &TestApp, email: &str) -> Value {
-    let (status, user) = answer(
+    let (status, user) = json_of(
         app.client
             .post(app.url("/api/v1/auth/register"))
             .json(&json!({"email": email, "password": common::PASSWORD, "name": "Carol"})),
@@ -282,12 +248,13 @@ async fn a_registration_sends_one_welcome_email_even_when_its_event_comes_twice(
     );
 
     // An admin edits the template: the next registration gets the new text.
-    let (status, edited) = answer(
-        as_admin(&app, Method::PUT, "/api/v1/notifications/templates/welcome").json(&json!({
-            "channel": "email",
-            "subject": "Glad you are here, {{name}}",
-            "body": "Sign in as {{email}}.",
-        })),
+    let (status, edited) = json_of(
+        app.as_admin(Method::PUT, "/api/v1/notifications/templates/welcome")
+            .json(&json!({
+                "channel": "email",
+                "subject": "Glad you are here, {{name}}",
+                "body": "Sign in as {{email}}.",
+            })),
     )
     .await;
     assert_eq!(status, 200, "{edited}");
@@ -326,12 +293,8 @@ async fn a_registration_sends_one_welcome_email_even_when_its_event_comes_twice(
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(sink.count(), 3, "{:?}", sink.mails());
-    let (_, template) = answer(as_admin(
-        &app,
-        Method::GET,
-        "/api/v1/notifications/templates/welcome",
-    ))
-    .await;
+    let (_, template) =
+        json_of(app.as_admin(Method::GET, "/api/v1/notifications/templates/welcome")).await;
     assert_eq!(template["subject"], "Glad you are here, {{name}}");
 }
 
@@ -340,17 +303,18 @@ async fn a_user_who_opted_out_of_email_is_skipped_and_sent_nothing() {
     let sink = SmtpSink::start().await.unwrap();
     let app = spawn(&sink, json!({})).await;
     sink.wait_for(2, Duration::from_secs(15)).await;
-    let (status, _) = answer(
+    let (status, _) = json_of(
         app.as_user(Method::PUT, "/api/v1/notifications/preferences", BOB)
             .json(&json!({"email": false, "sms": true, "push": true, "webhook": true})),
     )
     .await;
     assert_eq!(status, 200);
-    let (status, queued) = answer(
-        as_admin(&app, Method::POST, "/api/v1/notifications/send").json(&json!({
-            "channel": "email", "user_id": app.user_id(BOB),
-            "subject": "News", "body": "Something new.",
-        })),
+    let (status, queued) = json_of(
+        app.as_admin(Method::POST, "/api/v1/notifications/send")
+            .json(&json!({
+                "channel": "email", "user_id": app.user_id(BOB),
+                "subject": "News", "body": "Something new.",
+            })),
     )
     .await;
     assert_eq!(status, 202, "{queued}");
@@ -359,11 +323,12 @@ async fn a_user_who_opted_out_of_email_is_skipped_and_sent_nothing() {
     assert_eq!(skipped["status"], "skipped", "{skipped}");
     assert_eq!(skipped["attempts"], 0, "{skipped}");
     // Alice did not opt out: hers goes, and Bob's still has not.
-    let (_, for_alice) = answer(
-        as_admin(&app, Method::POST, "/api/v1/notifications/send").json(&json!({
-            "channel": "email", "user_id": app.user_id(ALICE),
-            "subject": "News", "body": "Something new.",
-        })),
+    let (_, for_alice) = json_of(
+        app.as_admin(Method::POST, "/api/v1/notifications/send")
+            .json(&json!({
+                "channel": "email", "user_id": app.user_id(ALICE),
+                "subject": "News", "body": "Something new.",
+            })),
     )
     .await;
     notification_until(&app, for_alice["id"].as_str().unwrap(), |n| {
@@ -394,17 +359,18 @@ async fn an_smtp_server_that_is_down_gets_retries_then_a_dead_letter_then_one_de
         ready.status() == 503
     })
     .await;
-    let (_, health) = answer(app.client.get(app.url("/health"))).await;
+    let (_, health) = json_of(app.client.get(app.url("/health"))).await;
     assert!(
         health.to_string().contains("provider:email"),
         "the provider is named: {health}"
     );
     // … while the API still accepts: the notification waits in the queue.
-    let (status, queued) = answer(
-        as_admin(&app, Method::POST, "/api/v1/notifications/send").json(&json!({
-            "channel": "email", "to": "ops@example.com",
-            "subject": "Disk almost full", "body": "Only 3% left on /var.",
-        })),
+    let (status, queued) = json_of(
+        app.as_admin(Method::POST, "/api/v1/notifications/send")
+            .json(&json!({
+                "channel": "email", "to": "ops@example.com",
+                "subject": "Disk almost full", "body": "Only 3% left on /var.",
+            })),
     )
     .await;
     assert_eq!(status, 202, "{queued}");
@@ -417,12 +383,8 @@ async fn an_smtp_server_that_is_down_gets_retries_then_a_dead_letter_then_one_de
             .is_some_and(|e| e.contains("127.0.0.1")),
         "the last error says which server failed: {dead}"
     );
-    let (_, letters) = answer(as_admin(
-        &app,
-        Method::GET,
-        "/api/v1/notifications/dead-letters",
-    ))
-    .await;
+    let (_, letters) =
+        json_of(app.as_admin(Method::GET, "/api/v1/notifications/dead-letters")).await;
     assert!(
         letters["data"]
             .as_array()
@@ -439,8 +401,7 @@ async fn an_smtp_server_that_is_down_gets_retries_then_a_dead_letter_then_one_de
         ready.status() == 200
     })
     .await;
-    let (status, retried) = answer(as_admin(
-        &app,
+    let (status, retried) = json_of(app.as_admin(
         Method::POST,
         &format!("/api/v1/notifications/dead-letters/{id}/retry"),
     ))
@@ -491,10 +452,11 @@ async fn an_sms_goes_to_the_twilio_compatible_api_with_its_form_and_credentials(
                         "auth_token": token, "from": "+15005550006"}}),
     )
     .await;
-    let (status, queued) = answer(
-        as_admin(&app, Method::POST, "/api/v1/notifications/send").json(&json!({
-            "channel": "sms", "to": "+14155550123", "body": "Your code is 4321 & valid 5 min",
-        })),
+    let (status, queued) = json_of(
+        app.as_admin(Method::POST, "/api/v1/notifications/send")
+            .json(&json!({
+                "channel": "sms", "to": "+14155550123", "body": "Your code is 4321 & valid 5 min",
+            })),
     )
     .await;
     assert_eq!(status, 202, "{queued}");
@@ -535,7 +497,7 @@ async fn a_push_is_encrypted_for_its_subscription_and_a_gone_subscription_is_rem
     .await;
     let browser = PushSubscriber::new();
     let endpoint = push_service.url("/push/alice-device-1");
-    let (status, subscription) = answer(
+    let (status, subscription) = json_of(
         app.as_user(Method::POST, "/api/v1/notifications/subscriptions", ALICE)
             .json(&json!({"endpoint": endpoint,
                           "keys": {"p256dh": browser.p256dh, "auth": browser.auth_base64}})),
@@ -544,8 +506,11 @@ async fn a_push_is_encrypted_for_its_subscription_and_a_gone_subscription_is_rem
     assert_eq!(status, 201, "{subscription}");
     let push = json!({"channel": "push", "user_id": app.user_id(ALICE),
                       "body": "{\"title\":\"Invoice paid\",\"body\":\"€12.00 received\"}"});
-    let (status, queued) =
-        answer(as_admin(&app, Method::POST, "/api/v1/notifications/send").json(&push)).await;
+    let (status, queued) = json_of(
+        app.as_admin(Method::POST, "/api/v1/notifications/send")
+            .json(&push),
+    )
+    .await;
     assert_eq!(status, 202, "{queued}");
     notification_until(&app, queued["id"].as_str().unwrap(), |n| {
         n["status"] == "sent"
@@ -568,8 +533,11 @@ async fn a_push_is_encrypted_for_its_subscription_and_a_gone_subscription_is_rem
     // The push service says the subscription is gone: it is removed, so
     // the next push to Alice has nowhere to go (422 on user_id).
     push_service.answer(&[410]);
-    let (_, queued) =
-        answer(as_admin(&app, Method::POST, "/api/v1/notifications/send").json(&push)).await;
+    let (_, queued) = json_of(
+        app.as_admin(Method::POST, "/api/v1/notifications/send")
+            .json(&push),
+    )
+    .await;
     let gone = notification_until(&app, queued["id"].as_str().unwrap(), |n| {
         !matches!(n["status"].as_str(), Some("queued" | "sending"))
     })
@@ -578,7 +546,8 @@ async fn a_push_is_encrypted_for_its_subscription_and_a_gone_subscription_is_rem
         gone["status"], "dead",
         "a gone subscription is final: {gone}"
     );
-    let refused = as_admin(&app, Method::POST, "/api/v1/notifications/send")
+    let refused = app
+        .as_admin(Method::POST, "/api/v1/notifications/send")
         .json(&push)
         .send()
         .await
@@ -599,16 +568,15 @@ async fn ten_thousand_recipients_in_one_call_pass_the_servers_body_limit_only_fo
                       "data": {"email": "news@example.com"}, "recipients": recipients});
     let bytes = serde_json::to_vec(&body).unwrap();
     assert!(bytes.len() > 1024 * 1024, "{} bytes", bytes.len());
-    let (status, accepted) = answer(
-        as_admin(&app, Method::POST, "/api/v1/notifications/send-bulk")
+    let (status, accepted) = json_of(
+        app.as_admin(Method::POST, "/api/v1/notifications/send-bulk")
             .header("content-type", "application/json")
             .body(bytes.clone()),
     )
     .await;
     assert_eq!(status, 202, "{accepted}");
     assert_eq!(accepted["accepted"], 10_000, "{accepted}");
-    let (_, batch) = answer(as_admin(
-        &app,
+    let (_, batch) = json_of(app.as_admin(
         Method::GET,
         &format!(
             "/api/v1/notifications/batches/{}",
@@ -619,7 +587,8 @@ async fn ten_thousand_recipients_in_one_call_pass_the_servers_body_limit_only_fo
     assert_eq!(batch["total"], 10_000, "{batch}");
 
     // The other routes keep the server's 1 MiB.
-    let refused = as_admin(&app, Method::POST, "/api/v1/notifications/send")
+    let refused = app
+        .as_admin(Method::POST, "/api/v1/notifications/send")
         .header("content-type", "application/json")
         .body(bytes)
         .send()

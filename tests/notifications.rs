@@ -9,7 +9,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{admin_token, expect_error, spawn_app_with, TestApp, ALICE};
+use common::notifications::notification_until;
+use common::{expect_error, spawn_app_with, TestApp, ALICE};
 use reqwest::Method;
 use serde_json::{json, Value};
 use testkit::Receiver;
@@ -28,39 +29,12 @@ async fn spawn() -> TestApp {
     .await
 }
 
-fn as_admin(app: &TestApp, method: Method, path: &str) -> reqwest::RequestBuilder {
-    app.client
-        .request(method, app.url(path))
-        .bearer_auth(admin_token())
-}
-
-/// Polls the notification until `ready` holds (10 s at most).
-async fn notification_until(app: &TestApp, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found: Value = as_admin(app, Method::GET, &format!("/api/v1/notifications/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if ready(&found) {
-            return found;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "notification never got there: {found}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_webhook_is_signed_delivered_once_and_marked_sent() {
     let app = spawn().await;
     let receiver = Receiver::start().await.unwrap();
-    let sent = as_admin(&app, Method::POST, "/api/v1/notifications/send")
+    let sent = app
+        .as_admin(Method::POST, "/api/v1/notifications/send")
         .header("idempotency-key", "hook-1")
         .json(&json!({"channel": "webhook", "to": receiver.url("/hook"), "body": "{\"order\":42}"}))
         .send()
@@ -97,7 +71,8 @@ async fn a_webhook_is_signed_delivered_once_and_marked_sent() {
     ));
 
     // The same key and body again: the stored answer, nothing sent twice.
-    let replay = as_admin(&app, Method::POST, "/api/v1/notifications/send")
+    let replay = app
+        .as_admin(Method::POST, "/api/v1/notifications/send")
         .header("idempotency-key", "hook-1")
         .json(&json!({"channel": "webhook", "to": receiver.url("/hook"), "body": "{\"order\":42}"}))
         .send()
@@ -116,7 +91,8 @@ async fn a_failing_receiver_is_retried_with_growing_delays_then_dead_then_retrie
     let app = spawn().await;
     let receiver = Receiver::start().await.unwrap();
     receiver.answer(&[503, 503, 503]);
-    let accepted: Value = as_admin(&app, Method::POST, "/api/v1/notifications/send")
+    let accepted: Value = app
+        .as_admin(Method::POST, "/api/v1/notifications/send")
         .json(&json!({"channel": "webhook", "to": receiver.url("/flaky"), "body": "{}"}))
         .send()
         .await
@@ -142,7 +118,8 @@ async fn a_failing_receiver_is_retried_with_growing_delays_then_dead_then_retrie
         );
     }
 
-    let letters: Value = as_admin(&app, Method::GET, "/api/v1/notifications/dead-letters")
+    let letters: Value = app
+        .as_admin(Method::GET, "/api/v1/notifications/dead-letters")
         .send()
         .await
         .unwrap()
@@ -158,28 +135,28 @@ async fn a_failing_receiver_is_retried_with_growing_delays_then_dead_then_retrie
         "{letters}"
     );
 
-    let retried = as_admin(
-        &app,
-        Method::POST,
-        &format!("/api/v1/notifications/dead-letters/{id}/retry"),
-    )
-    .send()
-    .await
-    .unwrap();
+    let retried = app
+        .as_admin(
+            Method::POST,
+            &format!("/api/v1/notifications/dead-letters/{id}/retry"),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(retried.status(), 202);
     let sent = notification_until(&app, &id, |n| n["status"] == "sent").await;
     assert_eq!(sent["attempts"], 1, "attempts reset: {sent}");
     assert_eq!(receiver.received().len(), 4);
 
     // Not dead any more: a second retry is a conflict.
-    let again = as_admin(
-        &app,
-        Method::POST,
-        &format!("/api/v1/notifications/dead-letters/{id}/retry"),
-    )
-    .send()
-    .await
-    .unwrap();
+    let again = app
+        .as_admin(
+            Method::POST,
+            &format!("/api/v1/notifications/dead-letters/{id}/retry"),
+        )
+        .send()
+        .await
+        .unwrap();
     expect_error(again, 409, "CONFLICT").await;
 }
 
@@ -191,19 +168,22 @@ async fn templates_are_checked_when_written_and_rendered_strictly() {
         "name": "order_hook", "channel": "webhook",
         "body": "{\"order\":\"{{order.number}}\",\"who\":\"{{name}}\"}"
     });
-    let created = as_admin(&app, Method::POST, "/api/v1/notifications/templates")
+    let created = app
+        .as_admin(Method::POST, "/api/v1/notifications/templates")
         .json(&template)
         .send()
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let twice = as_admin(&app, Method::POST, "/api/v1/notifications/templates")
+    let twice = app
+        .as_admin(Method::POST, "/api/v1/notifications/templates")
         .json(&template)
         .send()
         .await
         .unwrap();
     expect_error(twice, 409, "CONFLICT").await;
-    let broken = as_admin(&app, Method::POST, "/api/v1/notifications/templates")
+    let broken = app
+        .as_admin(Method::POST, "/api/v1/notifications/templates")
         .json(&json!({"name": "broken", "channel": "webhook", "body": "{{#if x}}never closed"}))
         .send()
         .await
@@ -212,7 +192,8 @@ async fn templates_are_checked_when_written_and_rendered_strictly() {
     assert_eq!(body["error"]["errors"][0]["field"], "body", "{body}");
 
     // A variable the data lacks is a 422 naming it; nothing is queued.
-    let missing = as_admin(&app, Method::POST, "/api/v1/notifications/send")
+    let missing = app
+        .as_admin(Method::POST, "/api/v1/notifications/send")
         .json(
             &json!({"channel": "webhook", "to": receiver.url("/t"), "template": "order_hook",
                       "data": {"name": "Ann"}}),
@@ -226,7 +207,8 @@ async fn templates_are_checked_when_written_and_rendered_strictly() {
         "{body}"
     );
 
-    let accepted: Value = as_admin(&app, Method::POST, "/api/v1/notifications/send")
+    let accepted: Value = app
+        .as_admin(Method::POST, "/api/v1/notifications/send")
         .json(
             &json!({"channel": "webhook", "to": receiver.url("/t"), "template": "order_hook",
                       "data": {"name": "Ann & Bob", "order": {"number": "ORD-7"}}}),
@@ -246,17 +228,15 @@ async fn templates_are_checked_when_written_and_rendered_strictly() {
     );
 
     // An edit changes what the next notification says.
-    let replaced = as_admin(
-        &app,
-        Method::PUT,
-        "/api/v1/notifications/templates/order_hook",
-    )
-    .json(&json!({"channel": "webhook", "body": "{\"v\":2}"}))
-    .send()
-    .await
-    .unwrap();
+    let replaced = app
+        .as_admin(Method::PUT, "/api/v1/notifications/templates/order_hook")
+        .json(&json!({"channel": "webhook", "body": "{\"v\":2}"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(replaced.status(), 200);
-    let accepted: Value = as_admin(&app, Method::POST, "/api/v1/notifications/send")
+    let accepted: Value = app
+        .as_admin(Method::POST, "/api/v1/notifications/send")
         .json(&json!({"channel": "webhook", "to": receiver.url("/t"), "template": "order_hook"}))
         .send()
         .await
@@ -271,7 +251,8 @@ async fn templates_are_checked_when_written_and_rendered_strictly() {
     assert_eq!(receiver.received()[1].body.as_ref(), b"{\"v\":2}");
 
     // The defaults exist from the first start.
-    let list: Value = as_admin(&app, Method::GET, "/api/v1/notifications/templates")
+    let list: Value = app
+        .as_admin(Method::GET, "/api/v1/notifications/templates")
         .send()
         .await
         .unwrap()
@@ -287,14 +268,11 @@ async fn templates_are_checked_when_written_and_rendered_strictly() {
     for default in ["welcome", "invoice_created", "invoice_paid"] {
         assert!(names.contains(&default), "{names:?}");
     }
-    let deleted = as_admin(
-        &app,
-        Method::DELETE,
-        "/api/v1/notifications/templates/order_hook",
-    )
-    .send()
-    .await
-    .unwrap();
+    let deleted = app
+        .as_admin(Method::DELETE, "/api/v1/notifications/templates/order_hook")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), 204);
 }
 
@@ -325,7 +303,8 @@ async fn the_contracts_refusals_name_their_field_and_users_see_only_theirs() {
         ),
     ];
     for (body, field) in cases {
-        let refused = as_admin(&app, Method::POST, "/api/v1/notifications/send")
+        let refused = app
+            .as_admin(Method::POST, "/api/v1/notifications/send")
             .json(&body)
             .send()
             .await
@@ -336,7 +315,8 @@ async fn the_contracts_refusals_name_their_field_and_users_see_only_theirs() {
             "{body}: {error}"
         );
     }
-    let bulk = as_admin(&app, Method::POST, "/api/v1/notifications/send-bulk")
+    let bulk = app
+        .as_admin(Method::POST, "/api/v1/notifications/send-bulk")
         .json(&json!({"channel": "webhook", "template": "welcome",
                       "recipients": [{"to": "https://a.example.com"}, {"to": "nope"}]}))
         .send()
@@ -390,13 +370,14 @@ async fn a_bulk_send_reaches_every_recipient_once_and_reports_its_progress() {
     let recipients: Vec<Value> = (0..50)
         .map(|i| json!({"to": receiver.url(&format!("/r/{i}")), "data": {"n": i}}))
         .collect();
-    let created = as_admin(&app, Method::POST, "/api/v1/notifications/templates")
+    let created = app.as_admin(Method::POST, "/api/v1/notifications/templates")
         .json(&json!({"name": "numbered", "channel": "webhook", "body": "{\"n\":{{n}},\"of\":\"{{of}}\"}"}))
         .send()
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let accepted: Value = as_admin(&app, Method::POST, "/api/v1/notifications/send-bulk")
+    let accepted: Value = app
+        .as_admin(Method::POST, "/api/v1/notifications/send-bulk")
         .json(
             &json!({"channel": "webhook", "template": "numbered", "data": {"of": "fifty"},
                       "recipients": recipients}),
@@ -414,7 +395,8 @@ async fn a_bulk_send_reaches_every_recipient_once_and_reports_its_progress() {
     );
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let progress: Value = as_admin(&app, Method::GET, &batch)
+        let progress: Value = app
+            .as_admin(Method::GET, &batch)
             .send()
             .await
             .unwrap()

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
-use tokio::task::JoinSet;
+
+use crate::server::{accept_loop, Listening, Recorded, Serve};
 
 /// A request the receiver took.
 #[derive(Clone, Debug)]
@@ -25,58 +24,61 @@ pub struct Received {
 
 #[derive(Default)]
 struct Shared {
-    received: Mutex<Vec<Received>>,
+    received: Recorded<Received>,
     script: Mutex<VecDeque<u16>>,
-    arrived: Notify,
 }
 
 /// The receiver: [`Receiver::start`] binds a free loopback port; dropping
 /// it or [`Receiver::stop`] closes the listener and every connection.
 pub struct Receiver {
-    addr: SocketAddr,
+    listening: Listening,
     shared: Arc<Shared>,
-    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Receiver {
     pub async fn start() -> std::io::Result<Self> {
-        let mut receiver = Receiver {
-            addr: "127.0.0.1:0".parse().expect("a socket address"),
-            shared: Arc::default(),
-            server: None,
-        };
-        receiver.listen().await?;
-        Ok(receiver)
-    }
-
-    async fn listen(&mut self) -> std::io::Result<()> {
-        let listener = TcpListener::bind(self.addr).await?;
-        self.addr = listener.local_addr()?;
-        self.server = Some(tokio::spawn(serve(listener, self.shared.clone())));
-        Ok(())
+        let shared: Arc<Shared> = Arc::default();
+        let state = shared.clone();
+        let serve: Serve = Box::new(move |listener| {
+            let state = state.clone();
+            Box::pin(accept_loop(listener, move |stream| {
+                let state = state.clone();
+                async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, std::convert::Infallible>(take(req, &state).await) }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    // A client that goes away mid-request is not the receiver's problem.
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                }
+            }))
+        });
+        let addr = "127.0.0.1:0".parse().expect("a socket address");
+        Ok(Receiver {
+            listening: Listening::bind(addr, serve).await?,
+            shared,
+        })
     }
 
     /// Stops listening and drops every open connection: the server is down.
     pub fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
+        self.listening.stop();
     }
 
     /// Listens again on the same port (what it took is kept).
     pub async fn resume(&mut self) -> std::io::Result<()> {
-        if self.server.is_none() {
-            self.listen().await?;
-        }
-        Ok(())
+        self.listening.resume().await
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listening.addr()
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.addr())
     }
 
     /// The statuses of the next requests, in order.
@@ -89,57 +91,17 @@ impl Receiver {
     }
 
     pub fn received(&self) -> Vec<Received> {
-        self.shared.received.lock().expect("not poisoned").clone()
+        self.shared.received.all()
     }
 
     pub fn count(&self) -> usize {
-        self.shared.received.lock().expect("not poisoned").len()
+        self.shared.received.count()
     }
 
     /// Waits until at least `n` requests arrived, or `within` passed;
     /// answers what arrived either way.
     pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let arrived = self.shared.arrived.notified();
-            if self.count() >= n {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-                break;
-            }
-        }
-        self.received()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let shared = shared.clone();
-                connections.spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, std::convert::Infallible>(take(req, &shared).await) }
-                    });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    // A client that goes away mid-request is not the receiver's problem.
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, service)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
+        self.shared.received.wait_for(n, within).await
     }
 }
 
@@ -153,18 +115,13 @@ async fn take(
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    shared
-        .received
-        .lock()
-        .expect("not poisoned")
-        .push(Received {
-            method: parts.method,
-            uri: parts.uri,
-            headers: parts.headers,
-            body,
-            at: Instant::now(),
-        });
-    shared.arrived.notify_waiters();
+    shared.received.push(Received {
+        method: parts.method,
+        uri: parts.uri,
+        headers: parts.headers,
+        body,
+        at: Instant::now(),
+    });
     let status = shared
         .script
         .lock()

@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod push;
+mod server;
 pub mod smtp;
 
 pub use self::http::{Received, Receiver};

@@ -5,13 +5,13 @@
 //! STARTTLS are the provider's own.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
-use tokio::task::JoinSet;
+use tokio::net::TcpStream;
+
+use crate::server::{accept_loop, Listening, Recorded, Serve};
 
 /// A message the sink took.
 #[derive(Clone, Debug)]
@@ -57,18 +57,11 @@ impl Mail {
     }
 }
 
-#[derive(Default)]
-struct Shared {
-    mails: Mutex<Vec<Mail>>,
-    arrived: Notify,
-}
-
 /// The sink: [`SmtpSink::start`] binds a free loopback port; dropping it
 /// or [`SmtpSink::stop`] closes the listener and every session.
 pub struct SmtpSink {
-    addr: SocketAddr,
-    shared: Arc<Shared>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    listening: Listening,
+    mails: Arc<Recorded<Mail>>,
 }
 
 impl SmtpSink {
@@ -79,92 +72,54 @@ impl SmtpSink {
     /// On a given address: a sink [`SmtpSink::stop`]ped and started again
     /// on its port is the same server coming back (what it took is kept).
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
-        let mut sink = SmtpSink {
-            addr,
-            shared: Arc::default(),
-            server: None,
-        };
-        sink.listen().await?;
-        Ok(sink)
-    }
-
-    async fn listen(&mut self) -> std::io::Result<()> {
-        let listener = TcpListener::bind(self.addr).await?;
-        self.addr = listener.local_addr()?;
-        self.server = Some(tokio::spawn(serve(listener, self.shared.clone())));
-        Ok(())
+        let mails: Arc<Recorded<Mail>> = Arc::default();
+        let shared = mails.clone();
+        let serve: Serve = Box::new(move |listener| {
+            let mails = shared.clone();
+            Box::pin(accept_loop(listener, move |stream| {
+                let mails = mails.clone();
+                async move {
+                    // A client that goes away mid-session is not the sink's problem.
+                    let _ = session(stream, &mails).await;
+                }
+            }))
+        });
+        Ok(SmtpSink {
+            listening: Listening::bind(addr, serve).await?,
+            mails,
+        })
     }
 
     /// Stops listening and drops every open session: the server is down.
     pub fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
+        self.listening.stop();
     }
 
     /// Listens again on the same port.
     pub async fn resume(&mut self) -> std::io::Result<()> {
-        if self.server.is_none() {
-            self.listen().await?;
-        }
-        Ok(())
+        self.listening.resume().await
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.listening.addr()
     }
 
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.addr().port()
     }
 
     pub fn mails(&self) -> Vec<Mail> {
-        self.shared.mails.lock().expect("not poisoned").clone()
+        self.mails.all()
     }
 
     pub fn count(&self) -> usize {
-        self.shared.mails.lock().expect("not poisoned").len()
+        self.mails.count()
     }
 
     /// Waits until at least `n` messages arrived, or `within` passed;
     /// answers what arrived either way.
     pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Mail> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            let arrived = self.shared.arrived.notified();
-            if self.count() >= n {
-                break;
-            }
-            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-                break;
-            }
-        }
-        self.mails()
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// Accepts sessions until aborted; aborting drops the [`JoinSet`], which
-/// aborts every session with it.
-async fn serve(listener: TcpListener, shared: Arc<Shared>) {
-    let mut sessions = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
-                let shared = shared.clone();
-                sessions.spawn(async move {
-                    // A client that goes away mid-session is not the sink's problem.
-                    let _ = session(stream, &shared).await;
-                });
-            }
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-        }
+        self.mails.wait_for(n, within).await
     }
 }
 
@@ -175,7 +130,7 @@ struct Envelope {
     to: Vec<String>,
 }
 
-async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
+async fn session(stream: TcpStream, mails: &Recorded<Mail>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     write.write_all(b"220 sink ESMTP ready\r\n").await?;
@@ -213,13 +168,12 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 write.write_all(b"354 end with <CRLF>.<CRLF>\r\n").await?;
                 let data = read_data(&mut lines).await?;
                 let taken = std::mem::take(&mut envelope);
-                shared.mails.lock().expect("not poisoned").push(Mail {
+                mails.push(Mail {
                     from: taken.from.unwrap_or_default(),
                     to: taken.to,
                     data,
                     at: Instant::now(),
                 });
-                shared.arrived.notify_waiters();
                 b"250 2.0.0 queued\r\n"
             }
             "RSET" => {

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod notifications;
 pub mod own_servers;
 pub mod races;
 
@@ -422,6 +423,14 @@ impl TestApp {
     }
 
     /// A GET on the admin listener, with the token if one is configured.
+    /// A request to the public API as an admin ([`admin_token`]); the
+    /// admin *listener* is [`TestApp::admin_request`].
+    pub fn as_admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(admin_token())
+    }
+
     pub fn admin_get(&self, path: &str) -> reqwest::RequestBuilder {
         self.admin_request(reqwest::Method::GET, path)
     }
@@ -524,6 +533,13 @@ impl TestApp {
             app.stopped().await;
         }
     }
+}
+
+/// The status and JSON body of a request (`null` for a body that is not JSON).
+pub async fn json_of(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// Asserts the error shape of API.md and returns the body.
