@@ -596,3 +596,52 @@ async fn ten_thousand_recipients_in_one_call_pass_the_servers_body_limit_only_fo
         .unwrap();
     common::expect_error(refused, 413, "PAYLOAD_TOO_LARGE").await;
 }
+
+#[tokio::test]
+async fn a_bulk_to_users_is_addressed_from_what_the_service_knows_of_them() {
+    let sink = SmtpSink::start().await.unwrap();
+    let app = spawn(&sink, json!({})).await;
+    sink.wait_for(2, Duration::from_secs(15)).await;
+    let (status, _) = json_of(
+        app.as_user(Method::PUT, "/api/v1/notifications/preferences", BOB)
+            .json(&json!({"email": false, "sms": true, "push": true, "webhook": true})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let bulk = |recipients: Value| {
+        app.as_admin(Method::POST, "/api/v1/notifications/send-bulk")
+            .json(&json!({"channel": "email", "template": "welcome",
+                          "data": {"name": "you", "email": "news@example.com"},
+                          "recipients": recipients}))
+    };
+    // A user the service never heard of refuses the whole call, by index.
+    let stranger = uuid::Uuid::now_v7().to_string();
+    let refused = bulk(json!([{"user_id": app.user_id(ALICE)}, {"user_id": stranger}]))
+        .send()
+        .await
+        .unwrap();
+    let body = common::expect_error(refused, 422, "VALIDATION_ERROR").await;
+    assert!(body.to_string().contains("recipients[1].user_id"), "{body}");
+    // Alice gets hers at her address; Bob, opted out, is skipped.
+    let (status, accepted) = json_of(bulk(json!([
+        {"user_id": app.user_id(ALICE)}, {"user_id": app.user_id(BOB)}
+    ])))
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    let batch = format!(
+        "/api/v1/notifications/batches/{}",
+        accepted["batch_id"].as_str().unwrap()
+    );
+    until("the batch is settled", || async {
+        let (_, progress) = json_of(app.as_admin(Method::GET, &batch)).await;
+        progress["sent"] == 1 && progress["skipped"] == 1
+    })
+    .await;
+    let news: Vec<_> = sink
+        .mails()
+        .into_iter()
+        .filter(|m| m.header("Subject").as_deref() == Some("Welcome, you"))
+        .collect();
+    assert_eq!(news.len(), 1, "{news:?}");
+    assert_eq!(news[0].to, [ALICE]);
+}

@@ -17,7 +17,7 @@ use super::model::{
     Channel, Content, NewBulk, NewSend, NewSubscription, Notification, NotificationFilter,
     PushSubscription, Recipient, Status, Template, TemplateInput, TemplateName,
 };
-use super::store::{Enqueue, EventEffect, NewRow, NotificationsStore};
+use super::store::{Directory, Enqueue, EventEffect, NewRow, NotificationsStore};
 use super::templates::{self, Renderer};
 use crate::api::{Caller, Page, RequestContext};
 use crate::auth::topics::USER_REGISTERED;
@@ -246,8 +246,19 @@ struct Addressed {
     skipped: bool,
 }
 
-async fn address(
-    n: &Notifier,
+/// The users a send names (none, or one).
+fn user_of(recipient: &Recipient) -> Option<Uuid> {
+    match recipient {
+        Recipient::User(user) => Some(*user),
+        Recipient::Address(_) => None,
+    }
+}
+
+/// Where a notification to `recipient` goes, from what `directory` knows of
+/// the users; a user the channel cannot reach is the 422 on
+/// `<prefix>user_id`.
+fn address(
+    directory: &Directory,
     channel: Channel,
     recipient: &Recipient,
     prefix: &str,
@@ -266,16 +277,11 @@ async fn address(
     let user_field = format!("{prefix}user_id");
     let to =
         match channel {
-            Channel::Email => Some(n.store.email_of(user).await.map_err(internal)?.ok_or_else(
-                || field(&user_field, "is not a user the notifications service knows"),
-            )?),
-            Channel::Push => {
-                let subscriptions = n.store.subscriptions(user).await.map_err(internal)?;
-                if subscriptions.is_empty() {
-                    return Err(field(&user_field, "has no push subscription"));
-                }
-                None
-            }
+            Channel::Email => Some(directory.emails.get(&user).cloned().ok_or_else(|| {
+                field(&user_field, "is not a user the notifications service knows")
+            })?),
+            Channel::Push if directory.subscribed.contains(&user) => None,
+            Channel::Push => return Err(field(&user_field, "has no push subscription")),
             Channel::Sms | Channel::Webhook => {
                 return Err(field(
                     &user_field,
@@ -286,7 +292,11 @@ async fn address(
                 ))
             }
         };
-    let prefs = n.store.preferences(user).await.map_err(internal)?;
+    let prefs = directory
+        .preferences
+        .get(&user)
+        .copied()
+        .unwrap_or_default();
     Ok(Addressed {
         to,
         user_id: Some(user),
@@ -402,7 +412,9 @@ async fn commit_one(
     key: Option<&IdempotencyKey>,
 ) -> Result<Notification, ServiceError> {
     let rendered = render_send(n, send).await?;
-    let addressed = address(n, send.channel, &send.recipient, "").await?;
+    let users: Vec<Uuid> = user_of(&send.recipient).into_iter().collect();
+    let directory = n.store.directory(&users).await.map_err(internal)?;
+    let addressed = address(&directory, send.channel, &send.recipient, "")?;
     let template = match &send.content {
         Content::Template { name, .. } => Some(name),
         Content::Literal { .. } => None,
@@ -441,6 +453,12 @@ async fn accept_bulk(
     admin(ctx)?;
     check_channel(n, bulk.channel)?;
     let template = template_for(n, &bulk.template, bulk.channel).await?;
+    let users: Vec<Uuid> = bulk
+        .recipients
+        .iter()
+        .filter_map(|(recipient, _)| user_of(recipient))
+        .collect();
+    let directory = n.store.directory(&users).await.map_err(internal)?;
     let mut rows = Vec::with_capacity(bulk.recipients.len());
     for (i, (recipient, data)) in bulk.recipients.iter().enumerate() {
         let prefix = format!("recipients[{i}].");
@@ -453,7 +471,7 @@ async fn accept_bulk(
             ),
             other => other,
         })?;
-        let addressed = address(n, bulk.channel, recipient, &prefix).await?;
+        let addressed = address(&directory, bulk.channel, recipient, &prefix)?;
         rows.push(row(bulk.channel, addressed, Some(&bulk.template), rendered));
     }
     let batch_id = Uuid::now_v7();

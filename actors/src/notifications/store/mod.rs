@@ -96,6 +96,16 @@ pub struct Enqueue {
     pub effect: Option<EventEffect>,
 }
 
+/// What the service knows of some users: their addresses (from
+/// `user.registered`), their opt-ins (absent: all on) and whether each has
+/// a push subscription.
+#[derive(Clone, Debug, Default)]
+pub struct Directory {
+    pub emails: std::collections::HashMap<Uuid, String>,
+    pub preferences: std::collections::HashMap<Uuid, Preferences>,
+    pub subscribed: std::collections::HashSet<Uuid>,
+}
+
 /// A notification a sender holds.
 #[derive(Clone, Debug)]
 pub struct Claimed {
@@ -316,6 +326,14 @@ impl NotificationsStore {
 
     pub async fn put_preferences(&self, user: Uuid, prefs: Preferences) -> Result<(), StoreError> {
         on_db!(&self.db, put_preferences(user, prefs))
+    }
+
+    /// What the service knows of `users` (for addressing their notifications).
+    pub async fn directory(&self, users: &[Uuid]) -> Result<Directory, StoreError> {
+        if users.is_empty() {
+            return Ok(Directory::default());
+        }
+        on_db!(&self.db, directory(users))
     }
 
     pub async fn email_of(&self, user: Uuid) -> Result<Option<String>, StoreError> {

@@ -6,7 +6,7 @@ use sqlx::{QueryBuilder, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Claimed, Enqueue, EventEffect, Settle, COLUMNS};
+use super::{Claimed, Directory, Enqueue, EventEffect, Settle, COLUMNS};
 use crate::api::PageRequest;
 use crate::events::inbox::InboxSql;
 use crate::events::outbox::OutboxSql;
@@ -21,6 +21,9 @@ use crate::storage::{unix_millis, StoreError};
 
 /// Rows per multi-row insert: 14 binds each, far below either backend's limit.
 const INSERT_CHUNK: usize = 500;
+
+/// Ids per lookup statement: one bind each.
+const LOOKUP_CHUNK: usize = 500;
 
 /// The statuses a sender may still take a notification in.
 const PENDING: &str = "('queued', 'retrying', 'sending')";
@@ -528,6 +531,60 @@ per_backend! {
     }
 
     /// The email address the service knows for `user`, if any.
+    /// What the service knows of `users`, a few statements whatever their
+    /// number (a bulk send names up to 10,000): addresses, opt-outs, and
+    /// who has a push subscription.
+    pub(in crate::notifications::store) async fn directory(
+        db: &Db,
+        users: &[Uuid],
+    ) -> Result<Directory, StoreError> {
+        let mut conn = db.read().await?;
+        let mut found = Directory::default();
+        for chunk in users.chunks(LOOKUP_CHUNK) {
+            let emails: Vec<(<DB as Dialect>::Id, String)> =
+                of_users("SELECT id, email FROM users WHERE id IN (", chunk)
+                    .build_query_as()
+                    .fetch_all(&mut *conn)
+                    .await?;
+            for (id, email) in emails {
+                found.emails.insert(DB::read_id(id, "user id")?, email);
+            }
+            let preferences: Vec<(<DB as Dialect>::Id, bool, bool, bool, bool)> = of_users(
+                "SELECT user_id, email, sms, push, webhook FROM preferences WHERE user_id IN (",
+                chunk,
+            )
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await?;
+            for (id, email, sms, push, webhook) in preferences {
+                let prefs = Preferences { email, sms, push, webhook };
+                found.preferences.insert(DB::read_id(id, "preferences user_id")?, prefs);
+            }
+            let subscribed: Vec<(<DB as Dialect>::Id,)> = of_users(
+                "SELECT DISTINCT user_id FROM push_subscriptions WHERE user_id IN (",
+                chunk,
+            )
+            .build_query_as()
+            .fetch_all(&mut *conn)
+            .await?;
+            for (id,) in subscribed {
+                found.subscribed.insert(DB::read_id(id, "subscription user_id")?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// `select` (ending in `IN (`) with the ids of `users` bound, closed.
+    fn of_users<'q>(select: &'q str, users: &[Uuid]) -> QueryBuilder<'q, DB> {
+        let mut query = QueryBuilder::<DB>::new(select);
+        let mut ids = query.separated(", ");
+        for user in users {
+            ids.push_bind(DB::id(*user));
+        }
+        query.push(")");
+        query
+    }
+
     pub(in crate::notifications::store) async fn email_of(
         db: &Db,
         user: Uuid,
