@@ -161,6 +161,30 @@ async fn a_failing_receiver_is_retried_with_growing_delays_then_dead_then_retrie
 }
 
 #[tokio::test]
+async fn a_receiver_that_asks_to_wait_is_not_tried_again_before_its_retry_after() {
+    let app = spawn().await;
+    let receiver = Receiver::start().await.unwrap();
+    receiver.answer_retry_after(429, 2);
+    let (status, accepted) = common::json_of(
+        app.as_admin(Method::POST, "/api/v1/notifications/send")
+            .json(&json!({"channel": "webhook", "to": receiver.url("/busy"), "body": "{}"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{accepted}");
+    let id = accepted["id"].as_str().unwrap();
+    let sent = notification_until(&app, id, |n| n["status"] == "sent").await;
+    assert_eq!(sent["attempts"], 2, "{sent}");
+    let tries = receiver.received();
+    assert_eq!(tries.len(), 2);
+    // The backoff alone (at most retry_max, 400 ms) would have come back sooner.
+    let waited = tries[1].at - tries[0].at;
+    assert!(
+        waited >= Duration::from_secs(2),
+        "retried after {waited:?}, before the receiver's retry-after: 2"
+    );
+}
+
+#[tokio::test]
 async fn templates_are_checked_when_written_and_rendered_strictly() {
     let app = spawn().await;
     let receiver = Receiver::start().await.unwrap();

@@ -25,7 +25,14 @@ pub struct Received {
 #[derive(Default)]
 struct Shared {
     received: Recorded<Received>,
-    script: Mutex<VecDeque<u16>>,
+    script: Mutex<VecDeque<Answer>>,
+}
+
+/// One scripted answer: a status, and a `retry-after` in seconds.
+#[derive(Clone, Copy)]
+struct Answer {
+    status: u16,
+    retry_after: Option<u64>,
 }
 
 /// The receiver: [`Receiver::start`] binds a free loopback port; dropping
@@ -87,7 +94,22 @@ impl Receiver {
             .script
             .lock()
             .expect("not poisoned")
-            .extend(statuses);
+            .extend(statuses.iter().map(|&status| Answer {
+                status,
+                retry_after: None,
+            }));
+    }
+
+    /// The next request is answered `status` with `retry-after: <seconds>`.
+    pub fn answer_retry_after(&self, status: u16, seconds: u64) {
+        self.shared
+            .script
+            .lock()
+            .expect("not poisoned")
+            .push_back(Answer {
+                status,
+                retry_after: Some(seconds),
+            });
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -122,14 +144,22 @@ async fn take(
         body,
         at: Instant::now(),
     });
-    let status = shared
+    let answer = shared
         .script
         .lock()
         .expect("not poisoned")
         .pop_front()
-        .unwrap_or(200);
+        .unwrap_or(Answer {
+            status: 200,
+            retry_after: None,
+        });
     let mut response = http::Response::new(Full::new(Bytes::from_static(b"{}")));
-    *response.status_mut() =
-        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() = http::StatusCode::from_u16(answer.status)
+        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(seconds) = answer.retry_after {
+        response
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+    }
     response
 }

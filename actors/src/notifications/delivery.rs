@@ -84,7 +84,12 @@ impl WorkerHandler for ProviderWorker {
         metrics::histogram!("notification_send_duration_seconds", "channel" => channel)
             .record(started.elapsed().as_secs_f64());
         let failure = match &result {
-            Err(SendError::Retryable(reason)) => Some(reason.clone()),
+            Err(
+                SendError::Retryable(reason)
+                | SendError::Throttled {
+                    message: reason, ..
+                },
+            ) => Some(reason.clone()),
             _ => None,
         };
         let _ = reply.send(result);
@@ -121,11 +126,24 @@ enum Outcome {
     Failed {
         error: String,
         permanent: bool,
+        /// The provider asked to wait at least this long (`retry-after`).
+        not_before: Option<Duration>,
     },
     /// Not tried: the provider is not taking calls now.
     Waiting {
         retry_after: Duration,
     },
+}
+
+impl Outcome {
+    /// A failure with no wait asked for (no `retry-after`).
+    fn failed(error: impl Into<String>, permanent: bool) -> Self {
+        Outcome::Failed {
+            error: error.into(),
+            permanent,
+            not_before: None,
+        }
+    }
 }
 
 impl Sender {
@@ -197,9 +215,11 @@ impl Sender {
             (Channel::Email, Some(user)) => self.store.email_of(user).await.ok().flatten(),
             _ => None,
         };
-        known.ok_or_else(|| Outcome::Failed {
-            error: "no address is known for the user yet".into(),
-            permanent: self.channel != Channel::Email,
+        known.ok_or_else(|| {
+            Outcome::failed(
+                "no address is known for the user yet",
+                self.channel != Channel::Email,
+            )
         })
     }
 
@@ -207,24 +227,18 @@ impl Sender {
     /// (404/410) is removed. Sent if any took it.
     async fn deliver_push(&self, claimed: &Claimed) -> Outcome {
         let Some(user) = claimed.user_id else {
-            return Outcome::Failed {
-                error: "push needs a user".into(),
-                permanent: true,
-            };
+            return Outcome::failed("push needs a user", true);
         };
         let subscriptions = match self.store.subscriptions(user).await {
             Ok(subscriptions) => subscriptions,
             Err(err) => {
-                return Outcome::Failed {
-                    error: format!("could not read the user's subscriptions: {err}"),
-                    permanent: false,
-                }
+                return Outcome::failed(
+                    format!("could not read the user's subscriptions: {err}"),
+                    false,
+                )
             }
         };
-        let mut last = Outcome::Failed {
-            error: "the user has no push subscription".into(),
-            permanent: true,
-        };
+        let mut last = Outcome::failed("the user has no push subscription", true);
         let mut sent = false;
         for sub in subscriptions {
             let keys = PushKeys {
@@ -259,20 +273,16 @@ impl Sender {
             .await
         {
             Ok(Ok(())) => Outcome::Sent,
-            Ok(Err(SendError::Retryable(error))) => Outcome::Failed {
-                error,
+            Ok(Err(SendError::Retryable(error))) => Outcome::failed(error, false),
+            Ok(Err(SendError::Throttled { message, wait })) => Outcome::Failed {
+                error: message,
                 permanent: false,
+                not_before: Some(wait),
             },
-            Ok(Err(SendError::Rejected(error))) => Outcome::Failed {
-                error,
-                permanent: true,
-            },
+            Ok(Err(SendError::Rejected(error))) => Outcome::failed(error, true),
             Ok(Err(SendError::Gone(error))) => {
                 self.remove_gone(claimed, &endpoint).await;
-                Outcome::Failed {
-                    error,
-                    permanent: true,
-                }
+                Outcome::failed(error, true)
             }
             Err(
                 CallError::CircuitOpen { retry_after, .. }
@@ -280,10 +290,9 @@ impl Sender {
                 | CallError::Unavailable { retry_after, .. }
                 | CallError::DependencyDown { retry_after, .. },
             ) => Outcome::Waiting { retry_after },
-            Err(err @ (CallError::Timeout { .. } | CallError::Crashed { .. })) => Outcome::Failed {
-                error: err.to_string(),
-                permanent: false,
-            },
+            Err(err @ (CallError::Timeout { .. } | CallError::Crashed { .. })) => {
+                Outcome::failed(err.to_string(), false)
+            }
         }
     }
 
@@ -311,13 +320,18 @@ impl Sender {
                 metrics::counter!("notifications_sent_total", "channel" => channel).increment(1);
                 (Settle::Sent { at: now_micros() }, Some(NOTIFICATION_SENT))
             }
-            Outcome::Failed { error, permanent } => {
+            Outcome::Failed {
+                error,
+                permanent,
+                not_before,
+            } => {
                 metrics::counter!("notifications_failed_total", "channel" => channel).increment(1);
                 if permanent || claimed.attempts >= self.max_attempts {
                     tracing::warn!(notification_id = %claimed.id, channel, attempts = claimed.attempts, error = %error, "notification dead");
                     (Settle::Dead { error }, Some(NOTIFICATION_DEAD))
                 } else {
-                    let delay = self.backoff.delay(claimed.attempts, &mut rand::rng());
+                    let backoff = self.backoff.delay(claimed.attempts, &mut rand::rng());
+                    let delay = not_before.map_or(backoff, |wait| wait.max(backoff));
                     tracing::info!(notification_id = %claimed.id, channel, attempts = claimed.attempts, ?delay, error = %error, "notification will be retried");
                     (
                         Settle::Retry {

@@ -138,11 +138,15 @@ pub enum SendError {
     /// The push subscription answered 404/410: the caller removes it.
     #[error("{0}")]
     Gone(String),
+    /// Retryable, and the server said when (`retry-after` in seconds):
+    /// the next attempt waits at least that long.
+    #[error("{message}")]
+    Throttled { message: String, wait: Duration },
 }
 
 impl SendError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, SendError::Retryable(_))
+        matches!(self, SendError::Retryable(_) | SendError::Throttled { .. })
     }
 
     /// Replaces every occurrence of each secret in the message. A last guard:
@@ -153,6 +157,10 @@ impl SendError {
             SendError::Retryable(m) => SendError::Retryable(redact(m, secrets)),
             SendError::Rejected(m) => SendError::Rejected(redact(m, secrets)),
             SendError::Gone(m) => SendError::Gone(redact(m, secrets)),
+            SendError::Throttled { message, wait } => SendError::Throttled {
+                message: redact(message, secrets),
+                wait,
+            },
         }
     }
 }
@@ -465,27 +473,60 @@ fn quote(body: &[u8]) -> String {
     line.trim().to_owned()
 }
 
-/// The `retry-after` of an answer, for a retryable error's text.
-fn retry_after(response: &reqwest::Response) -> String {
-    response
+/// A server's `retry-after`: as shown in the error text, and the wait when
+/// it is in seconds (an HTTP date is shown, not followed; an hour at most,
+/// so a wrong header cannot park a notification for ever).
+struct RetryAfter {
+    shown: String,
+    wait: Option<Duration>,
+}
+
+const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+
+fn retry_after(response: &reqwest::Response) -> RetryAfter {
+    let Some(value) = response
         .headers()
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
-        .map(|v| format!(" (retry-after: {})", quote(v.as_bytes())))
-        .unwrap_or_default()
+    else {
+        return RetryAfter {
+            shown: String::new(),
+            wait: None,
+        };
+    };
+    RetryAfter {
+        shown: format!(" (retry-after: {})", quote(value.as_bytes())),
+        wait: value
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .map(|secs| Duration::from_secs(secs).min(LONGEST_RETRY_AFTER)),
+    }
 }
 
 /// The usual meaning of an HTTP provider's status (the providers that differ,
 /// push's 404/410, check first): 2xx sent; 408, 429 and 5xx retryable; every
 /// other answer (a redirect, a 4xx) will not change by trying again.
-fn classify_status(status: reqwest::StatusCode, text: String) -> Result<(), SendError> {
+/// A retryable answer with a `retry-after` in seconds is
+/// [`SendError::Throttled`].
+fn classify_status(
+    status: reqwest::StatusCode,
+    text: String,
+    wait: Option<Duration>,
+) -> Result<(), SendError> {
     if status.is_success() {
         Ok(())
     } else if status.is_server_error()
         || status == reqwest::StatusCode::TOO_MANY_REQUESTS
         || status == reqwest::StatusCode::REQUEST_TIMEOUT
     {
-        Err(SendError::Retryable(text))
+        Err(match wait {
+            Some(wait) => SendError::Throttled {
+                message: text,
+                wait,
+            },
+            None => SendError::Retryable(text),
+        })
     } else {
         Err(SendError::Rejected(text))
     }

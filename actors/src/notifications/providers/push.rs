@@ -332,7 +332,7 @@ impl PushProvider {
         }
         let after = retry_after(&response);
         let body = body_prefix(response, 1024).await;
-        let mut text = format!("push service answered {status}{after}");
+        let mut text = format!("push service answered {status}{}", after.shown);
         let quoted = quote(&body);
         if !quoted.is_empty() {
             text.push_str(": ");
@@ -341,7 +341,7 @@ impl PushProvider {
         if status == reqwest::StatusCode::NOT_FOUND || status == reqwest::StatusCode::GONE {
             return Err(SendError::Gone(text));
         }
-        classify_status(status, text)
+        classify_status(status, text, after.wait)
     }
 
     /// The VAPID JWT for `audience`: the one kept while it has more than an
@@ -607,7 +607,7 @@ mod tests {
         assert!(matches!(unknown, SendError::Gone(_)), "{unknown:?}");
         let busy = send("/busy").await.unwrap_err();
         assert!(
-            matches!(&busy, SendError::Retryable(m) if m.contains("retry-after: 60")),
+            matches!(&busy, SendError::Throttled { message, wait } if message.contains("retry-after: 60") && *wait == Duration::from_secs(60)),
             "{busy:?}"
         );
         let down = send("/down").await.unwrap_err();

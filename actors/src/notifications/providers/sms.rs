@@ -178,7 +178,7 @@ impl SmsProvider {
         }
         let after = retry_after(&response);
         let body = body_prefix(response, 8 * 1024).await;
-        let mut text = format!("sms provider answered {status}{after}");
+        let mut text = format!("sms provider answered {status}{}", after.shown);
         // Only the API's own explanation is quoted, not the raw answer: a
         // proxy's error page is noise, and could echo the request.
         if let Ok(ApiError { code, message }) = serde_json::from_slice::<ApiError>(&body) {
@@ -190,7 +190,7 @@ impl SmsProvider {
                 text.push_str(&format!(" (error {code})"));
             }
         }
-        classify_status(status, text)
+        classify_status(status, text, after.wait)
     }
 }
 
@@ -342,7 +342,7 @@ mod tests {
 
         let busy = provider.send(&delivery("+14155550101")).await.unwrap_err();
         assert!(
-            matches!(&busy, SendError::Retryable(m) if m.contains("503") && m.contains("retry-after: 5")),
+            matches!(&busy, SendError::Throttled { message, wait } if message.contains("503") && message.contains("retry-after: 5") && *wait == Duration::from_secs(5)),
             "{busy:?}"
         );
         let limited = provider.send(&delivery("+14155550102")).await.unwrap_err();

@@ -131,13 +131,13 @@ impl WebhookProvider {
         }
         let after = retry_after(&response);
         let body = body_prefix(response, 1024).await;
-        let mut text = format!("webhook answered {status}{after}");
+        let mut text = format!("webhook answered {status}{}", after.shown);
         let quoted = quote(&body);
         if !quoted.is_empty() {
             text.push_str(": ");
             text.push_str(&quoted);
         }
-        classify_status(status, text)
+        classify_status(status, text, after.wait)
     }
 }
 
@@ -377,7 +377,7 @@ mod tests {
             matches!(send("/gone").await, Err(SendError::Rejected(m)) if m.contains("410") && m.contains("no such hook"))
         );
         assert!(
-            matches!(send("/busy").await, Err(SendError::Retryable(m)) if m.contains("503") && m.contains("retry-after: 30"))
+            matches!(send("/busy").await, Err(SendError::Throttled { message, wait }) if message.contains("503") && message.contains("retry-after: 30") && wait == Duration::from_secs(30))
         );
         assert!(matches!(send("/slow").await, Err(SendError::Retryable(_))));
         assert!(matches!(send("/moved").await, Err(SendError::Rejected(m)) if m.contains("301")));
