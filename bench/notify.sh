@@ -153,36 +153,40 @@ sample_actors() {
     done
 }
 
-# The notifications services' mailbox and restart figures seen in the samples.
+# The notifications services in /admin/actors over the samples: the
+# deepest queue seen, messages handled, restarts, circuit, last failure.
 summarise_actors() {
     python3 - "$@" <<'EOF'
 import json, sys
-worst = {}
+services, n = {}, 0
+def walk(node):
+    yield node
+    for child in node.get("children", []):
+        yield from walk(child)
 for path in sys.argv[1:]:
     try:
         tree = json.load(open(path))
     except Exception:
         continue
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            name = str(node.get("name", ""))
-            if name.startswith("notifications"):
-                for key in ("queued", "mailbox", "in_flight", "busy", "restarts", "state", "circuit"):
-                    if key in node and not isinstance(node[key], (dict, list)):
-                        v = node[key]
-                        old = worst.setdefault(name, {}).get(key)
-                        if old is None or (isinstance(v, (int, float)) and isinstance(old, (int, float)) and v > old):
-                            worst[name][key] = v
-                        elif not isinstance(v, (int, float)):
-                            worst[name][key] = v
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-print("/admin/actors over %d samples (max of numbers, last of states):" % (len(sys.argv) - 1))
-for name in sorted(worst):
-    print("  %s: %s" % (name, ", ".join("%s=%s" % kv for kv in sorted(worst[name].items()))))
+    n += 1
+    for node in walk(tree.get("root", tree)):
+        name = node.get("name", "")
+        if node.get("kind") != "service" or not name.startswith("notifications"):
+            continue
+        s = services.setdefault(name, {"depth": 0})
+        s["depth"] = max(s["depth"], node.get("mailbox_depth", 0))
+        s["wait"] = max(s.get("wait", 0.0), (node.get("queue") or {}).get("wait_ms", 0.0))
+        s["handled"] = node.get("messages_handled", 0)
+        s["restarts"] = node.get("restarts", 0)
+        s["circuit"] = (node.get("circuit") or {}).get("state", "-")
+        failures = [c.get("last_failure") for c in [node] + node.get("children", []) if c.get("last_failure")]
+        if failures:
+            s["last_failure"] = json.dumps(failures[-1])[:200]
+print("/admin/actors, %d samples:" % n)
+for name, s in sorted(services.items()):
+    print("  %s: queue depth max %d, queue wait max %.1f ms, %d messages handled, %d restarts, circuit %s%s"
+          % (name, s["depth"], s["wait"], s.get("handled", 0), s.get("restarts", 0), s.get("circuit"),
+             ("; last failure " + s["last_failure"]) if "last_failure" in s else ""))
 EOF
 }
 

@@ -86,6 +86,10 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let sinks = Sinks::start(args.smtp_port).await?;
     let api = Api::sign_in(&args.url, &sinks.hook_url(), &args.email, &args.password).await?;
+    match sinks.wait_for_welcome(Duration::from_secs(20)).await {
+        0 => println!("no welcome email to the admin within 20 s"),
+        n => println!("{n} email(s) before the scenarios: the admin's welcome (user.registered)"),
+    }
     let bench = Bench {
         api,
         sinks,

@@ -44,6 +44,13 @@ impl Sinks {
         }
     }
 
+    /// Waits (up to `within`) for the `welcome` email `user.registered`
+    /// sends the admin the script made, so that no scenario counts it; its
+    /// first attempt may fail, sent before the sink listened.
+    pub async fn wait_for_welcome(&self, within: Duration) -> usize {
+        self.wait_for(Channel::Email, Mark(0), 1, within).await
+    }
+
     pub fn mark(&self, channel: Channel) -> Mark {
         Mark(self.count(channel))
     }
