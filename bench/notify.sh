@@ -176,7 +176,6 @@ for path in sys.argv[1:]:
         s = services.setdefault(name, {"depth": 0})
         s["depth"] = max(s["depth"], node.get("mailbox_depth", 0))
         s["wait"] = max(s.get("wait", 0.0), (node.get("queue") or {}).get("wait_ms", 0.0))
-        s["handled"] = node.get("messages_handled", 0)
         s["restarts"] = node.get("restarts", 0)
         s["circuit"] = (node.get("circuit") or {}).get("state", "-")
         failures = [c.get("last_failure") for c in [node] + node.get("children", []) if c.get("last_failure")]
@@ -184,8 +183,8 @@ for path in sys.argv[1:]:
             s["last_failure"] = json.dumps(failures[-1])[:200]
 print("/admin/actors, %d samples:" % n)
 for name, s in sorted(services.items()):
-    print("  %s: queue depth max %d, queue wait max %.1f ms, %d messages handled, %d restarts, circuit %s%s"
-          % (name, s["depth"], s["wait"], s.get("handled", 0), s.get("restarts", 0), s.get("circuit"),
+    print("  %s: queue depth max %d, queue wait max %.1f ms, %d restarts, circuit %s%s"
+          % (name, s["depth"], s["wait"], s.get("restarts", 0), s.get("circuit"),
              ("; last failure " + s["last_failure"]) if "last_failure" in s else ""))
 EOF
 }
@@ -230,6 +229,7 @@ EOF
 
 echo "machine: $(nproc) cores, $(awk -F ': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)," \
     "$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo); $(rustc --version)"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
 run=0
 for backend in $BACKENDS; do
@@ -248,7 +248,7 @@ for backend in $BACKENDS; do
             ;;
     esac
     echo
-    echo "== $backend: stageworks on $public (admin $admin), SMTP sink on 127.0.0.1:$smtp_port"
+    echo "== $backend: stageworks (pid $server) on $public (admin $admin), SMTP sink on 127.0.0.1:$smtp_port"
     show_settings "$tmp/$backend-$run.config"
     sample_actors "$tmp/actors-$run" &
     sampler=$!
@@ -258,6 +258,7 @@ for backend in $BACKENDS; do
         --bulk-size "$BULK_SIZE" --big-bulk "$BIG_BULK" --rate "$RATE" --latency-secs "$LATENCY_SECS"
     stop_pid "$sampler"
     sampler=""
+    echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
     summarise_actors "$tmp/actors-$run".*.json
     send_durations
     summarise_log "$tmp/$backend-$run.log"

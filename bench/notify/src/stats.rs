@@ -35,6 +35,23 @@ pub struct CpuSnapshot {
     at: Instant,
     threads: HashMap<u32, (String, u64)>,
     own: u64,
+    /// The whole machine's busy ticks (all cores), from `/proc/stat`.
+    machine: u64,
+}
+
+/// Busy ticks of all cores: user, nice, system, irq, softirq, steal.
+fn machine_ticks() -> u64 {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or_default();
+    let fields: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| fields.get(i))
+        .sum()
 }
 
 /// utime + stime and the name, from a `stat` file.
@@ -73,6 +90,7 @@ impl CpuSnapshot {
             at: Instant::now(),
             threads,
             own,
+            machine: machine_ticks(),
         }
     }
 
@@ -94,6 +112,7 @@ impl CpuSnapshot {
             server: busy.iter().map(|(_, p)| p).sum(),
             busiest: busy.into_iter().take(3).collect(),
             bench: pct(self.own.saturating_sub(earlier.own)),
+            machine: pct(self.machine.saturating_sub(earlier.machine)),
         }
     }
 }
@@ -102,6 +121,8 @@ pub struct CpuUse {
     pub server: f64,
     pub busiest: Vec<(String, f64)>,
     pub bench: f64,
+    /// Every process's, out of 100 × the cores.
+    pub machine: f64,
 }
 
 impl CpuUse {
@@ -112,10 +133,12 @@ impl CpuUse {
             .map(|(name, p)| format!("{name} {p:.0}%"))
             .collect();
         format!(
-            "server {:.0}% (busiest threads: {}), bench+sinks {:.0}%",
+            "server {:.0}% (busiest threads: {}), bench+sinks {:.0}%, machine {:.0}% of {}",
             self.server,
             threads.join(", "),
-            self.bench
+            self.bench,
+            self.machine,
+            100 * std::thread::available_parallelism().map_or(1, |n| n.get())
         )
     }
 }
