@@ -50,6 +50,7 @@ export NOTIFY_BENCH_PASSWORD
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/stageworks-notify.XXXXXX")
 server=""
 sampler=""
+bench=""
 pg_db=""
 stop_pid() {
     if [[ -n $1 ]]; then
@@ -58,6 +59,7 @@ stop_pid() {
     fi
 }
 cleanup() {
+    stop_pid "$bench"
     stop_pid "$sampler"
     stop_pid "$server"
     if [[ -n $pg_db ]]; then
@@ -252,10 +254,15 @@ for backend in $BACKENDS; do
     show_settings "$tmp/$backend-$run.config"
     sample_actors "$tmp/actors-$run" &
     sampler=$!
+    # In the background, so that a signal reaches the trap at once (the
+    # cleanup stops it too).
     timeout 3600 target/release/notify-bench --url "http://$public" --smtp-port "$smtp_port" \
         --email "$admin_email" --server-pid "$server" --scenarios "$SCENARIOS" \
         --concurrency "$CONCURRENCY" --duration "$DURATION" --bulk-batches "$BULK_BATCHES" \
-        --bulk-size "$BULK_SIZE" --big-bulk "$BIG_BULK" --rate "$RATE" --latency-secs "$LATENCY_SECS"
+        --bulk-size "$BULK_SIZE" --big-bulk "$BIG_BULK" --rate "$RATE" --latency-secs "$LATENCY_SECS" &
+    bench=$!
+    wait "$bench"
+    bench=""
     stop_pid "$sampler"
     sampler=""
     echo "load average after the run: $(cut -d' ' -f1-3 /proc/loadavg)"
