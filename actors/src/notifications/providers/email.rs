@@ -320,19 +320,25 @@ impl EmailProvider {
                 error_chain(&e)
             ))
         };
-        let wrapper = match self.security {
-            SmtpSecurity::Tls => self.tls.clone(),
-            _ => None,
+        let connected = match self.security {
+            // lettre connects the socket itself when TLS comes first, and
+            // keeps Nagle's algorithm on it (see `nodelay_socket`).
+            SmtpSecurity::Tls => {
+                AsyncSmtpConnection::connect_tokio1(
+                    (self.host.as_str(), self.port),
+                    Some(self.timeout),
+                    &self.hello,
+                    self.tls.clone(),
+                    None,
+                )
+                .await
+            }
+            _ => {
+                let socket = self.nodelay_socket().await?;
+                AsyncSmtpConnection::connect_with_transport(Box::new(socket), &self.hello).await
+            }
         };
-        let mut connection = AsyncSmtpConnection::connect_tokio1(
-            (self.host.as_str(), self.port),
-            Some(self.timeout),
-            &self.hello,
-            wrapper,
-            None,
-        )
-        .await
-        .map_err(|e| unreachable("cannot connect", e))?;
+        let mut connection = connected.map_err(|e| unreachable("cannot connect", e))?;
         if let (SmtpSecurity::Starttls, Some(tls)) = (self.security, &self.tls) {
             // Required, not opportunistic: without it the login and the
             // message would cross the network in the clear.
@@ -351,6 +357,26 @@ impl EmailProvider {
             }
         }
         Ok(connection)
+    }
+
+    /// A TCP connection to the server with `TCP_NODELAY`: lettre writes a
+    /// message's closing `.` apart from the message, and with Nagle's
+    /// algorithm on, that write waits for the server's delayed ACK — 40 ms
+    /// a message on Linux (bench/README, Notifications).
+    async fn nodelay_socket(&self) -> Result<tokio::net::TcpStream, SendError> {
+        let failed = |what: String| {
+            SendError::Retryable(format!("smtp {}:{}: {what}", self.host, self.port))
+        };
+        let connect = tokio::net::TcpStream::connect((self.host.as_str(), self.port));
+        let socket = match tokio::time::timeout(self.timeout, connect).await {
+            Ok(Ok(socket)) => socket,
+            Ok(Err(e)) => return Err(failed(format!("cannot connect: {e}"))),
+            Err(_) => return Err(failed(format!("no connection within {:?}", self.timeout))),
+        };
+        socket
+            .set_nodelay(true)
+            .map_err(|e| failed(format!("cannot set TCP_NODELAY: {e}")))?;
+        Ok(socket)
     }
 
     fn take_idle(&self) -> Option<Idle> {
