@@ -48,6 +48,9 @@ fn notifications(config: &mut stageworks::config::Config, sink: &SmtpSink, extra
             section.set(channel, settings.clone()).unwrap();
         }
     }
+    // A 10,000-recipient bulk takes 0.5-0.7 s in a release build and
+    // several seconds in this debug build on a loaded machine.
+    section.call_timeout = Duration::from_secs(20);
     section.set("max_attempts", 3).unwrap();
     section.set("retry_base", "200ms").unwrap();
     section.set("retry_max", "800ms").unwrap();

@@ -149,14 +149,8 @@ impl Outcome {
 impl Sender {
     /// Claims, sends, settles, until the store closes (the process stops).
     pub async fn run(self) {
-        match self.store.take_back(&self.holder).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                channel = self.channel.as_str(),
-                taken_back = n,
-                "notifications held at the last stop are due again"
-            ),
-            Err(err) => tracing::warn!(error = %err, "could not take back held notifications"),
+        if !self.take_back().await {
+            return;
         }
         let pace = Pace::new(self.per_second);
         loop {
@@ -189,6 +183,37 @@ impl Sender {
                     this.settle(&claimed, outcome).await;
                 })
                 .await;
+        }
+    }
+
+    /// Makes what this instance held at its last stop due again, once the
+    /// database is migrated and answers (PostgreSQL may be down, or not
+    /// migrated yet, when the senders start); false if the store closed
+    /// first.
+    async fn take_back(&self) -> bool {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            let taken = match self.store.ensure_ready().await {
+                Ok(()) => self.store.take_back(&self.holder).await,
+                Err(err) => Err(err),
+            };
+            match taken {
+                Ok(0) => return true,
+                Ok(n) => {
+                    tracing::info!(
+                        channel = self.channel.as_str(),
+                        taken_back = n,
+                        "notifications held at the last stop are due again"
+                    );
+                    return true;
+                }
+                Err(err) if crate::storage::upkeep::is_closed(&err) => return false,
+                Err(err) => {
+                    tracing::warn!(channel = self.channel.as_str(), error = %err, ?wait, "could not take back held notifications yet");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
         }
     }
 
