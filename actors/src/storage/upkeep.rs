@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use super::StoreError;
 
-/// Runs `purge` every `every` (the first time at once), logging how many
+/// Runs `purge` every `every` (the first time one period after start,
+/// when the service's database has been migrated), logging how many
 /// rows it deleted as `purged <what>`, until the store's pool is closed.
 /// A failure is logged and tried again at the next tick.
 pub fn spawn_purge<F, Fut>(what: &'static str, every: Duration, mut purge: F)
@@ -17,7 +18,7 @@ where
     Fut: Future<Output = Result<u64, StoreError>> + Send,
 {
     tokio::spawn(async move {
-        let mut ticks = tokio::time::interval(every);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
