@@ -61,6 +61,8 @@ impl Mail {
 struct Shared {
     mails: Mutex<Vec<Mail>>,
     arrived: Notify,
+    /// How long the 250 after DATA waits ([`SmtpSink::with_data_reply_delay`]).
+    data_reply_delay: Mutex<Duration>,
 }
 
 /// The sink: [`SmtpSink::start`] binds a free loopback port; dropping it
@@ -108,6 +110,18 @@ impl SmtpSink {
             self.listen().await?;
         }
         Ok(())
+    }
+
+    /// Makes the sink slow to confirm a message: it keeps each message as
+    /// soon as the message ends, then waits `delay` before its `250` reply.
+    /// A client killed in that window had its message taken without
+    /// hearing so (what a crash mid-send looks like to the server).
+    /// No delay by default; once set it holds for every message that ends
+    /// after, in open sessions too, and across [`SmtpSink::stop`] and
+    /// [`SmtpSink::resume`].
+    pub fn with_data_reply_delay(self, delay: Duration) -> Self {
+        *self.shared.data_reply_delay.lock().expect("not poisoned") = delay;
+        self
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -220,6 +234,10 @@ async fn session(stream: TcpStream, shared: &Shared) -> std::io::Result<()> {
                     at: Instant::now(),
                 });
                 shared.arrived.notify_waiters();
+                let delay = *shared.data_reply_delay.lock().expect("not poisoned");
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 b"250 2.0.0 queued\r\n"
             }
             "RSET" => {
