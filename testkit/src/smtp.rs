@@ -5,7 +5,7 @@
 //! STARTTLS are the provider's own.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -62,6 +62,8 @@ impl Mail {
 pub struct SmtpSink {
     listening: Listening,
     mails: Arc<Recorded<Mail>>,
+    /// How long the 250 after DATA waits ([`SmtpSink::with_data_reply_delay`]).
+    data_reply_delay: Arc<Mutex<Duration>>,
 }
 
 impl SmtpSink {
@@ -73,20 +75,22 @@ impl SmtpSink {
     /// on its port is the same server coming back (what it took is kept).
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
         let mails: Arc<Recorded<Mail>> = Arc::default();
-        let shared = mails.clone();
+        let data_reply_delay: Arc<Mutex<Duration>> = Arc::default();
+        let (shared, delay) = (mails.clone(), data_reply_delay.clone());
         let serve: Serve = Box::new(move |listener| {
-            let mails = shared.clone();
+            let (mails, delay) = (shared.clone(), delay.clone());
             Box::pin(accept_loop(listener, move |stream| {
-                let mails = mails.clone();
+                let (mails, delay) = (mails.clone(), delay.clone());
                 async move {
                     // A client that goes away mid-session is not the sink's problem.
-                    let _ = session(stream, &mails).await;
+                    let _ = session(stream, &mails, &delay).await;
                 }
             }))
         });
         Ok(SmtpSink {
             listening: Listening::bind(addr, serve).await?,
             mails,
+            data_reply_delay,
         })
     }
 
@@ -98,6 +102,18 @@ impl SmtpSink {
     /// Listens again on the same port.
     pub async fn resume(&mut self) -> std::io::Result<()> {
         self.listening.resume().await
+    }
+
+    /// Makes the sink slow to confirm a message: it keeps each message as
+    /// soon as the message ends, then waits `delay` before its `250` reply.
+    /// A client killed in that window had its message taken without
+    /// hearing so (what a crash mid-send looks like to the server).
+    /// No delay by default; once set it holds for every message that ends
+    /// after, in open sessions too, and across [`SmtpSink::stop`] and
+    /// [`SmtpSink::resume`].
+    pub fn with_data_reply_delay(self, delay: Duration) -> Self {
+        *self.data_reply_delay.lock().expect("not poisoned") = delay;
+        self
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -130,7 +146,11 @@ struct Envelope {
     to: Vec<String>,
 }
 
-async fn session(stream: TcpStream, mails: &Recorded<Mail>) -> std::io::Result<()> {
+async fn session(
+    stream: TcpStream,
+    mails: &Recorded<Mail>,
+    data_reply_delay: &Mutex<Duration>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
     write.write_all(b"220 sink ESMTP ready\r\n").await?;
@@ -174,6 +194,10 @@ async fn session(stream: TcpStream, mails: &Recorded<Mail>) -> std::io::Result<(
                     data,
                     at: Instant::now(),
                 });
+                let delay = *data_reply_delay.lock().expect("not poisoned");
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 b"250 2.0.0 queued\r\n"
             }
             "RSET" => {
