@@ -114,6 +114,9 @@ pub struct Sender {
     pub max_attempts: u32,
     pub backoff: Backoff,
     pub lease: Duration,
+    /// The longest one send through the provider may take (its call
+    /// timeout); the settings keep it below `lease`.
+    pub send_timeout: Duration,
     pub senders: usize,
     pub per_second: u32,
     pub poll_every: Duration,
@@ -156,6 +159,9 @@ impl Sender {
         loop {
             // Registered before the claim, so a commit during it is not missed.
             let woken = self.wake.notified();
+            // Before the claim: its lease runs from a moment after this.
+            let start_by =
+                tokio::time::Instant::now() + self.lease.saturating_sub(self.send_timeout);
             let claimed = match self
                 .store
                 .claim(self.channel, &self.holder, self.senders * 4, self.lease)
@@ -178,8 +184,7 @@ impl Sender {
             let (this, pace) = (&self, &pace);
             stream::iter(claimed)
                 .for_each_concurrent(self.senders, |claimed| async move {
-                    pace.wait().await;
-                    let outcome = this.deliver(&claimed).await;
+                    let outcome = this.deliver_in_time(&claimed, pace, start_by).await;
                     this.settle(&claimed, outcome).await;
                 })
                 .await;
@@ -215,6 +220,29 @@ impl Sender {
                 }
             }
         }
+    }
+
+    /// Delivers if the send can still end within the claim's lease (it
+    /// starts by `start_by`); otherwise the notification goes back to the
+    /// queue, due now, without spending an attempt. (A push to several
+    /// subscriptions sends to each in turn, so it can still outlast it.)
+    async fn deliver_in_time(
+        &self,
+        claimed: &Claimed,
+        pace: &Pace,
+        start_by: tokio::time::Instant,
+    ) -> Outcome {
+        let too_late = || tokio::time::Instant::now() > start_by;
+        if !too_late() {
+            pace.wait().await;
+        }
+        if too_late() {
+            tracing::debug!(notification_id = %claimed.id, channel = self.channel.as_str(), "too little of the lease left to send: put back");
+            return Outcome::Waiting {
+                retry_after: Duration::ZERO,
+            };
+        }
+        self.deliver(claimed).await
     }
 
     async fn deliver(&self, claimed: &Claimed) -> Outcome {

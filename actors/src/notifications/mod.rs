@@ -124,6 +124,7 @@ impl Service for Notifications {
                     max: settings.retry_max,
                 },
                 lease: settings.lease,
+                send_timeout: settings.provider_call_timeout(provider.channel()),
                 senders: settings.senders,
                 per_second: settings.per_second(provider.channel()),
                 poll_every: settings.poll_every,
@@ -170,8 +171,7 @@ fn provider_service(
         ..ctx.policy.clone()
     };
     let name = format!("{}-{}", ctx.name, provider.channel().as_str());
-    // A send may take its provider's own timeout; the call waits a little more.
-    let call_timeout = settings.provider_timeout(provider.channel()) + Duration::from_secs(1);
+    let call_timeout = settings.provider_call_timeout(provider.channel());
     ServiceSupervisor::<ProviderWorker>::build(
         name,
         policy,

@@ -25,7 +25,9 @@ pub struct NotificationsSettings {
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
     /// How long a sender holds a notification it claimed: one whose sender
-    /// died (a crash mid-send) is taken again after it.
+    /// died (a crash mid-send) is taken again after it. More than each
+    /// configured provider's `timeout` + 1s: a send starts only while that
+    /// much of the lease is left.
     #[serde(with = "humantime_serde")]
     pub lease: Duration,
     /// Sends in flight at once, per channel.
@@ -91,6 +93,12 @@ impl NotificationsSettings {
         self.providers().common(channel).map_or(0, |c| c.per_second)
     }
 
+    /// How long a call to `channel`'s provider may take: a send may take
+    /// the provider's own timeout; the call waits a little more.
+    pub fn provider_call_timeout(&self, channel: super::model::Channel) -> Duration {
+        self.provider_timeout(channel) + Duration::from_secs(1)
+    }
+
     /// Whether `/ready` checks `channel`'s provider (`required = true`).
     pub fn is_required(&self, channel: super::model::Channel) -> bool {
         self.providers().common(channel).is_some_and(|c| c.required)
@@ -130,6 +138,18 @@ impl ServiceSettings for NotificationsSettings {
         }
         if self.lease < Duration::from_secs(1) {
             problems.push(SettingProblem::new("lease", "must be at least 1s"));
+        }
+        for channel in super::model::Channel::ALL {
+            let configured = self.providers().common(channel).is_some();
+            if configured && self.lease <= self.provider_call_timeout(channel) {
+                problems.push(SettingProblem::new(
+                    "lease",
+                    format!(
+                        "must be more than {channel}.timeout + 1s (a send must end within the lease it holds)",
+                        channel = channel.as_str()
+                    ),
+                ));
+            }
         }
         if self.senders == 0 {
             problems.push(SettingProblem::new("senders", "must be at least 1"));
@@ -190,5 +210,36 @@ mod tests {
             .collect();
         assert!(keys.contains(&"max_attempts".to_owned()), "{keys:?}");
         assert!(keys.contains(&"events.Not A Topic".to_owned()), "{keys:?}");
+    }
+
+    #[test]
+    fn a_lease_must_outlast_a_send() {
+        let with_lease = |lease: u64| NotificationsSettings {
+            lease: Duration::from_secs(lease),
+            webhook: Some(WebhookSettings {
+                secret: "a-webhook-secret-of-many-bytes".into(),
+                timeout: Duration::from_secs(10),
+                ..WebhookSettings::default()
+            }),
+            ..NotificationsSettings::default()
+        };
+        let refused = with_lease(11).check();
+        assert!(
+            refused
+                .iter()
+                .any(|p| p.key == "lease" && p.message.contains("webhook.timeout")),
+            "{refused:?}"
+        );
+        assert!(
+            with_lease(12).check().is_empty(),
+            "{:?}",
+            with_lease(12).check()
+        );
+        // No provider, no send to outlast.
+        let none = NotificationsSettings {
+            lease: Duration::from_secs(1),
+            ..NotificationsSettings::default()
+        };
+        assert!(none.check().is_empty(), "{:?}", none.check());
     }
 }
