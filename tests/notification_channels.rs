@@ -21,7 +21,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::notifications::notification_until;
+use common::notifications::{is_dead_letter, notification_until, opt_out_of_email};
 use common::{json_of, spawn_app_in, test_config, TestApp, TestDatabase, ALICE, BOB};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -196,25 +196,6 @@ async fn republish_registrations(app: &TestApp) -> u64 {
         .await
 }
 
-/// The notifications subscriber's figures on `/admin/events`.
-async fn notifications_subscriber(app: &TestApp) -> Value {
-    let overview: Value = app
-        .admin_get("/admin/events")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    overview["subscribers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "notifications")
-        .cloned()
-        .unwrap_or_else(|| panic!("no notifications subscriber in {overview}"))
-}
-
 #[tokio::test]
 async fn a_registration_sends_one_welcome_email_even_when_its_event_comes_twice() {
     let sink = SmtpSink::start().await.unwrap();
@@ -284,7 +265,7 @@ async fn a_registration_sends_one_welcome_email_even_when_its_event_comes_twice(
     let database = app.database.take();
     let app = start(data, database, &sink, &json!({})).await;
     until("the registrations are delivered again", || async {
-        let subscriber = notifications_subscriber(&app).await;
+        let subscriber = app.events_subscriber("notifications").await;
         subscriber["delivered"].as_u64() >= Some(3) && subscriber["pending"].as_u64() == Some(0)
     })
     .await;
@@ -306,12 +287,7 @@ async fn a_user_who_opted_out_of_email_is_skipped_and_sent_nothing() {
     let sink = SmtpSink::start().await.unwrap();
     let app = spawn(&sink, json!({})).await;
     sink.wait_for(2, Duration::from_secs(15)).await;
-    let (status, _) = json_of(
-        app.as_user(Method::PUT, "/api/v1/notifications/preferences", BOB)
-            .json(&json!({"email": false, "sms": true, "push": true, "webhook": true})),
-    )
-    .await;
-    assert_eq!(status, 200);
+    opt_out_of_email(&app, BOB).await;
     let (status, queued) = json_of(
         app.as_admin(Method::POST, "/api/v1/notifications/send")
             .json(&json!({
@@ -386,15 +362,9 @@ async fn an_smtp_server_that_is_down_gets_retries_then_a_dead_letter_then_one_de
             .is_some_and(|e| e.contains("127.0.0.1")),
         "the last error says which server failed: {dead}"
     );
-    let (_, letters) =
-        json_of(app.as_admin(Method::GET, "/api/v1/notifications/dead-letters")).await;
     assert!(
-        letters["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["id"] == id.as_str()),
-        "{letters}"
+        is_dead_letter(&app, &id).await,
+        "{id} among the dead letters"
     );
 
     // Back: ready again, and the retried dead letter is delivered once.
@@ -605,12 +575,7 @@ async fn a_bulk_to_users_is_addressed_from_what_the_service_knows_of_them() {
     let sink = SmtpSink::start().await.unwrap();
     let app = spawn(&sink, json!({})).await;
     sink.wait_for(2, Duration::from_secs(15)).await;
-    let (status, _) = json_of(
-        app.as_user(Method::PUT, "/api/v1/notifications/preferences", BOB)
-            .json(&json!({"email": false, "sms": true, "push": true, "webhook": true})),
-    )
-    .await;
-    assert_eq!(status, 200);
+    opt_out_of_email(&app, BOB).await;
     let bulk = |recipients: Value| {
         app.as_admin(Method::POST, "/api/v1/notifications/send-bulk")
             .json(&json!({"channel": "email", "template": "welcome",

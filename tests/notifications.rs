@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::notifications::notification_until;
+use common::notifications::{is_dead_letter, notification_until};
 use common::{expect_error, spawn_app_with, TestApp, ALICE};
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -118,21 +118,9 @@ async fn a_failing_receiver_is_retried_with_growing_delays_then_dead_then_retrie
         );
     }
 
-    let letters: Value = app
-        .as_admin(Method::GET, "/api/v1/notifications/dead-letters")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     assert!(
-        letters["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|n| n["id"] == id.as_str()),
-        "{letters}"
+        is_dead_letter(&app, &id).await,
+        "{id} among the dead letters"
     );
 
     let retried = app

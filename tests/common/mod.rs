@@ -431,6 +431,23 @@ impl TestApp {
             .bearer_auth(admin_token())
     }
 
+    /// A subscriber's figures on the admin listener's `/admin/events`.
+    pub async fn events_subscriber(&self, name: &str) -> Value {
+        let overview: Value = self
+            .admin_get("/admin/events")
+            .send()
+            .await
+            .expect("admin answers")
+            .json()
+            .await
+            .expect("JSON");
+        overview["subscribers"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} subscriber in {overview}"))
+    }
+
     pub fn admin_get(&self, path: &str) -> reqwest::RequestBuilder {
         self.admin_request(reqwest::Method::GET, path)
     }
