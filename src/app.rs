@@ -161,6 +161,12 @@ impl AppBuilder {
         resources.insert(RateLimiting {
             enabled: config.rate_limit.enabled,
         });
+        // The admin listener's actions reach the service that records them
+        // (audit) through this slot; without one they are not recorded.
+        let admin_actions = resources
+            .get::<actors::admin_actions::AdminActions>()
+            .unwrap_or_default();
+        resources.insert(admin_actions.clone());
         resources.insert(actors::instance::InstanceId(actors::instance::instance_id(
             &config.instance_id,
             &config.data_dir,
@@ -211,6 +217,7 @@ impl AppBuilder {
             metrics_handle,
             events.clone(),
             config.admin.token.clone(),
+            admin_actions,
         )?;
         Ok(Built {
             config,

@@ -15,6 +15,7 @@
 //! Stageworks registers its own the same way, with `App::builder().service(…)`.
 
 pub mod access;
+pub mod admin_actions;
 pub mod api;
 pub mod error;
 pub mod events;
@@ -31,6 +32,7 @@ pub use service::{ServiceContext, ServiceDefinition, StartedService};
 
 // The built-in services, each a folder (declared plainly, not by a macro, so
 // that `cargo fmt` sees them).
+pub mod audit;
 pub mod auth;
 pub mod billing;
 pub mod notifications;
@@ -42,6 +44,7 @@ pub const BUILTIN: &[ServiceDefinition] = &[
     orders::SERVICE,
     billing::SERVICE,
     notifications::SERVICE,
+    audit::SERVICE,
 ];
 
 #[cfg(test)]
@@ -53,6 +56,7 @@ mod tests {
             crate::orders::topics::ALL,
             crate::billing::topics::ALL,
             crate::notifications::topics::ALL,
+            crate::audit::topics::ALL,
         ];
         for topic in all.concat() {
             assert!(

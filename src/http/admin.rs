@@ -13,6 +13,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use subtle::ConstantTimeEq;
 use supervision::{ControlError, Tree};
 
+use actors::admin_actions::{AdminAction, AdminActions};
 use actors::events::bus::ReplayError;
 use actors::events::EventBus;
 use actors::storage::Dependency;
@@ -36,6 +37,8 @@ pub struct Admin {
     metrics: PrometheusHandle,
     events: EventBus,
     token: Option<String>,
+    /// Where the operator's actions are recorded (the audit service, if it runs).
+    actions: AdminActions,
 }
 
 /// How many dead letters one listing shows (newest first).
@@ -48,6 +51,7 @@ impl Admin {
         metrics: PrometheusHandle,
         events: EventBus,
         token: Option<String>,
+        actions: AdminActions,
     ) -> Result<Self, RouteError> {
         Ok(Self {
             routes: admin_routes()?,
@@ -56,6 +60,7 @@ impl Admin {
             metrics,
             events,
             token: token.filter(|t| !t.is_empty()),
+            actions,
         })
     }
 
@@ -102,6 +107,7 @@ impl Admin {
         method: &Method,
         path: &str,
         query: Option<&str>,
+        request_id: &str,
     ) -> Result<Response, ServiceError> {
         let path = match path.trim_end_matches('/') {
             "" => "/",
@@ -161,6 +167,14 @@ impl Admin {
                     .restart(param("name"))
                     .await
                     .map_err(control_error)?;
+                self.record(
+                    "admin.actor_restarted",
+                    "actor",
+                    param("name"),
+                    request_id,
+                    &restarted,
+                )
+                .await;
                 node(StatusCode::ACCEPTED, &restarted)
             }
             Action::Circuit { open } => {
@@ -169,6 +183,13 @@ impl Admin {
                     .force_circuit(param("service"), open)
                     .await
                     .map_err(control_error)?;
+                let action = if open {
+                    "admin.circuit_opened"
+                } else {
+                    "admin.circuit_closed"
+                };
+                self.record(action, "circuit", param("service"), request_id, &forced)
+                    .await;
                 node(StatusCode::OK, &forced)
             }
             Action::Events => node(StatusCode::OK, &self.events.overview().await),
@@ -187,6 +208,14 @@ impl Admin {
                 let id = uuid::Uuid::parse_str(id)
                     .map_err(|_| ServiceError::NotFound(format!("no dead letter `{id}`")))?;
                 let letter = self.events.replay(id).await.map_err(replay_error)?;
+                self.record(
+                    "admin.dead_letter_replayed",
+                    "dead_letter",
+                    &id.to_string(),
+                    request_id,
+                    &letter,
+                )
+                .await;
                 node(StatusCode::OK, &letter)
             }
             #[cfg(feature = "fault-injection")]
@@ -198,6 +227,29 @@ impl Admin {
                 Ok(response::json(StatusCode::NO_CONTENT, ""))
             }
         }
+    }
+}
+
+impl Admin {
+    /// Records an action that succeeded, with what it answered, before the
+    /// operator hears of it (so the record is there once they do).
+    async fn record(
+        &self,
+        action: &'static str,
+        resource_type: &'static str,
+        resource_id: &str,
+        request_id: &str,
+        answer: &impl serde::Serialize,
+    ) {
+        self.actions
+            .record(AdminAction {
+                action,
+                resource_type,
+                resource_id: resource_id.to_owned(),
+                request_id: request_id.to_owned(),
+                data: serde_json::to_value(answer).unwrap_or_default(),
+            })
+            .await;
     }
 }
 
@@ -303,9 +355,14 @@ impl Handler for Admin {
         let mut response = if is_live_page {
             Self::live_page()
         } else if self.authorized(req.headers()) {
-            self.route(req.method(), req.uri().path(), req.uri().query())
-                .await
-                .unwrap_or_else(|err| response::error(&err))
+            self.route(
+                req.method(),
+                req.uri().path(),
+                req.uri().query(),
+                &request_id,
+            )
+            .await
+            .unwrap_or_else(|err| response::error(&err))
         } else {
             let mut r = response::error(&ServiceError::Unauthenticated(
                 "a valid admin bearer token is required".into(),
