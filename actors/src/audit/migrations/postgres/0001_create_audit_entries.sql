@@ -20,7 +20,8 @@ CREATE TABLE audit_entries (
 CREATE INDEX audit_entries_by_time ON audit_entries (occurred_at, seq);
 CREATE INDEX audit_entries_by_actor ON audit_entries (actor_id, occurred_at, seq);
 CREATE INDEX audit_entries_by_action ON audit_entries (action, occurred_at, seq);
-CREATE INDEX audit_entries_by_resource ON audit_entries (resource_type, resource_id, occurred_at, seq);
+CREATE INDEX audit_entries_by_type ON audit_entries (resource_type, occurred_at, seq);
+CREATE INDEX audit_entries_by_resource ON audit_entries (resource_id, occurred_at, seq);
 CREATE INDEX audit_entries_by_request ON audit_entries (request_id, occurred_at, seq);
 
 -- Entries are never updated (the hash chain would show it anyway).
