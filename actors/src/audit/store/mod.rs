@@ -116,7 +116,7 @@ pub(super) struct AuditWrite {
 #[derive(Clone, Debug)]
 pub enum Recorded {
     /// Appended now.
-    New(Entry),
+    New(Box<Entry>),
     /// An entry with this id was recorded before (a redelivered event).
     Existing(Uuid),
 }
@@ -124,7 +124,7 @@ pub enum Recorded {
 /// What a post found.
 #[derive(Clone, Debug)]
 pub enum Posted {
-    New(Entry),
+    New(Box<Entry>),
     Replayed { status: u16, body: Vec<u8> },
 }
 

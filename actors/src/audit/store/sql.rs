@@ -196,7 +196,7 @@ per_backend! {
                         data: entry.data.clone(),
                         hash: hash.clone(),
                     };
-                    output.push(Recorded::New(stored.clone().into_entry()?));
+                    output.push(Recorded::New(Box::new(stored.clone().into_entry()?)));
                     new.push(stored);
                 }
                 if let (Some(key), Some(Recorded::New(entry))) = (&op.key, output.first()) {
