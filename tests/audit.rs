@@ -611,6 +611,65 @@ async fn admin_actions_are_recorded_with_the_admins_request_id() {
         .unwrap();
     assert_eq!(response.status(), 202);
 
+    // A dead letter (billing poisoned for Alice), then its replay.
+    let poison = format!("/admin/faults/poison/billing/{}", app.user_id(ALICE));
+    let marked = app
+        .admin_request(Method::PUT, &poison)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(marked.status(), 204);
+    let order: Value = app
+        .create_order(ALICE, json!({"amount": 4321}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let letter = loop {
+        let letters: Value = app
+            .admin_get("/admin/events/dead-letters")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let found = letters["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["event"]["data"]["id"] == order["id"])
+            .cloned();
+        if let Some(letter) = found {
+            break letter;
+        }
+        assert!(Instant::now() < deadline, "no dead letter: {letters}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let cured = app
+        .admin_request(Method::DELETE, &poison)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cured.status(), 204);
+    let letter_id = letter["id"].as_str().unwrap();
+    let replayed = request_id("replay");
+    let response = app
+        .admin_request(
+            Method::POST,
+            &format!("/admin/events/dead-letters/{letter_id}/replay"),
+        )
+        .header("x-request-id", &replayed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let replay = entry_of(&app, &replayed, "admin.dead_letter_replayed").await;
+    assert_eq!(replay["resource_type"], "dead_letter");
+    assert_eq!(replay["resource_id"], letter_id);
+    assert!(replay["actor_id"].is_null(), "{replay}");
     let open = entry_of(&app, &opened, "admin.circuit_opened").await;
     assert_eq!(open["resource_type"], "circuit");
     assert_eq!(open["resource_id"], "billing");
@@ -620,7 +679,7 @@ async fn admin_actions_are_recorded_with_the_admins_request_id() {
     assert_eq!(restart["resource_type"], "actor");
     assert_eq!(restart["resource_id"], "orders");
     let all = search(&app, "action=admin.*").await;
-    assert_eq!(all["pagination"]["total"], 3, "{all}");
+    assert_eq!(all["pagination"]["total"], 4, "{all}");
 }
 
 /// Appends `n` entries of `kind` straight through the audit store (one
