@@ -63,6 +63,7 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|_| MetricsError::AlreadyInstalled)?;
     describe();
+    register();
     let upkeep = handle.clone();
     std::thread::Builder::new()
         .name("metrics-upkeep".into())
@@ -75,15 +76,29 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
     Ok(handle)
 }
 
-/// Samples the process figures and renders the text exposition format.
+/// The text exposition format: the recorded metrics, then the process
+/// figures sampled now.
 pub fn render(handle: &PrometheusHandle) -> String {
-    if let Some(rss) = process::rss_bytes() {
-        metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
+    let mut text = handle.render();
+    if !text.is_empty() && !text.ends_with("\n\n") {
+        text.push('\n');
     }
-    if let Some(fds) = process::open_fds() {
-        metrics::gauge!("process_open_fds").set(fds as f64);
+    text.push_str(&process::exposition());
+    text
+}
+
+/// Series that exist from the start: the build, and the counters that no
+/// component owns a label set of (the others are registered at 0 where
+/// their labels are known: per service, listener, subscriber).
+fn register() {
+    metrics::gauge!("stageworks_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for counter in [
+        "password_hashes_shed_total",
+        "kv_memory_evictions_total",
+        "rate_limit_errors_total",
+    ] {
+        metrics::counter!(counter).increment(0);
     }
-    handle.render()
 }
 
 fn describe() {
@@ -189,11 +204,13 @@ fn describe() {
     );
     describe_counter!("circuit_trips_total", "Times a service's circuit opened");
     describe_gauge!(
-        "process_resident_memory_bytes",
-        Unit::Bytes,
-        "Resident set size of the process"
+        "stageworks_build_info",
+        "1, labelled with the version of the running build"
     );
-    describe_gauge!("process_open_fds", "Open file descriptors of the process");
+    describe_gauge!(
+        "circuit_open",
+        "1 while a service's circuit is open (calls refused at once), else 0"
+    );
     describe_gauge!(
         "db_pool_connections",
         "A service's database connections, by state (in_use, idle)"

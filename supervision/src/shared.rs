@@ -234,6 +234,19 @@ fn fast(state: CircuitState) -> u8 {
     }
 }
 
+/// A service's circuit as gauges: `circuit_state` (0 closed, 1 half-open,
+/// 2 open) and, as Dapr exposes its breakers, `circuit_open` 0/1, which an
+/// alert can test without knowing the encoding.
+fn publish_circuit_gauges(service: &str, state: CircuitState) {
+    metrics::gauge!("circuit_state", "service" => service.to_owned()).set(state.gauge());
+    let open = if state == CircuitState::Open {
+        1.0
+    } else {
+        0.0
+    };
+    metrics::gauge!("circuit_open", "service" => service.to_owned()).set(open);
+}
+
 impl ServiceShared {
     pub fn new(
         name: impl Into<String>,
@@ -287,6 +300,8 @@ impl ServiceShared {
         ] {
             metrics::counter!(counter, "actor" => shared.name.clone()).increment(0);
         }
+        metrics::counter!("actor_refused_total", "actor" => shared.name.clone(), "reason" => "dependency_down")
+            .increment(0);
         metrics::counter!("circuit_trips_total", "service" => shared.name.clone()).increment(0);
         shared
     }
@@ -550,7 +565,7 @@ impl ServiceShared {
 
     fn publish_circuit(&self, state: CircuitState) {
         self.circuit_fast.store(fast(state), Ordering::Release);
-        metrics::gauge!("circuit_state", "service" => self.name.clone()).set(state.gauge());
+        publish_circuit_gauges(&self.name, state);
     }
 
     // ---- read by the admin endpoint ------------------------------------------------
@@ -561,8 +576,7 @@ impl ServiceShared {
         metrics::gauge!("actor_mailbox_depth", "actor" => self.name.clone()).set(depth as f64);
         metrics::gauge!("actor_queue_limit", "actor" => self.name.clone())
             .set(self.queue_limit() as f64);
-        metrics::gauge!("circuit_state", "service" => self.name.clone())
-            .set(self.circuit_state().gauge());
+        publish_circuit_gauges(&self.name, self.circuit_state());
     }
 
     /// The service's node with its workers as children. `detail` adds the

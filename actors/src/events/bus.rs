@@ -22,7 +22,7 @@ use super::lock;
 use super::memory::MemoryBus;
 use super::outbox::{Outbox, OutboxRecord};
 use super::stream::RedisStream;
-use super::{relay, DeliveryError, Subscription};
+use super::{relay, DeliveryError, Subscription, Topics};
 use crate::kv::RedisSettings;
 use crate::service::respond;
 use crate::storage::{Dependency, StorageSettings, StoreError};
@@ -74,6 +74,26 @@ pub struct BusConfig {
     pub call_timeout: Duration,
     pub producers: Vec<Outbox>,
     pub subscriptions: Vec<Subscription>,
+}
+
+/// The counters of each named topic a subscriber takes, at 0 from the
+/// start, so that `rate()` and alerts see them before the first event. A
+/// subscriber of every topic (audit) adds no series: the topics it will
+/// see are not known until they are published.
+fn register_metrics(subscriptions: &[Subscription]) {
+    for subscription in subscriptions {
+        let subscriber = subscription.subscriber;
+        let Topics::Named(topics) = subscription.topics else {
+            continue;
+        };
+        for topic in topics {
+            metrics::counter!("events_published_total", "topic" => topic.label()).increment(0);
+            for counter in ["events_delivered_total", "events_failed_total"] {
+                metrics::counter!(counter, "topic" => topic.label(), "subscriber" => subscriber)
+                    .increment(0);
+            }
+        }
+    }
 }
 
 /// The started bus: its supervisor for the root, its database for the probes.
@@ -175,6 +195,7 @@ impl EventBus {
             ),
             None => Transport::Memory(MemoryBus::new(&config.subscriptions)),
         };
+        register_metrics(&config.subscriptions);
         let (stop, stop_rx) = watch::channel(false);
         let counters = config
             .subscriptions

@@ -133,6 +133,7 @@ impl RedisKv {
     /// scripts. Fails with [`KvError::Unavailable`] if Redis cannot be
     /// reached, [`KvError::Other`] if the settings are invalid.
     pub async fn connect(settings: &RedisSettings) -> Result<RedisKv, KvError> {
+        Self::register_metrics();
         let (url, version) = split_protocol(&settings.url)?;
         let mut config = Config::from_url(&url)
             .map_err(|e| KvError::Other(format!("invalid redis url: {}", e.details())))?;
@@ -241,6 +242,28 @@ impl RedisKv {
 
     fn key(&self, key: &str) -> String {
         format!("{}{}", self.key_prefix, key)
+    }
+
+    /// The commands [`RedisKv::run`] times, each with its error counter at 0
+    /// from the start (an alert on their rate needs the series to exist).
+    const COMMANDS: [&'static str; 8] = [
+        "get",
+        "set",
+        "set_if_absent",
+        "delete",
+        "incr",
+        "ttl",
+        "rate_limit",
+        "ping",
+    ];
+
+    fn register_metrics() {
+        for command in Self::COMMANDS {
+            for kind in ["unavailable", "other"] {
+                metrics::counter!("redis_errors_total", "command" => command, "kind" => kind)
+                    .increment(0);
+            }
+        }
     }
 
     /// Runs one store operation: bounded by the backstop, timed, and its

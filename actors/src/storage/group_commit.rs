@@ -100,6 +100,7 @@ impl<DB: Database, B: Batch<DB>> GroupCommit<DB, B> {
         settings: GroupCommitSettings,
         on_commit: Option<OnCommit<B, B::Output>>,
     ) -> Self {
+        metrics::counter!("db_write_batch_retries_total", "service" => service).increment(0);
         let max_batch = settings.max_batch.max(1);
         let (queue, receiver) = mpsc::channel(max_batch * settings.lanes.max(1) * 2);
         let receiver = Arc::new(Mutex::new(receiver));

@@ -29,10 +29,16 @@ impl<K: Hash + Eq, V: Clone> RowCache<K, V> {
     /// and `capacity` is not 0.
     pub fn for_backend(service: &'static str, db: &Database, capacity: usize) -> Option<Self> {
         match db {
-            Database::Sqlite(_) if capacity > 0 => Some(Self {
-                service,
-                rows: Mutex::new(LruCache::new(capacity)),
-            }),
+            Database::Sqlite(_) if capacity > 0 => {
+                for outcome in ["hit", "miss"] {
+                    metrics::counter!("db_row_cache_lookups_total", "service" => service, "outcome" => outcome)
+                        .increment(0);
+                }
+                Some(Self {
+                    service,
+                    rows: Mutex::new(LruCache::new(capacity)),
+                })
+            }
             _ => None,
         }
     }
