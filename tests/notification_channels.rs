@@ -8,7 +8,7 @@
 //!   opted-out user's notification is `skipped`;
 //! * an SMTP server that is down: retries with growing delays, dead after
 //!   `max_attempts`, and once it is back a retry from the dead letters
-//!   delivers once, each outcome announced (`notification.dead`,
+//!   delivers once, each outcome announced (`notification.dead`, `notification.retried`,
 //!   `notification.sent`); marked `required`, it takes `/ready` down and
 //!   back while the API keeps accepting;
 //! * SMS through a Twilio-compatible API: method, path, form fields, basic
@@ -382,7 +382,7 @@ async fn an_smtp_server_that_is_down_gets_retries_then_a_dead_letter_then_one_de
     assert_eq!(status, 202, "{retried}");
     let sent = notification_until(&app, &id, |n| n["status"] == "sent").await;
     assert_eq!(sent["attempts"], 1, "attempts start again: {sent}");
-    // It announced both outcomes, through its outbox.
+    // It announced both outcomes and the retry between them, through its outbox.
     let announced: Vec<(String, Value)> = ServiceDb::open(&app, "notifications")
         .await
         .outbox()
@@ -393,7 +393,11 @@ async fn an_smtp_server_that_is_down_gets_retries_then_a_dead_letter_then_one_de
     let topics: Vec<&str> = announced.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(
         topics,
-        ["notification.dead", "notification.sent"],
+        [
+            "notification.dead",
+            "notification.retried",
+            "notification.sent"
+        ],
         "{announced:?}"
     );
     assert_eq!(announced[0].1["data"]["attempts"], 3, "{announced:?}");
@@ -402,7 +406,7 @@ async fn an_smtp_server_that_is_down_gets_retries_then_a_dead_letter_then_one_de
         "{announced:?}"
     );
     assert_eq!(
-        announced[1].1["data"]["to"], "ops@example.com",
+        announced[2].1["data"]["to"], "ops@example.com",
         "{announced:?}"
     );
     let to_ops = mails_to(&sink, "ops@example.com");

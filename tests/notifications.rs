@@ -123,11 +123,13 @@ async fn a_failing_receiver_is_retried_with_growing_delays_then_dead_then_retrie
         "{id} among the dead letters"
     );
 
+    let request = format!("retry-{}", uuid::Uuid::now_v7().simple());
     let retried = app
         .as_admin(
             Method::POST,
             &format!("/api/v1/notifications/dead-letters/{id}/retry"),
         )
+        .header("x-request-id", &request)
         .send()
         .await
         .unwrap();
@@ -135,6 +137,12 @@ async fn a_failing_receiver_is_retried_with_growing_delays_then_dead_then_retrie
     let sent = notification_until(&app, &id, |n| n["status"] == "sent").await;
     assert_eq!(sent["attempts"], 1, "attempts reset: {sent}");
     assert_eq!(receiver.received().len(), 4);
+
+    // The audit log has who retried it, with their request id.
+    let recorded = audit_entry_until(&app, &request, "notification.retried").await;
+    assert_eq!(recorded["actor_id"], ADMIN_ID, "{recorded}");
+    assert_eq!(recorded["resource_type"], "notification", "{recorded}");
+    assert_eq!(recorded["resource_id"], id.as_str(), "{recorded}");
 
     // Not dead any more: a second retry is a conflict.
     let again = app
@@ -433,4 +441,25 @@ async fn a_bulk_send_reaches_every_recipient_once_and_reports_its_progress() {
         .collect();
     seen.sort_unstable();
     assert_eq!(seen, (0..50).collect::<Vec<_>>(), "each recipient once");
+}
+
+/// The admin every `as_admin` request is (see `common::admin_token`).
+const ADMIN_ID: &str = "00000000-0000-0000-0000-00ad00000001";
+
+/// The audit entry of `action` caused by `request`, once audit has it.
+async fn audit_entry_until(app: &TestApp, request: &str, action: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, found) = common::json_of(app.as_admin(
+            Method::GET,
+            &format!("/api/v1/audit/search?request_id={request}&action={action}"),
+        ))
+        .await;
+        assert_eq!(status, 200, "{found}");
+        if let Some(entry) = found["data"].as_array().and_then(|d| d.first()) {
+            return entry.clone();
+        }
+        assert!(Instant::now() < deadline, "no {action} entry for {request}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

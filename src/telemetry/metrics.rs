@@ -198,6 +198,14 @@ fn describe() {
         Unit::Seconds,
         "Time one send through a notification provider took, by channel"
     );
+    describe_counter!(
+        "audit_exports_total",
+        "Audit CSV exports, by how they ended (complete, client_gone, failed)"
+    );
+    describe_counter!(
+        "audit_export_rows_total",
+        "Rows written by audit CSV exports"
+    );
     describe_gauge!(
         "circuit_state",
         "A service's circuit: 0 closed, 1 half-open, 2 open"

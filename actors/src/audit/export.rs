@@ -41,6 +41,17 @@ enum Stopped {
     Io(#[from] std::io::Error),
 }
 
+/// How an export ended, as `audit_exports_total{outcome}` counts it.
+const OUTCOMES: [&str; 3] = ["complete", "client_gone", "failed"];
+
+/// The export counters at 0, so an alert on failed exports sees the first.
+pub fn register_metrics() {
+    for outcome in OUTCOMES {
+        metrics::counter!("audit_exports_total", "outcome" => outcome).increment(0);
+    }
+    metrics::counter!("audit_export_rows_total").increment(0);
+}
+
 /// Starts the export's task; its body is the returned stream.
 pub fn start(store: AuditStore, filter: Filter) -> BodyStream {
     let (sender, stream) = BodyStream::channel(

@@ -60,6 +60,7 @@ impl Service for Audit {
             .await
             .map_err(StartError::store(Audit::NAME))?;
         spawn_purges(&store, &settings);
+        export::register_metrics();
         if let Some(actions) = ctx.resources.get::<AdminActions>() {
             actions.set(Arc::new(Recorder(store.clone())));
         }

@@ -19,6 +19,7 @@ use super::model::{
 };
 use super::store::{Directory, Enqueue, EventEffect, NewRow, NotificationsStore};
 use super::templates::{self, Renderer};
+use super::topics::NOTIFICATION_RETRIED;
 use crate::api::{Caller, Page, RequestContext};
 use crate::auth::topics::USER_REGISTERED;
 use crate::events::Event;
@@ -578,9 +579,16 @@ async fn retry_dead(
     ctx: &RequestContext,
     id: Uuid,
 ) -> Result<Notification, ServiceError> {
-    admin(ctx)?;
+    let caller = admin(ctx)?;
     let not_found = || ServiceError::NotFound("notification not found".into());
-    if !n.store.retry_dead(id).await.map_err(internal)? {
+    let retried = Event::new(
+        NOTIFICATION_RETRIED,
+        Some(&ctx.request_id),
+        Some(caller.user_id),
+        &serde_json::json!({ "id": id }),
+    )
+    .map_err(ServiceError::internal)?;
+    if !n.store.retry_dead(id, &retried).await.map_err(internal)? {
         let found = n
             .store
             .get(id)

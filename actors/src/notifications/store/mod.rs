@@ -288,9 +288,15 @@ impl NotificationsStore {
         on_db!(&self.db, take_back(holder, now))
     }
 
-    pub async fn retry_dead(&self, id: Uuid) -> Result<bool, StoreError> {
+    /// Queues a dead notification again and appends `event` (who asked)
+    /// in the same transaction; `false` if it is not dead.
+    pub async fn retry_dead(&self, id: Uuid, event: &Event) -> Result<bool, StoreError> {
         let now = unix_millis(OffsetDateTime::now_utc());
-        on_db!(&self.db, retry_dead(id, now))
+        let done = on_db!(&self.db, retry_dead(id, now, event))?;
+        if done {
+            self.outbox.committed();
+        }
+        Ok(done)
     }
 
     pub async fn templates(&self) -> Result<Vec<Template>, StoreError> {

@@ -385,12 +385,15 @@ per_backend! {
         Ok(done.rows_affected())
     }
 
-    /// Queues a dead notification again with its attempts reset.
+    /// Queues a dead notification again with its attempts reset, and
+    /// appends `event` with it.
     pub(in crate::notifications::store) async fn retry_dead(
         db: &Db,
         id: Uuid,
         now: i64,
+        event: &Event,
     ) -> Result<bool, StoreError> {
+        let mut tx = db.writer().begin().await?;
         let done = sqlx::query(
             "UPDATE notifications SET status = 'queued', attempts = 0, next_attempt_at = $1,
                  last_error = NULL
@@ -398,9 +401,15 @@ per_backend! {
         )
         .bind(now)
         .bind(DB::id(id))
-        .execute(db.writer())
-        .await?;
-        Ok(done.rows_affected() == 1)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if done {
+            DB::append_in(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(done)
     }
 
     pub(in crate::notifications::store) async fn templates(db: &Db) -> Result<Vec<Template>, StoreError> {
