@@ -12,7 +12,10 @@ Fails (exit 1) when:
   not list (a histogram allows its _bucket, _sum and _count series; a rule
   may use the rules' own recorded series);
 - a metric that metrics.txt marks `exported` no longer appears in the Rust
-  sources (renamed or removed: its panels and alerts would go silently empty).
+  sources (renamed or removed: its panels and alerts would go silently empty);
+- with --promtool PATH: a dashboard query is not valid PromQL (each one, its
+  Grafana variables replaced by sample values, is written into a scratch
+  rule file as a recording rule, which `promtool check rules` parses).
 
 Metrics marked `planned` (issue 16) may be used before they exist; the check
 lists those still missing from the sources. A metric in the sources but not
@@ -28,7 +31,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -170,6 +175,39 @@ def rule_queries(path: Path, errors: list[str]) -> tuple[list[tuple[str, str]], 
     return queries, recorded
 
 
+# Sample values of the Grafana variables, for parsing only.
+GRAFANA_VARIABLES = {
+    "__rate_interval": "1m", "__interval": "1m", "__range": "1h",
+    "job": "stageworks", "instance": ".*",
+}
+
+
+def promql_syntax(promtool: str, queries: list[tuple[str, str]], errors: list[str]) -> None:
+    """Parses each dashboard query with promtool (as a recording rule)."""
+    rules = []
+    for number, (where, expr) in enumerate(queries):
+        concrete = re.sub(
+            r"\$\{(\w+)[^}]*\}|\$(\w+)",
+            lambda m: GRAFANA_VARIABLES.get(m.group(1) or m.group(2), "x"),
+            expr,
+        )
+        rules.append({"record": f"dashboard_query_{number}", "expr": concrete})
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as scratch:
+        json.dump({"groups": [{"name": "dashboard", "rules": rules}]}, scratch)  # JSON is YAML
+    result = subprocess.run([promtool, "check", "rules", scratch.name],
+                            capture_output=True, text=True)
+    Path(scratch.name).unlink()
+    if result.returncode != 0:
+        for line in (result.stdout + result.stderr).splitlines():
+            match = re.search(r"rule (\d+), \"dashboard_query_\d+\": (.*)", line)
+            if match:
+                where, expr = queries[int(match.group(1)) - 1]
+                errors.append(f"{where}: not valid PromQL: {match.group(2)}")
+        if not any("not valid PromQL" in e for e in errors):
+            errors.append("promtool check rules failed on the dashboard queries:\n"
+                          + result.stdout + result.stderr)
+
+
 def source_metrics(root: Path) -> tuple[set[str], str]:
     text = []
     for directory in SOURCE_DIRS:
@@ -185,6 +223,7 @@ def main() -> int:
     parser.add_argument("--dashboard", type=Path, action="append")
     parser.add_argument("--rules", type=Path, action="append")
     parser.add_argument("--sources", type=Path, default=ROOT, help="repository root")
+    parser.add_argument("--promtool", help="also parse the dashboard's queries with this promtool")
     args = parser.parse_args()
     dashboards = args.dashboard or [HERE / "stageworks.json"]
     rules = args.rules or [ROOT / "deploy/prometheus/alerts.yml"]
@@ -207,7 +246,10 @@ def main() -> int:
     queries: list[tuple[str, str]] = []
     recorded: set[str] = set()
     for path in dashboards:
-        queries += [(f"{path.name}: {w}", q) for w, q in dashboard_queries(path, errors)]
+        found = [(f"{path.name}: {w}", q) for w, q in dashboard_queries(path, errors)]
+        if args.promtool and found:
+            promql_syntax(args.promtool, found, errors)
+        queries += found
     for path in rules:
         found, names = rule_queries(path, errors)
         queries += [(f"{path.name}: {w}", q) for w, q in found]
