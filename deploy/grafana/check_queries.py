@@ -234,13 +234,13 @@ def main() -> int:
     exported, source_text = source_metrics(args.sources)
     if not exported:
         errors.append(f"no metric found in {args.sources}/{{{','.join(SOURCE_DIRS)}}}: wrong --sources?")
-    planned_missing = []
+    planned_missing, planned_present = [], []
     for name, (_, status) in sorted(metrics.items()):
         in_sources = f'"{name}"' in source_text
         if status == "exported" and not in_sources:
             errors.append(f"{args.metrics}: {name} is marked exported but no source names it")
-        if status == "planned" and not in_sources:
-            planned_missing.append(name)
+        if status == "planned":
+            (planned_present if in_sources else planned_missing).append(name)
     unlisted = sorted(exported - set(metrics))
 
     queries: list[tuple[str, str]] = []
@@ -270,6 +270,9 @@ def main() -> int:
     if planned_missing:
         print("planned, not in the sources yet (their panels and alerts stay empty): "
               + ", ".join(planned_missing))
+    if planned_present:
+        print("planned and now in the sources (mark them exported in "
+              f"{args.metrics.name}): " + ", ".join(planned_present))
     for name in unlisted:
         print(f"warning: {name} is exported but not in {args.metrics.name}")
     for error in errors:
