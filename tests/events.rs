@@ -386,7 +386,10 @@ async fn admin_events_shows_every_subscriber_and_producer() {
             .map(|s| s["name"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(names("subscribers"), ["orders", "billing", "notifications"]);
+    assert_eq!(
+        names("subscribers"),
+        ["orders", "billing", "notifications", "analytics"]
+    );
     assert_eq!(
         names("producers"),
         ["auth", "orders", "billing", "notifications"]

@@ -31,6 +31,7 @@ pub use service::{ServiceContext, ServiceDefinition, StartedService};
 
 // The built-in services, each a folder (declared plainly, not by a macro, so
 // that `cargo fmt` sees them).
+pub mod analytics;
 pub mod auth;
 pub mod billing;
 pub mod notifications;
@@ -42,6 +43,7 @@ pub const BUILTIN: &[ServiceDefinition] = &[
     orders::SERVICE,
     billing::SERVICE,
     notifications::SERVICE,
+    analytics::SERVICE,
 ];
 
 #[cfg(test)]
@@ -53,6 +55,7 @@ mod tests {
             crate::orders::topics::ALL,
             crate::billing::topics::ALL,
             crate::notifications::topics::ALL,
+            crate::analytics::topics::ALL,
         ];
         for topic in all.concat() {
             assert!(
