@@ -83,6 +83,9 @@ async fn each_job_runs_once_per_tick_across_two_replicas() {
             .send()
     };
     let (a, b) = (jobs(&one).await.unwrap(), jobs(&two).await.unwrap());
-    assert_eq!((a.status(), b.status()), (200, 200));
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let (a, b): (serde_json::Value, serde_json::Value) =
+        (a.json().await.unwrap(), b.json().await.unwrap());
+    assert_eq!(a, b, "the replicas disagree on /jobs");
     drop(two);
 }
