@@ -138,7 +138,18 @@ enum Outcome {
 
 impl Scheduler {
     /// Registers the job's metrics at 0, so they are there before the first run.
+    /// Described here, with the service, rather than in the binary's list:
+    /// the recorder is installed before services start.
     pub fn register_metrics(job: Job) {
+        metrics::describe_counter!(
+            "analytics_job_runs_total",
+            "Runs of an analytics scheduled job this instance won, by job and outcome (ok, error)"
+        );
+        metrics::describe_histogram!(
+            "analytics_job_duration_seconds",
+            metrics::Unit::Seconds,
+            "Time one run of an analytics scheduled job took, by job"
+        );
         for outcome in ["ok", "error"] {
             metrics::counter!("analytics_job_runs_total", "job" => job.name(), "outcome" => outcome)
                 .increment(0);
