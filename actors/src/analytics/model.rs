@@ -26,7 +26,7 @@ pub const DEFAULT_RANGE: i64 = 30 * DAY;
 
 /// A bucket's size. Buckets start on the hour / at midnight UTC, stored as
 /// unix seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Grain {
     Hour,

@@ -11,7 +11,7 @@
 
 mod sql;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -37,6 +37,62 @@ static SCHEMA: Schema = Schema {
 
 /// One consumed event's write; answers whether it was new.
 pub(super) struct Apply(Fact);
+
+/// What a batch's new events change, merged per row and in key order: each
+/// row is written once per batch, and concurrent batches (PostgreSQL's
+/// write lanes, replicas) take the row locks of a table in the same order,
+/// so they queue behind each other instead of deadlocking.
+#[derive(Default)]
+pub(super) struct Effects {
+    counters: BTreeMap<(Grain, i64, String), i64>,
+    activity: BTreeSet<(Grain, i64, String)>,
+    users: BTreeMap<String, UserDelta>,
+    amounts: BTreeMap<(String, String), i64>,
+}
+
+/// What a batch adds to one user's totals.
+#[derive(Default)]
+pub(super) struct UserDelta {
+    logins: i64,
+    orders: i64,
+    invoices_paid: i64,
+    last_active_at: i64,
+}
+
+impl Effects {
+    /// Adds an event's effect: its counters in its hour and its day, its
+    /// user's activity there and totals.
+    fn add(&mut self, fact: &Fact) {
+        let buckets = [
+            (Grain::Hour, Grain::Hour.floor(fact.at)),
+            (Grain::Day, Grain::Day.floor(fact.at)),
+        ];
+        for (grain, bucket) in buckets {
+            for (metric, value) in &fact.counts {
+                *self
+                    .counters
+                    .entry((grain, bucket, metric.clone()))
+                    .or_default() += value;
+            }
+        }
+        let Some(user) = fact.user else { return };
+        let user = user.to_string();
+        for (grain, bucket) in buckets {
+            self.activity.insert((grain, bucket, user.clone()));
+        }
+        let delta = self.users.entry(user.clone()).or_insert(UserDelta {
+            last_active_at: fact.at,
+            ..UserDelta::default()
+        });
+        delta.logins += fact.logins;
+        delta.orders += fact.orders;
+        delta.invoices_paid += fact.invoices_paid;
+        delta.last_active_at = delta.last_active_at.max(fact.at);
+        if let Some((currency, amount)) = &fact.paid {
+            *self.amounts.entry((user, currency.clone())).or_default() += amount;
+        }
+    }
+}
 
 /// The last finished run of a job.
 #[derive(Clone, Debug)]

@@ -4,14 +4,14 @@
 //! on PostgreSQL they take the counter row's lock, so concurrent batches
 //! (workers, replicas) add up instead of overwriting each other.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use sqlx::Transaction;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{Apply, LastRun, Parts};
-use crate::analytics::model::{rfc3339, Amount, Fact, Grain, UserFigures, ACTIVE, DAY};
+use super::{Apply, Effects, LastRun, Parts};
+use crate::analytics::model::{rfc3339, Amount, Grain, UserFigures, ACTIVE, DAY};
 use crate::events::inbox::InboxSql;
 use crate::events::Event;
 use crate::storage::group_commit::Batch;
@@ -32,81 +32,81 @@ per_backend! {
             let fresh = DB::record_all_in(tx, &events).await?;
             // The same event twice in one batch: the second was applied by the first.
             let mut seen = HashSet::new();
-            let mut written = Vec::with_capacity(ops.len());
-            for Apply(fact) in ops {
-                let new = fresh.contains(&fact.event.id) && seen.insert(fact.event.id);
-                if new {
-                    apply_in(tx, fact).await?;
-                }
-                written.push(new);
-            }
+            let mut effects = Effects::default();
+            let written = ops
+                .iter()
+                .map(|Apply(fact)| {
+                    let new = fresh.contains(&fact.event.id) && seen.insert(fact.event.id);
+                    if new {
+                        effects.add(fact);
+                    }
+                    new
+                })
+                .collect();
+            apply_in(tx, &effects).await?;
             Ok(written)
         }
     }
 
-    /// An event's effect: its counters in its hour and its day, its user's
-    /// activity there (a late event in a closed bucket recomputes the
-    /// bucket's distinct users), its user's totals.
-    async fn apply_in(tx: &mut Transaction<'static, DB>, fact: &Fact) -> Result<(), StoreError> {
-        let buckets = [
-            (Grain::Hour, Grain::Hour.floor(fact.at)),
-            (Grain::Day, Grain::Day.floor(fact.at)),
-        ];
-        for (grain, bucket) in buckets {
-            for (metric, value) in &fact.counts {
-                sqlx::query(
-                    "INSERT INTO counters (grain, bucket, metric, value) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (grain, bucket, metric) DO UPDATE SET value = counters.value + excluded.value",
-                )
-                .bind(grain.as_str())
-                .bind(bucket)
-                .bind(metric)
-                .bind(*value)
-                .execute(&mut **tx)
-                .await?;
-            }
+    /// Writes a batch's effects, each table's rows in key order: counters,
+    /// activity (a new row in a closed bucket recomputes the bucket's
+    /// distinct users: a late event), then the users' totals.
+    async fn apply_in(tx: &mut Transaction<'static, DB>, effects: &Effects) -> Result<(), StoreError> {
+        for ((grain, bucket, metric), value) in &effects.counters {
+            sqlx::query(
+                "INSERT INTO counters (grain, bucket, metric, value) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (grain, bucket, metric) DO UPDATE SET value = counters.value + excluded.value",
+            )
+            .bind(grain.as_str())
+            .bind(*bucket)
+            .bind(metric)
+            .bind(*value)
+            .execute(&mut **tx)
+            .await?;
         }
-        let Some(user) = fact.user else {
-            return Ok(());
-        };
-        let user = user.to_string();
-        for (grain, bucket) in buckets {
+        let mut reopened = BTreeSet::new();
+        for (grain, bucket, user) in &effects.activity {
             let done = sqlx::query(
                 "INSERT INTO activity (grain, bucket, user_id) VALUES ($1, $2, $3)
                  ON CONFLICT (grain, bucket, user_id) DO NOTHING",
             )
             .bind(grain.as_str())
-            .bind(bucket)
-            .bind(&user)
+            .bind(*bucket)
+            .bind(user)
             .execute(&mut **tx)
             .await?;
-            if done.rows_affected() == 1 && is_closed(tx, grain, bucket).await? {
-                store_active_in(tx, grain, bucket).await?;
+            if done.rows_affected() == 1 && is_closed(tx, *grain, *bucket).await? {
+                reopened.insert((*grain, *bucket));
             }
         }
-        sqlx::query(
-            "INSERT INTO user_totals (user_id, logins, orders, invoices_paid, last_active_at)
-             VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (user_id) DO UPDATE SET
-                 logins = user_totals.logins + excluded.logins,
-                 orders = user_totals.orders + excluded.orders,
-                 invoices_paid = user_totals.invoices_paid + excluded.invoices_paid,
-                 last_active_at = CASE WHEN excluded.last_active_at > user_totals.last_active_at
-                                       THEN excluded.last_active_at ELSE user_totals.last_active_at END",
-        )
-        .bind(&user)
-        .bind(fact.logins)
-        .bind(fact.orders)
-        .bind(fact.invoices_paid)
-        .bind(fact.at)
-        .execute(&mut **tx)
-        .await?;
-        if let Some((currency, amount)) = &fact.paid {
+        for (grain, bucket) in reopened {
+            store_active_in(tx, grain, bucket).await?;
+        }
+        for (user, delta) in &effects.users {
+            sqlx::query(
+                "INSERT INTO user_totals (user_id, logins, orders, invoices_paid, last_active_at)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (user_id) DO UPDATE SET
+                     logins = user_totals.logins + excluded.logins,
+                     orders = user_totals.orders + excluded.orders,
+                     invoices_paid = user_totals.invoices_paid + excluded.invoices_paid,
+                     last_active_at = CASE WHEN excluded.last_active_at > user_totals.last_active_at
+                                           THEN excluded.last_active_at ELSE user_totals.last_active_at END",
+            )
+            .bind(user)
+            .bind(delta.logins)
+            .bind(delta.orders)
+            .bind(delta.invoices_paid)
+            .bind(delta.last_active_at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for ((user, currency), amount) in &effects.amounts {
             sqlx::query(
                 "INSERT INTO user_amounts (user_id, currency, amount) VALUES ($1, $2, $3)
                  ON CONFLICT (user_id, currency) DO UPDATE SET amount = user_amounts.amount + excluded.amount",
             )
-            .bind(&user)
+            .bind(user)
             .bind(currency)
             .bind(*amount)
             .execute(&mut **tx)
