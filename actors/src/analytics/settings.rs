@@ -121,6 +121,20 @@ mod tests {
     }
 
     #[test]
+    fn a_short_retention_and_a_bad_pattern_are_refused_naming_their_key() {
+        let settings = AnalyticsSettings {
+            hourly_retention: Duration::from_secs(24 * 60 * 60),
+            ..AnalyticsSettings::default()
+        };
+        let keys: Vec<_> = settings.check().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["hourly_retention"]);
+        let bad: Result<AnalyticsSettings, _> =
+            serde_json::from_value(serde_json::json!({"purge": "every hour"}));
+        let err = bad.expect_err("refused").to_string();
+        assert!(err.contains("`every hour` is not a cron schedule"), "{err}");
+    }
+
+    #[test]
     fn a_schedule_finds_its_next_tick_in_utc_and_takes_seconds() {
         let daily = Schedule::parse("5 0 * * *").expect("parses");
         // 2026-01-01T12:00:00Z → 2026-01-02T00:05:00Z
