@@ -388,7 +388,7 @@ async fn admin_events_shows_every_subscriber_and_producer() {
     };
     assert_eq!(
         names("subscribers"),
-        ["orders", "billing", "notifications", "audit"]
+        ["orders", "billing", "notifications", "analytics", "audit"]
     );
     assert_eq!(
         names("producers"),

@@ -95,3 +95,52 @@ pub mod poison {
     #[cfg(not(feature = "fault-injection"))]
     pub fn strike(_subscriber: &str, _event: &Event) {}
 }
+
+/// Scheduled jobs made to fail, for tests of the jobs' supervision: in a
+/// `fault-injection` build an operator (a test) marks a job through the
+/// admin listener (`PUT /admin/faults/jobs/{job}/{fault}`, `fault` being
+/// `error` or `panic`), and every run of it fails that way until the mark is
+/// removed (`DELETE`). Other builds never fail here.
+pub mod jobs {
+    #[cfg(feature = "fault-injection")]
+    static MARKED: std::sync::Mutex<Vec<(String, super::Fault)>> =
+        std::sync::Mutex::new(Vec::new());
+
+    /// The fault a mark names: `error` or `panic`.
+    pub fn parse(fault: &str) -> Option<super::Fault> {
+        match fault {
+            "error" => Some(super::Fault::Error),
+            "panic" => Some(super::Fault::Panic),
+            _ => None,
+        }
+    }
+
+    /// Marks (`Some`) or unmarks (`None`) `job`.
+    #[cfg(feature = "fault-injection")]
+    pub fn set(job: &str, fault: Option<super::Fault>) {
+        let mut marks = MARKED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        marks.retain(|(j, _)| j != job);
+        if let Some(fault) = fault {
+            marks.push((job.to_owned(), fault));
+        }
+    }
+
+    /// Acts out `job`'s mark, if it has one: panics, or answers `Err`.
+    #[cfg(feature = "fault-injection")]
+    pub async fn strike(job: &str) -> Result<(), crate::ServiceError> {
+        let fault = MARKED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(j, _)| j == job)
+            .map(|(_, f)| *f);
+        super::Fault::strike(fault).await
+    }
+
+    #[cfg(not(feature = "fault-injection"))]
+    pub async fn strike(_job: &str) -> Result<(), crate::ServiceError> {
+        Ok(())
+    }
+}

@@ -32,6 +32,7 @@ pub use service::{ServiceContext, ServiceDefinition, StartedService};
 
 // The built-in services, each a folder (declared plainly, not by a macro, so
 // that `cargo fmt` sees them).
+pub mod analytics;
 pub mod audit;
 pub mod auth;
 pub mod billing;
@@ -44,6 +45,7 @@ pub const BUILTIN: &[ServiceDefinition] = &[
     orders::SERVICE,
     billing::SERVICE,
     notifications::SERVICE,
+    analytics::SERVICE,
     audit::SERVICE,
 ];
 
@@ -56,6 +58,7 @@ mod tests {
             crate::orders::topics::ALL,
             crate::billing::topics::ALL,
             crate::notifications::topics::ALL,
+            crate::analytics::topics::ALL,
             crate::audit::topics::ALL,
         ];
         for topic in all.concat() {

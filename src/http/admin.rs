@@ -226,6 +226,33 @@ impl Admin {
                 actors::fault::poison::set(param("subscriber"), user, method == Method::PUT);
                 Ok(response::json(StatusCode::NO_CONTENT, ""))
             }
+            #[cfg(feature = "fault-injection")]
+            Action::JobFault => {
+                let (job, fault) = (param("job"), param("fault"));
+                let fault = actors::fault::jobs::parse(fault).ok_or_else(|| {
+                    ServiceError::NotFound(format!("`{fault}` is not a job fault (error, panic)"))
+                })?;
+                actors::fault::jobs::set(job, (method == Method::PUT).then_some(fault));
+                Ok(response::json(StatusCode::NO_CONTENT, ""))
+            }
+            #[cfg(feature = "fault-injection")]
+            Action::Inject => {
+                // The event as JSON in `?event=` (the admin listener reads no
+                // bodies): id, topic, occurred_at, request_id, actor_id, data.
+                let json = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                    .find(|(k, _)| k == "event")
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default();
+                let event = actors::events::Event::from_json(&json)
+                    .map_err(|e| ServiceError::validation("event", e.to_string()))?;
+                let producer = param("producer");
+                self.events
+                    .inject(producer, &event)
+                    .await
+                    .ok_or_else(|| ServiceError::NotFound(format!("no producer `{producer}`")))?
+                    .map_err(ServiceError::internal)?;
+                node(StatusCode::ACCEPTED, &event)
+            }
         }
     }
 }
@@ -268,6 +295,10 @@ enum Action {
     Replay,
     #[cfg(feature = "fault-injection")]
     Poison,
+    #[cfg(feature = "fault-injection")]
+    JobFault,
+    #[cfg(feature = "fault-injection")]
+    Inject,
 }
 
 /// The admin listener's routes (the live page, `/admin/`, is served before
@@ -311,6 +342,16 @@ fn admin_routes() -> Result<Router<Action>, RouteError> {
             Action::Poison,
         )?;
     }
+    #[cfg(feature = "fault-injection")]
+    for method in [Method::PUT, Method::DELETE] {
+        routes.add(method, "/admin/faults/jobs/{job}/{fault}", Action::JobFault)?;
+    }
+    #[cfg(feature = "fault-injection")]
+    routes.add(
+        Method::POST,
+        "/admin/faults/events/{producer}",
+        Action::Inject,
+    )?;
     Ok(routes)
 }
 

@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod analytics;
 pub mod binary;
 pub mod notifications;
 pub mod own_servers;

@@ -439,6 +439,24 @@ impl EventBus {
         }
     }
 
+    /// Appends a scripted `event` to `producer`'s outbox (fault-injection
+    /// builds: the tests' way to feed subscribers events with a chosen id
+    /// and `occurred_at` through the real relay and bus). `None`: no such
+    /// producer here.
+    #[cfg(feature = "fault-injection")]
+    pub async fn inject(
+        &self,
+        producer: &str,
+        event: &super::Event,
+    ) -> Option<Result<(), StoreError>> {
+        let outbox = self
+            .core
+            .producers
+            .iter()
+            .find(|o| o.service() == producer)?;
+        Some(outbox.append(event).await)
+    }
+
     pub async fn dead_letters(&self, all: bool, limit: u32) -> Result<Vec<DeadLetter>, StoreError> {
         self.core.dead_letters.list(all, limit).await
     }

@@ -95,6 +95,30 @@ impl Outbox {
         self.committed.notify_one();
     }
 
+    /// Appends `event` in a transaction of its own and wakes the relay: how
+    /// the admin listener's fault-injection route
+    /// (`POST /admin/faults/events/{producer}`) puts a scripted event, with
+    /// the id and `occurred_at` a test chose, on the real path a service's
+    /// own events take.
+    #[cfg(feature = "fault-injection")]
+    pub async fn append(&self, event: &Event) -> Result<(), StoreError> {
+        self.db.ensure_ready().await?;
+        match &self.db {
+            Database::Sqlite(db) => {
+                let mut tx = db.writer().begin().await?;
+                <sqlx::Sqlite as OutboxSql>::append_in(&mut tx, event).await?;
+                tx.commit().await?;
+            }
+            Database::Postgres(db) => {
+                let mut tx = db.pool().begin().await?;
+                <sqlx::Postgres as OutboxSql>::append_in(&mut tx, event).await?;
+                tx.commit().await?;
+            }
+        }
+        self.committed();
+        Ok(())
+    }
+
     /// Resolves when [`Outbox::committed`] was called (at most one wake-up is
     /// kept while nobody waits).
     pub async fn wait_committed(&self) {
