@@ -519,6 +519,11 @@ async fn every_counter_and_the_process_and_build_series_exist_from_the_start() {
     let metrics = app.metrics().await;
     let mut counters = counters_in_the_code();
     counters.retain(|name| !COUNTERS_MADE_ON_USE.contains(&name.as_str()));
+    if std::env::var_os("STAGEWORKS_TEST_DATABASE_URL").is_some() {
+        // The row cache is SQLite's only (on PostgreSQL another replica may
+        // change a row behind this process's back): no cache, no series.
+        counters.retain(|name| name != "db_row_cache_lookups_total");
+    }
     assert!(counters.len() > 15, "found only {counters:?} in the code");
     let missing: Vec<_> = counters
         .iter()
