@@ -420,9 +420,12 @@ const FILTERS: [Filter; 8] = [
         },
     },
     Filter {
-        name: "resource_type + resource_id",
-        query: |s, r| {
-            pick(s, "resource_ids", r).map(|v| format!("resource_type=document&resource_id={v}"))
+        name: "resource_type",
+        query: |_, r| {
+            ACTIONS
+                .choose(r)
+                .and_then(|a| a.split('.').next())
+                .map(|t| format!("resource_type={t}"))
         },
     },
     Filter {
