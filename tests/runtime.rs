@@ -252,7 +252,19 @@ async fn repeated_failures_open_the_circuit_then_it_closes_by_itself() {
     assert_eq!(orders["status"], "failed");
     assert_eq!(orders["circuit"]["trips"], 1);
     assert!(orders["circuit"]["retry_at"].is_string());
-    let metrics = app.metrics().await;
+    // The recorder is the process's: an app another test starts meanwhile
+    // sets its own orders' gauges to closed. Each scrape sets this app's
+    // again, so a later one shows them.
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = app.metrics().await;
+        if metrics.contains("circuit_state{service=\"orders\"} 2")
+            && metrics.contains("circuit_open{service=\"orders\"} 1")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         metrics.contains("circuit_state{service=\"orders\"} 2")
             && metrics.contains("circuit_open{service=\"orders\"} 1"),
