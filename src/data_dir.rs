@@ -56,7 +56,14 @@ pub fn prepare(data_dir: &Path, env: Environment) -> Result<(), DataDirError> {
             .to_str()
             .is_some_and(|name| PRIVATE_SUFFIXES.iter().any(|s| name.ends_with(s)));
         if private {
-            check(&entry.path(), env)?;
+            match check(&entry.path(), env) {
+                // A `-wal` or `-shm` file goes away when the last connection
+                // to its database closes (another process, a sqlite3 shell):
+                // a file that is gone exposes nothing.
+                Err(DataDirError::Read { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound => {}
+                other => other?,
+            }
         }
     }
     Ok(())
