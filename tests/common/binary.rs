@@ -91,6 +91,27 @@ pub fn start(data: &Path, database: Option<&TestDatabase>) -> Running {
 }
 
 /// Starts `stageworks serve` from a prepared command (extra environment).
+/// Reads the start-up log until "stageworks is serving" and returns the
+/// public and admin addresses it names.
+fn serving_addresses(lines: &mpsc::Receiver<String>) -> Result<(String, String), String> {
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .map_err(|e| format!("no start-up log line: {e}"))?;
+        let entry: Value = serde_json::from_str(&line)
+            .map_err(|e| format!("log line `{line}` is not JSON: {e}"))?;
+        if entry["fields"]["message"] == "stageworks is serving" {
+            let field = |name: &str| {
+                entry["fields"][name]
+                    .as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| format!("`{name}` is not logged: {line}"))
+            };
+            return Ok((field("public_addr")?, field("admin_addr")?));
+        }
+    }
+}
+
 pub fn spawn(mut command: Command, database: Option<&TestDatabase>) -> Running {
     if let Some(db) = database {
         command.env("STAGEWORKS__DATABASE__URL", &db.url);
@@ -110,19 +131,13 @@ pub fn spawn(mut command: Command, database: Option<&TestDatabase>) -> Running {
             }
         }
     });
-    let (addr, admin_addr) = loop {
-        let line = lines
-            .recv_timeout(Duration::from_secs(30))
-            .expect("start-up log line");
-        let entry: Value = serde_json::from_str(&line).expect("log lines are JSON");
-        if entry["fields"]["message"] == "stageworks is serving" {
-            let field = |name: &str| {
-                entry["fields"][name]
-                    .as_str()
-                    .expect("the addresses are logged")
-                    .to_owned()
-            };
-            break (field("public_addr"), field("admin_addr"));
+    let (addr, admin_addr) = match serving_addresses(&lines) {
+        Ok(addresses) => addresses,
+        Err(why) => {
+            // A panic here would leave the process running past the test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the binary did not start serving: {why}");
         }
     };
     Running {
