@@ -575,7 +575,20 @@ impl Config {
                 Toml::file(path)
             })
             .merge(Env::prefixed(ENV_PREFIX).split("__"));
-        let moved = moved_keys(&figment, services);
+        Self::extract(&figment, services)
+    }
+
+    /// Reads a configuration from TOML text over the defaults, without the
+    /// environment, and checks it as [`Config::load`] does (the parser the
+    /// fuzz target `config` drives).
+    pub fn from_toml(text: &str, services: &[ServiceDefinition]) -> Result<Self, ConfigError> {
+        let figment =
+            Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+        Self::extract(&figment, services)
+    }
+
+    fn extract(figment: &Figment, services: &[ServiceDefinition]) -> Result<Self, ConfigError> {
+        let moved = moved_keys(figment, services);
         if !moved.is_empty() {
             return Err(ConfigError::Invalid(moved));
         }
