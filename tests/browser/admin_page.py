@@ -44,9 +44,10 @@ CHROMIUM_ARGS = [
 class Server:
     """The stageworks binary, its addresses read from its JSON start-up line."""
 
-    def __init__(self, binary, data_dir):
+    def __init__(self, binary, data_dir, stderr_path):
         env = dict(os.environ)
         env.pop("RUST_LOG", None)
+        env["RUST_BACKTRACE"] = "0"
         env.pop("STAGEWORKS__DATABASE__URL", None)
         env.update(
             {
@@ -56,14 +57,21 @@ class Server:
                 "STAGEWORKS__ADMIN__TOKEN": TOKEN,
                 "STAGEWORKS__ADMIN__HISTORY_EVERY": "250ms",
                 "STAGEWORKS__RATE_LIMIT__ENABLED": "false",
+                # A poisoned event becomes a dead letter within a second.
+                "STAGEWORKS__EVENTS__MAX_ATTEMPTS": "2",
+                "STAGEWORKS__EVENTS__RETRY_MIN": "20ms",
+                "STAGEWORKS__EVENTS__RETRY_MAX": "100ms",
                 "STAGEWORKS__LOG__FORMAT": "json",
                 "STAGEWORKS__LOG__LEVEL": "warn,stageworks::app=info",
             }
         )
+        # The injected panics' messages: kept beside the screenshots.
+        self.stderr = open(stderr_path, "w")
         self.process = subprocess.Popen(
             [binary, "serve", "--config", "config.toml"],
             env=env,
             stdout=subprocess.PIPE,
+            stderr=self.stderr,
             text=True,
         )
         self.public, self.admin = self._addresses()
@@ -94,6 +102,7 @@ class Server:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+        self.stderr.close()
 
 
 def request(method, url, body=None, token=None):
@@ -127,13 +136,14 @@ def some_traffic(server):
     """A user with two orders, so the per-route charts have lines."""
     base = f"http://{server.public}/api/v1"
     user = {"email": "browser@example.com", "password": "a browser test password", "name": "B"}
-    status, _ = request("POST", base + "/auth/register", user)
+    status, registered = request("POST", base + "/auth/register", user)
     assert status == 201, status
     status, login = request("POST", base + "/auth/login", {k: user[k] for k in ("email", "password")})
     assert status == 200, status
     for amount in (3, 4):
         status, _ = request("POST", base + "/orders", {"amount": amount}, login["access_token"])
         assert status == 201, status
+    return registered["id"], login["access_token"]
 
 
 def admin_node(server, name):
@@ -163,7 +173,7 @@ def confirm(page):
     page.click("#confirm-ok")
 
 
-def browse(server, shots, checks):
+def browse(server, user, shots, checks):
     profile = tempfile.mkdtemp(prefix="stageworks-chromium-")
     console_errors = []
     try:
@@ -286,6 +296,26 @@ def browse(server, shots, checks):
                     )
 
             checks.run("the charts have data", charts_have_data)
+
+            def replay_a_dead_letter():
+                # The fault-injection build's poison: billing panics on this
+                # user's events, so the next order's event is a dead letter.
+                user_id, access = user
+                poison = f"http://{server.admin}/admin/faults/poison/billing/{user_id}"
+                assert request("PUT", poison, token=TOKEN)[0] == 204
+                status, _ = request("POST", f"http://{server.public}/api/v1/orders", {"amount": 9}, access)
+                assert status == 201, status
+                row = "#dead-letters tr[data-dead-letter]"
+                page.wait_for_selector(row, timeout=15000)
+                assert request("DELETE", poison, token=TOKEN)[0] == 204
+                page.screenshot(path=os.path.join(shots, "04-dead-letter.png"), full_page=True)
+                page.click(row + " button[data-action='replay']")
+                confirm(page)
+                page.wait_for_selector(row, state="detached", timeout=5000)
+                status, letters = request("GET", f"http://{server.admin}/admin/events/dead-letters", token=TOKEN)
+                assert status == 200 and letters["data"] == [], letters
+
+            checks.run("a dead letter is shown and replayed", replay_a_dead_letter)
             page.wait_for_timeout(2500)  # one more history refresh: longer lines
             page.screenshot(path=os.path.join(shots, "admin-page.png"), full_page=True)
 
@@ -306,11 +336,11 @@ def main():
     os.makedirs(shots, exist_ok=True)
     data_dir = tempfile.mkdtemp(prefix="stageworks-browser-")
     checks = Checks()
-    server = Server(args.binary, data_dir)
+    server = Server(args.binary, data_dir, os.path.join(shots, "stageworks.stderr.log"))
     try:
         wait_ready(server)
-        some_traffic(server)
-        browse(server, shots, checks)
+        user = some_traffic(server)
+        browse(server, user, shots, checks)
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)

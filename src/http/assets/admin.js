@@ -187,7 +187,7 @@ function serviceRow(service) {
   cell(row, queue ? queue.expired : '', 'num');
   cell(row, queue ? queue.wait_ms.toFixed(1) + ' ms' : '', 'num');
   lastFailureCell(row, service);
-  const actions = cell(row, null);
+  const actions = cell(row, null, 'actions');
   actions.appendChild(actionButton('restart', service.name, 'Restart'));
   actions.appendChild(actionButton('open', service.name, 'Force open'));
   actions.appendChild(actionButton('close', service.name, 'Close'));
