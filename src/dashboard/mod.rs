@@ -45,6 +45,11 @@ impl Dashboard {
         events: EventBus,
         metrics: PrometheusHandle,
     ) -> Self {
+        metrics::describe_gauge!(
+            "admin_streams_open",
+            "Live streams of the admin page (/admin/stream) open now"
+        );
+        metrics::gauge!("admin_streams_open").set(0.0);
         let (closing, closed) = watch::channel(false);
         let history = Arc::new(History::new(
             settings.history_every,
