@@ -13,11 +13,13 @@
 # seconds), SAMPLES (720), SKIP_BUILD, STAGEWORKS_BIN (default the release
 # build), CONFIG (config.toml), VERBOSE (1: wrk's output).
 #
-# The memory run: one stageworks with admin.history_every=FILL_EVERY; RSS and
-# the series count are read once ready (empty history) and once the history
-# holds SAMPLES samples. The rings are preallocated per series at their cap,
-# so a full ring is what one hour at the default 5 s holds: the script prints
-# series × samples × 4 B (+ 8 B per timestamp) for 720 samples at 5 s.
+# The memory run: two stageworks with admin.history_every=FILL_EVERY and the
+# same traffic (a sign-in, an order), one keeping 2 samples, one SAMPLES;
+# each is read (RSS, series count) once its rings are full. A ring holds a
+# fixed number of samples whatever the interval, so full rings of 720 are
+# what one hour at the default 5 s holds: the script prints series × samples
+# × 4 B (+ 8 B per timestamp) for 720 samples at 5 s beside the measured
+# difference.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -163,31 +165,42 @@ events=$(cat "$tmp"/stream-*.txt 2>/dev/null | grep -c '^event: snapshot' || tru
 echo "  snapshots the stream client(s) received: $events"
 kill "$pid" 2>/dev/null || true
 
-echo "== memory: history filled at $FILL_EVERY to $SAMPLES samples"
-start fill STAGEWORKS__ADMIN__HISTORY_EVERY="$FILL_EVERY" STAGEWORKS__ADMIN__HISTORY_SAMPLES="$SAMPLES"
-sign_in
+echo "== memory: history filled at $FILL_EVERY, $SAMPLES samples vs 2 (the same traffic otherwise)"
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$pid/status"; }
 history() { curl -sS -H "authorization: Bearer $ADMIN_TOKEN" "http://$admin/admin/history"; }
 figure() { python3 -c "import json, sys; h = json.load(sys.stdin); print($1)"; }
-rss_empty=$(rss_kib)
-started=$SECONDS
-while :; do
-    samples=$(history | figure 'h["samples"]')
-    ((samples >= SAMPLES)) && break
-    ((SECONDS - started < 120)) || die "the history never filled ($samples samples)"
-    sleep 0.5
-done
-sleep 1
-rss_full=$(rss_kib)
-series=$(history | figure 'len(h["series"])')
-python3 - "$series" "$SAMPLES" "$rss_empty" "$rss_full" <<'PY'
+# fill CAP: a stageworks whose rings hold CAP samples, signed in and filled;
+# sets rss (KiB) and series, then stops it.
+fill() {
+    local cap=$1 samples started
+    start "fill-$cap" STAGEWORKS__ADMIN__HISTORY_EVERY="$FILL_EVERY" STAGEWORKS__ADMIN__HISTORY_SAMPLES="$cap"
+    sign_in
+    started=$SECONDS
+    while :; do
+        samples=$(history | figure 'h["samples"]')
+        ((samples >= cap)) && break
+        ((SECONDS - started < 120)) || die "the history never filled ($samples of $cap samples)"
+        sleep 0.5
+    done
+    sleep 2 # the sign-in's argon2 buffers returned, a few more samples taken
+    rss=$(rss_kib)
+    series=$(history | figure 'len(h["series"])')
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+fill 2
+rss_small=$rss
+fill "$SAMPLES"
+rss_full=$rss
+python3 - "$series" "$SAMPLES" "$rss_small" "$rss_full" <<'PY'
 import sys
-series, samples, empty, full = (int(v) for v in sys.argv[1:])
+series, samples, small, full = (int(v) for v in sys.argv[1:])
 rings = series * samples * 4 + samples * 8
 hour = 720
 print(f"  series: {series}, samples: {samples}")
-print(f"  RSS: {empty / 1024:.1f} MiB with an empty history, {full / 1024:.1f} MiB full "
-      f"(+{(full - empty) / 1024:.2f} MiB, which includes the traffic and allocator of the fill)")
+print(f"  RSS: {small / 1024:.1f} MiB with 2 samples kept, {full / 1024:.1f} MiB with {samples} "
+      f"(difference {(full - small) / 1024:+.2f} MiB; RSS also moves with the allocator, so a difference "
+      f"below a few MiB is noise)")
 print(f"  rings: {series} series x {samples} samples x 4 B + {samples} timestamps x 8 B = {rings / 1024:.1f} KiB")
 print(f"  at the default (5 s, {hour} samples = 1 h): {series} x {hour} x 4 B + {hour} x 8 B = "
       f"{(series * hour * 4 + hour * 8) / 1024:.1f} KiB; the bound (512 series x {hour}) is "
