@@ -28,6 +28,7 @@ use actors::service::{RateLimiting, Resources, ServiceContext, ServiceDefinition
 use actors::storage::Dependency;
 
 use crate::config::{Config, ConfigError, Environment, RedisConfig};
+use crate::dashboard::{Dashboard, DashboardSettings};
 use crate::http::admin::Admin;
 use crate::http::auth::Authenticator;
 use crate::http::edge::Cors;
@@ -211,6 +212,16 @@ impl AppBuilder {
             Cors::new(&config.cors),
             &config.server,
         );
+        let dashboard = Dashboard::start(
+            DashboardSettings {
+                history_every: config.admin.history_every,
+                history_samples: config.admin.history_samples,
+                max_streams: config.admin.max_streams,
+            },
+            tree.clone(),
+            events.clone(),
+            metrics_handle.clone(),
+        );
         let admin = Admin::new(
             tree,
             dependencies.clone(),
@@ -218,6 +229,7 @@ impl AppBuilder {
             events.clone(),
             config.admin.token.clone(),
             admin_actions,
+            dashboard,
         )?;
         Ok(Built {
             config,
@@ -360,6 +372,7 @@ impl Built {
             public_settings,
             stop_public,
         ));
+        let admin_handler = self.admin.clone();
         let admin_task = tokio::spawn(server::serve(admin, self.admin, admin_settings, stop_admin));
         tracing::info!(
             %public_addr,
@@ -378,6 +391,7 @@ impl Built {
             events: self.events,
             root: self.root,
             dependencies: self.dependencies,
+            admin: admin_handler,
             stop_admin: stop_admin_tx,
             admin_task,
         };
@@ -399,6 +413,7 @@ struct Stopping {
     events: EventBus,
     root: ActorRef<<RootSupervisor as Actor>::Msg>,
     dependencies: Vec<Arc<dyn Dependency>>,
+    admin: Arc<Admin>,
     stop_admin: watch::Sender<bool>,
     admin_task: JoinHandle<bool>,
 }
@@ -427,6 +442,8 @@ impl Stopping {
         for dependency in &self.dependencies {
             dependency.close().await;
         }
+        // Live streams never end by themselves: end them before the drain.
+        self.admin.close_dashboard();
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
         tracing::info!("stopped");

@@ -105,6 +105,13 @@ pub struct AdminConfig {
     /// Admin connections open at once, apart from the public listener's, so
     /// a saturated public listener cannot lock operators out.
     pub max_connections: usize,
+    /// How often the admin page's history (`/admin/history`) takes a sample.
+    #[serde(with = "humantime_serde")]
+    pub history_every: Duration,
+    /// Samples kept per series (720 at 5 s: one hour).
+    pub history_samples: usize,
+    /// Live streams (`/admin/stream`) open at once; more answer 503.
+    pub max_streams: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -459,6 +466,9 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token: None,
             max_connections: 64,
+            history_every: Duration::from_secs(5),
+            history_samples: 720,
+            max_streams: 8,
         }
     }
 }
@@ -884,8 +894,29 @@ impl AdminConfig {
                 format!("must be from 1 to {MAX_CONNECTIONS_CEILING}"),
             );
         }
+        if !(Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&self.history_every) {
+            problems.add("admin.history_every", "must be from 10ms to 1h");
+        }
+        if !(2..=MAX_HISTORY_SAMPLES).contains(&self.history_samples) {
+            problems.add(
+                "admin.history_samples",
+                format!("must be from 2 to {MAX_HISTORY_SAMPLES}"),
+            );
+        }
+        if !(1..=MAX_ADMIN_STREAMS).contains(&self.max_streams) {
+            problems.add(
+                "admin.max_streams",
+                format!("must be from 1 to {MAX_ADMIN_STREAMS}"),
+            );
+        }
     }
 }
+
+/// At most a day at 5 s: the history's memory is bounded by this.
+const MAX_HISTORY_SAMPLES: usize = 17_280;
+
+/// Each live stream holds a task and a connection.
+const MAX_ADMIN_STREAMS: usize = 64;
 
 impl LogConfig {
     fn check(&self, problems: &mut Problems) {

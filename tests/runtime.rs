@@ -433,7 +433,8 @@ async fn the_admin_listener_requires_its_token_when_one_is_set() {
         .unwrap()
         .starts_with("text/html"));
     assert!(page.headers().contains_key("content-security-policy"));
-    assert!(page.text().await.unwrap().contains("/admin/actors"));
+    // Its script reads the live stream (tests/admin_page.rs has the rest).
+    assert!(page.text().await.unwrap().contains("/admin/admin.js"));
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! The admin listener (loopback by default): Prometheus metrics, the live
 //! supervision tree with operator actions (restart an actor, force a
-//! circuit), and the event flow (per subscriber, dead letters, replay).
-//! A bearer token guards it when `admin.token` is set.
+//! circuit), the event flow (per subscriber, dead letters, replay), and the
+//! admin page with its live stream and history ([`crate::dashboard`]).
+//! A bearer token guards it when `admin.token` is set; the page and its
+//! static assets are served without it (they reveal nothing).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,11 +26,21 @@ use super::response;
 use super::router::{Resolved, RouteError, Router};
 use super::server::Handler;
 use super::Response;
+use crate::dashboard::Dashboard;
 use crate::telemetry::metrics;
 
-/// The live page: static HTML that polls `/admin/actors` (with the token the
-/// operator types in), so serving it needs no token itself.
+/// The admin page: static HTML, its script and its style, which read
+/// `/admin/stream` and `/admin/history` with the token the operator types
+/// in, so serving them needs no token itself.
 const LIVE_PAGE: &str = include_str!("assets/admin.html");
+const PAGE_SCRIPT: &str = include_str!("assets/admin.js");
+const PAGE_STYLE: &str = include_str!("assets/admin.css");
+
+/// The page loads its script and style from this listener alone; no inline
+/// code, no other origin, no framing, no forms.
+const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
 
 pub struct Admin {
     routes: Router<Action>,
@@ -39,6 +51,7 @@ pub struct Admin {
     token: Option<String>,
     /// Where the operator's actions are recorded (the audit service, if it runs).
     actions: AdminActions,
+    dashboard: Dashboard,
 }
 
 /// How many dead letters one listing shows (newest first).
@@ -52,6 +65,7 @@ impl Admin {
         events: EventBus,
         token: Option<String>,
         actions: AdminActions,
+        dashboard: Dashboard,
     ) -> Result<Self, RouteError> {
         Ok(Self {
             routes: admin_routes()?,
@@ -61,7 +75,14 @@ impl Admin {
             events,
             token: token.filter(|t| !t.is_empty()),
             actions,
+            dashboard,
         })
+    }
+
+    /// Ends the live streams and the history's sampler (at shutdown, before
+    /// the listener drains).
+    pub fn close_dashboard(&self) {
+        self.dashboard.close();
     }
 
     fn authorized(&self, headers: &http::HeaderMap) -> bool {
@@ -82,24 +103,48 @@ impl Admin {
         presented.as_bytes().ct_eq(token.as_bytes()).into()
     }
 
-    fn live_page() -> Response {
-        let mut response = response::json(StatusCode::OK, LIVE_PAGE);
+    /// The page or one of its assets, if `path` names one.
+    fn page_asset(path: &str) -> Option<Response> {
+        let (body, content_type) = match path {
+            "/admin" | "/admin/" => (LIVE_PAGE, "text/html; charset=utf-8"),
+            "/admin/admin.js" => (PAGE_SCRIPT, "text/javascript; charset=utf-8"),
+            "/admin/admin.css" => (PAGE_STYLE, "text/css; charset=utf-8"),
+            _ => return None,
+        };
+        let mut response = response::json(StatusCode::OK, body);
         let headers = response.headers_mut();
-        headers.insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(
             "content-security-policy",
-            HeaderValue::from_static(
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
-            ),
+            HeaderValue::from_static(PAGE_POLICY),
         );
         headers.insert(
             "x-content-type-options",
             HeaderValue::from_static("nosniff"),
         );
-        response
+        headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+        headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+        Some(response)
+    }
+
+    /// `GET /admin/stream`: server-sent events, or 503 past `admin.max_streams`.
+    fn stream(&self) -> Result<Response, ServiceError> {
+        let body = self
+            .dashboard
+            .streams
+            .open()
+            .map_err(|err| ServiceError::Unavailable {
+                message: err.to_string(),
+                retry_after: std::time::Duration::from_secs(5),
+            })?;
+        let content_type = body.content_type.clone();
+        let mut response = http::Response::new(super::Body::Stream(body));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, content_type);
+        headers.insert("cache-control", HeaderValue::from_static("no-store"));
+        // Proxies that buffer (nginx) would hold the events back.
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        Ok(response)
     }
 
     async fn route(
@@ -192,6 +237,8 @@ impl Admin {
                     .await;
                 node(StatusCode::OK, &forced)
             }
+            Action::Stream => self.stream(),
+            Action::History => node(StatusCode::OK, &self.dashboard.history.view()),
             Action::Events => node(StatusCode::OK, &self.events.overview().await),
             Action::DeadLetters => {
                 let all = form_urlencoded::parse(query.unwrap_or("").as_bytes())
@@ -268,6 +315,8 @@ impl Admin {
         request_id: &str,
         answer: &impl serde::Serialize,
     ) {
+        // The live streams show the change at once, not at their next tick.
+        self.dashboard.streams.poke();
         self.actions
             .record(AdminAction {
                 action,
@@ -290,6 +339,8 @@ enum Action {
     Circuit {
         open: bool,
     },
+    Stream,
+    History,
     Events,
     DeadLetters,
     Replay,
@@ -301,8 +352,8 @@ enum Action {
     Inject,
 }
 
-/// The admin listener's routes (the live page, `/admin/`, is served before
-/// routing: it needs no token).
+/// The admin listener's routes (the page, `/admin/`, and its assets are
+/// served before routing: they need no token).
 fn admin_routes() -> Result<Router<Action>, RouteError> {
     let mut routes = Router::new();
     routes.add(Method::GET, "/metrics", Action::Metrics)?;
@@ -323,6 +374,8 @@ fn admin_routes() -> Result<Router<Action>, RouteError> {
         "/admin/circuits/{service}/close",
         Action::Circuit { open: false },
     )?;
+    routes.add(Method::GET, "/admin/stream", Action::Stream)?;
+    routes.add(Method::GET, "/admin/history", Action::History)?;
     routes.add(Method::GET, "/admin/events", Action::Events)?;
     routes.add(
         Method::GET,
@@ -391,10 +444,11 @@ fn control_error(err: ControlError) -> ServiceError {
 impl Handler for Admin {
     async fn handle(self: Arc<Self>, req: http::Request<Incoming>, _peer: SocketAddr) -> Response {
         let request_id = request_id::from_headers(req.headers());
-        let is_live_page =
-            req.method() == Method::GET && matches!(req.uri().path(), "/admin" | "/admin/");
-        let mut response = if is_live_page {
-            Self::live_page()
+        let page = (req.method() == Method::GET)
+            .then(|| Self::page_asset(req.uri().path()))
+            .flatten();
+        let mut response = if let Some(page) = page {
+            page
         } else if self.authorized(req.headers()) {
             self.route(
                 req.method(),

@@ -327,6 +327,12 @@ impl ChunkSender {
     pub fn is_closed(&self) -> bool {
         self.0.is_closed()
     }
+
+    /// Resolves once the client is gone (its body dropped): for a producer
+    /// that waits between chunks, so it stops without a send to find out.
+    pub async fn closed(&self) {
+        self.0.closed().await
+    }
 }
 
 impl BodyStream {
