@@ -429,6 +429,9 @@ impl Stopping {
         }
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
+        // The spans of the last requests and deliveries leave before the
+        // app is reported stopped (the provider itself is the process's).
+        crate::telemetry::traces::flush().await;
         tracing::info!("stopped");
     }
 }
