@@ -339,7 +339,15 @@ impl Handler for Frontend {
         let origin = req.headers().get(http::header::ORIGIN).cloned();
         let traced = traces::enabled();
         let span = if traced {
-            server_span(&request_id, &method, req.uri().path(), req.headers())
+            // The span is named when it starts (its first entry), so the
+            // route is looked up here already (matchit: well under a µs).
+            let route = match self.router.resolve(&method, req.uri().path()) {
+                Resolved::Found { pattern, .. } | Resolved::MethodNotAllowed { pattern, .. } => {
+                    Some(pattern)
+                }
+                Resolved::NotFound => None,
+            };
+            server_span(&request_id, &method, route, req.uri().path(), req.headers())
         } else {
             tracing::info_span!("request", request_id = %request_id, method = %method, path = %req.uri().path())
         };
@@ -348,7 +356,7 @@ impl Handler for Frontend {
             .instrument(span.clone())
             .await;
         if traced {
-            answered(&span, &method, pattern, response.status());
+            answered(&span, response.status());
             if let Some(value) = traces::traceparent(&span) {
                 response.headers_mut().insert(traces::TRACEPARENT, value);
             }
@@ -375,24 +383,31 @@ impl Handler for Frontend {
 }
 
 /// The request's span when traces are on: the log span's fields and the
-/// server span's (OpenTelemetry's HTTP conventions), continuing the client's
-/// `traceparent` if it sent a well-formed one. Named once the route is known.
+/// server span's (OpenTelemetry's HTTP conventions), named after its route
+/// template (`POST /api/v1/orders`; the method alone for a path that matches
+/// none), continuing the client's `traceparent` if it sent a well-formed one.
 fn server_span(
     request_id: &str,
     method: &Method,
+    route: Option<&'static str>,
     path: &str,
     headers: &HeaderMap,
 ) -> tracing::Span {
+    let method = method_label(method);
+    let name = match route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    };
     let span = tracing::info_span!(
         "request",
         request_id = %request_id,
-        method = %method,
+        method = method,
         path = %path,
-        otel.name = tracing::field::Empty,
+        otel.name = name.as_str(),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
-        http.request.method = method_label(method),
-        http.route = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
         http.response.status_code = tracing::field::Empty,
         url.path = %path,
     );
@@ -400,16 +415,8 @@ fn server_span(
     span
 }
 
-/// Names the server span after its route (`POST /api/v1/orders`; the method
-/// alone for a request that matched none) and records its status.
-fn answered(span: &tracing::Span, method: &Method, route: &'static str, status: StatusCode) {
-    let method = method_label(method);
-    if route == UNMATCHED {
-        span.record("otel.name", method);
-    } else {
-        span.record("otel.name", format!("{method} {route}").as_str());
-        span.record("http.route", route);
-    }
+/// Records the answer's status on the server span (5xx: an error).
+fn answered(span: &tracing::Span, status: StatusCode) {
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "error");
