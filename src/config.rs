@@ -1428,6 +1428,47 @@ mod tests {
     }
 
     #[test]
+    fn the_otlp_endpoint_and_sampling_are_checked() {
+        let mut config = Config::default();
+        assert_eq!(
+            config.telemetry.traces_url(),
+            None,
+            "traces are off by default"
+        );
+        for bad in [
+            "127.0.0.1:4318",
+            "grpc://collector:4317",
+            "http://",
+            "http://collector:4318/?x=1",
+            "not a url",
+        ] {
+            config.telemetry.otlp_endpoint = bad.into();
+            let problems = invalid(&config);
+            assert!(
+                problems[0].starts_with("telemetry.otlp_endpoint") && problems[0].contains(bad),
+                "{bad}: {problems:?}"
+            );
+        }
+        config.telemetry.otlp_endpoint = "http://collector:4318/".into();
+        config.validate(SERVICES).unwrap();
+        assert_eq!(
+            config.telemetry.traces_url().as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        config.telemetry.sample_ratio = 1.5;
+        assert!(invalid(&config)[0].starts_with("telemetry.sample_ratio"));
+        config.telemetry.sample_ratio = 0.25;
+        config.telemetry.service_name = " ".into();
+        assert!(invalid(&config)[0].starts_with("telemetry.service_name"));
+        let loaded = load("[telemetry]\notlp_endpoint = \"https://otel.example:4318\"\n").unwrap();
+        assert_eq!(loaded.telemetry.service_name, "stageworks");
+        assert_eq!(
+            loaded.telemetry.traces_url().as_deref(),
+            Some("https://otel.example:4318/v1/traces")
+        );
+    }
+
+    #[test]
     fn the_jwt_secret_is_checked_required_in_production_and_masked() {
         let mut config = Config::default();
         config.tokens.jwt_secret = "too short".into();

@@ -501,6 +501,27 @@ mod tests {
     }
 
     #[test]
+    fn the_trace_context_is_optional_on_the_wire() {
+        // Written before traces existed (outbox rows, stream entries, dead
+        // letters): no `traceparent` member, and it still decodes.
+        let old = r#"{"id":"0190b3a0-0000-7000-8000-000000000001","topic":"order.created",
+            "occurred_at":"2026-01-01T00:00:00Z","request_id":null,"actor_id":null,"data":{}}"#;
+        let event = Event::from_json(old).expect("an event of before");
+        assert_eq!(event.traceparent, None);
+        // Without one it is not written either, so the JSON is as before.
+        assert!(!event.to_json().expect("json").contains("traceparent"));
+        let traced = event.with_traceparent(Some(
+            "00-5b8aa5a2d2c872e8321cf37308d69df2-051581bf3cb55c13-01".into(),
+        ));
+        let back = Event::from_json(&traced.to_json().expect("json")).expect("back");
+        assert_eq!(back.traceparent, traced.traceparent);
+        assert_eq!(
+            trace_id(back.traceparent.as_deref().unwrap_or_default()),
+            Some("5b8aa5a2d2c872e8321cf37308d69df2")
+        );
+    }
+
+    #[test]
     fn topics_travel_as_their_names_and_nothing_else_reads_as_one() {
         let topic = Topic::new("order.created");
         let json = serde_json::to_value(&topic).expect("json");
