@@ -156,6 +156,12 @@ pub async fn shutdown() {
 /// request's `traceparent` (and `tracestate`). A missing or malformed
 /// header is ignored: the span starts a trace of its own.
 pub fn continue_trace(span: &Span, headers: &HeaderMap) {
+    let Some(value) = headers.get(TRACEPARENT).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    if !well_formed(value) {
+        return;
+    }
     let cx = TraceContextPropagator::new().extract(&HeaderCarrier(headers));
     if cx.span().span_context().is_valid() {
         let _ = span.set_parent(cx);
@@ -181,7 +187,28 @@ fn current_traceparent() -> Option<String> {
 }
 
 fn extract(traceparent: &str) -> Context {
+    if !well_formed(traceparent) {
+        return Context::new();
+    }
     TraceContextPropagator::new().extract(&Traceparent(Some(traceparent.to_owned())))
+}
+
+/// The field widths W3C trace context requires (`2-32-16-2` lowercase hex),
+/// which the propagator does not check itself (it reads a 31-digit trace id
+/// as a number). The all-zero ids and unknown versions it refuses.
+fn well_formed(traceparent: &str) -> bool {
+    let hex = |part: &str, len: usize| {
+        part.len() == len
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let mut parts = traceparent.trim().split('-');
+    matches!(
+        (parts.next(), parts.next(), parts.next(), parts.next()),
+        (Some(version), Some(trace), Some(span), Some(flags))
+            if hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2)
+    )
 }
 
 fn set_parent(span: &Span, traceparent: &str) {
