@@ -41,7 +41,10 @@ SINK_BIN=${SINK_BIN:-$target_dir/release/otlp-sink}
 tmp=$(mktemp -d)
 sink_pid=
 cleanup() {
-    [[ -n $sink_pid ]] && kill "$sink_pid" 2>/dev/null && wait "$sink_pid" 2>/dev/null
+    if [[ -n $sink_pid ]]; then
+        kill "$sink_pid" 2>/dev/null || true
+        wait "$sink_pid" 2>/dev/null || true
+    fi
     rm -rf "$tmp"
 }
 trap cleanup EXIT
