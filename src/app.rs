@@ -446,6 +446,9 @@ impl Stopping {
         self.admin.close_dashboard();
         let _ = self.stop_admin.send(true);
         let _ = self.admin_task.await;
+        // The spans of the last requests and deliveries leave before the
+        // app is reported stopped (the provider itself is the process's).
+        crate::telemetry::traces::flush().await;
         tracing::info!("stopped");
     }
 }

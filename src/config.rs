@@ -45,6 +45,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub tokens: TokensConfig,
@@ -120,6 +121,80 @@ pub struct LogConfig {
     /// A tracing filter (`info`, `stageworks=debug,sqlx=warn`); `RUST_LOG` wins if set.
     pub level: String,
     pub format: LogFormat,
+}
+
+/// Traces (`[telemetry]`): exported over OTLP/HTTP when an endpoint is set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`); spans go
+    /// to `<it>/v1/traces`. Empty: traces off.
+    pub otlp_endpoint: String,
+    /// The `service.name` resource attribute of every span.
+    pub service_name: String,
+    /// The share of new traces recorded, 0 to 1. A request that continues a
+    /// client's `traceparent` follows the client's sampled flag instead.
+    pub sample_ratio: f64,
+}
+
+impl TelemetryConfig {
+    /// Where spans are sent, if traces are on.
+    pub fn traces_url(&self) -> Option<String> {
+        if self.otlp_endpoint.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{}/v1/traces",
+            self.otlp_endpoint.trim_end_matches('/')
+        ))
+    }
+
+    fn check(&self, problems: &mut Problems) {
+        if !self.otlp_endpoint.is_empty() {
+            if let Err(problem) = check_otlp_endpoint(&self.otlp_endpoint) {
+                problems.add(
+                    "telemetry.otlp_endpoint",
+                    format!(
+                        "`{}` {problem}: expected http(s)://host:port, e.g. http://127.0.0.1:4318 \
+                         (leave it empty to turn traces off)",
+                        self.otlp_endpoint
+                    ),
+                );
+            }
+        }
+        if self.service_name.trim().is_empty() {
+            problems.add("telemetry.service_name", "must not be empty");
+        }
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            problems.add("telemetry.sample_ratio", "must be from 0 to 1");
+        }
+    }
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            service_name: "stageworks".into(),
+            sample_ratio: 1.0,
+        }
+    }
+}
+
+/// Why `url` is not an OTLP/HTTP base URL.
+fn check_otlp_endpoint(url: &str) -> Result<(), &'static str> {
+    let uri: http::Uri = url.parse().map_err(|_| "is not a URL")?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err("has no http or https scheme"),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err("names no host");
+    }
+    if uri.query().is_some() {
+        return Err("has a query");
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,6 +503,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            telemetry: TelemetryConfig::default(),
             database: DatabaseConfig::default(),
             redis: RedisConfig::default(),
             tokens: TokensConfig::default(),
@@ -633,6 +709,7 @@ impl Config {
         self.server.check(&mut problems);
         self.admin.check(&self.server, &mut problems);
         self.log.check(&mut problems);
+        self.telemetry.check(&mut problems);
         self.database.check(&mut problems);
         self.redis.check(&mut problems);
         self.tokens.check(self.env, &mut problems);
@@ -1392,6 +1469,47 @@ mod tests {
         config.redis.url = "redis://:hunter3@cache:6379?protocol=resp2".into();
         config.validate(SERVICES).unwrap();
         assert!(!config.to_masked_toml(SERVICES).unwrap().contains("hunter3"));
+    }
+
+    #[test]
+    fn the_otlp_endpoint_and_sampling_are_checked() {
+        let mut config = Config::default();
+        assert_eq!(
+            config.telemetry.traces_url(),
+            None,
+            "traces are off by default"
+        );
+        for bad in [
+            "127.0.0.1:4318",
+            "grpc://collector:4317",
+            "http://",
+            "http://collector:4318/?x=1",
+            "not a url",
+        ] {
+            config.telemetry.otlp_endpoint = bad.into();
+            let problems = invalid(&config);
+            assert!(
+                problems[0].starts_with("telemetry.otlp_endpoint") && problems[0].contains(bad),
+                "{bad}: {problems:?}"
+            );
+        }
+        config.telemetry.otlp_endpoint = "http://collector:4318/".into();
+        config.validate(SERVICES).unwrap();
+        assert_eq!(
+            config.telemetry.traces_url().as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        config.telemetry.sample_ratio = 1.5;
+        assert!(invalid(&config)[0].starts_with("telemetry.sample_ratio"));
+        config.telemetry.sample_ratio = 0.25;
+        config.telemetry.service_name = " ".into();
+        assert!(invalid(&config)[0].starts_with("telemetry.service_name"));
+        let loaded = load("[telemetry]\notlp_endpoint = \"https://otel.example:4318\"\n").unwrap();
+        assert_eq!(loaded.telemetry.service_name, "stageworks");
+        assert_eq!(
+            loaded.telemetry.traces_url().as_deref(),
+            Some("https://otel.example:4318/v1/traces")
+        );
     }
 
     #[test]

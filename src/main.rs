@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
 
 use stageworks::app::App;
 use stageworks::config::{Config, ConfigError};
-use stageworks::telemetry::logs;
+use stageworks::telemetry::{logs, traces};
 
 #[derive(Parser)]
 #[command(
@@ -143,10 +143,11 @@ fn config_failure(err: &ConfigError) -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    logs::init(&config.log);
+    logs::init(&config.log, &config.telemetry);
     match App::start(config).await {
         Ok(app) => {
             app.run_until_signal().await;
+            traces::shutdown().await;
             ExitCode::SUCCESS
         }
         Err(err) => {

@@ -37,6 +37,7 @@ use super::router::{Endpoint, Resolved, Router};
 use super::server::Handler;
 use super::Response;
 use crate::config::ServerConfig;
+use crate::telemetry::traces;
 
 /// Where a request came from: the connection's peer and the request's id,
 /// and when the front-end stops waiting for it.
@@ -336,11 +337,30 @@ impl Handler for Frontend {
         let request_id = request_id::from_headers(req.headers());
         let method = req.method().clone();
         let origin = req.headers().get(http::header::ORIGIN).cloned();
-        let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %req.uri().path());
+        let traced = traces::enabled();
+        let span = if traced {
+            // The span is named when it starts (its first entry), so the
+            // route is looked up here already (matchit: well under a µs).
+            let route = match self.router.resolve(&method, req.uri().path()) {
+                Resolved::Found { pattern, .. } | Resolved::MethodNotAllowed { pattern, .. } => {
+                    Some(pattern)
+                }
+                Resolved::NotFound => None,
+            };
+            server_span(&request_id, &method, route, req.uri().path(), req.headers())
+        } else {
+            tracing::info_span!("request", request_id = %request_id, method = %method, path = %req.uri().path())
+        };
         let (pattern, mut response) = self
             .dispatch(req, peer, &request_id)
             .instrument(span.clone())
             .await;
+        if traced {
+            answered(&span, response.status());
+            if let Some(value) = traces::traceparent(&span) {
+                response.headers_mut().insert(traces::TRACEPARENT, value);
+            }
+        }
         edge::secure(response.headers_mut());
         self.cors.decorate(origin.as_ref(), response.headers_mut());
         if let Ok(value) = HeaderValue::from_str(&request_id) {
@@ -362,10 +382,55 @@ impl Handler for Frontend {
     }
 }
 
+/// The request's span when traces are on: the log span's fields and the
+/// server span's (OpenTelemetry's HTTP conventions), named after its route
+/// template (`POST /api/v1/orders`; the method alone for a path that matches
+/// none), continuing the client's `traceparent` if it sent a well-formed one.
+fn server_span(
+    request_id: &str,
+    method: &Method,
+    route: Option<&'static str>,
+    path: &str,
+    headers: &HeaderMap,
+) -> tracing::Span {
+    let method = method_label(method);
+    let name = match route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    };
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = method,
+        path = %path,
+        otel.name = name.as_str(),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+        url.path = %path,
+    );
+    traces::continue_trace(&span, headers);
+    span
+}
+
+/// Records the answer's status on the server span (5xx: an error).
+fn answered(span: &tracing::Span, status: StatusCode) {
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+}
+
 fn record(method: &Method, route: &'static str, status: StatusCode, elapsed: Duration) {
-    // Extension methods are the client's to invent: one label for them all
-    // keeps the series count bounded.
-    let method = match *method {
+    count(method_label(method), route, status, elapsed);
+}
+
+/// Extension methods are the client's to invent: one label for them all
+/// keeps the series count (and span names) bounded.
+fn method_label(method: &Method) -> &str {
+    match *method {
         Method::GET
         | Method::POST
         | Method::PUT
@@ -374,8 +439,7 @@ fn record(method: &Method, route: &'static str, status: StatusCode, elapsed: Dur
         | Method::HEAD
         | Method::OPTIONS => method.as_str(),
         _ => "OTHER",
-    };
-    count(method, route, status, elapsed);
+    }
 }
 
 fn count(method: &str, route: &'static str, status: StatusCode, elapsed: Duration) {

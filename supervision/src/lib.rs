@@ -62,6 +62,7 @@ pub mod shared;
 pub mod snapshot;
 pub mod strategy;
 mod ticket;
+pub mod trace;
 pub mod worker;
 
 pub use backoff::Backoff;

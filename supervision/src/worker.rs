@@ -48,6 +48,12 @@ pub trait WorkerHandler: Send + Sync + 'static {
         std::future::ready(Ok(()))
     }
 
+    /// The message's kind (its variant's name), for the span of its
+    /// handling when traces are on (`orders/Create`).
+    fn kind(_msg: &Self::Msg) -> &'static str {
+        "message"
+    }
+
     fn handle(
         msg: Self::Msg,
         ctx: &Self::Context,
@@ -65,6 +71,29 @@ pub struct Envelope<M, C> {
     /// given up, so a reply that never comes is told apart ("it crashed on
     /// mine", "it never got to it") and a message nobody waits for is skipped.
     pub(crate) ticket: Arc<Ticket>,
+}
+
+/// The span of one message's handling, named `service/kind` as RPC spans are.
+fn call_span(
+    parent: &tracing::Span,
+    service: &str,
+    worker: usize,
+    kind: &'static str,
+    waited: std::time::Duration,
+) -> tracing::Span {
+    let name = format!("{service}/{kind}");
+    tracing::info_span!(
+        target: crate::trace::TARGET,
+        parent: parent,
+        "actor",
+        otel.name = name.as_str(),
+        otel.kind = "internal",
+        rpc.system = "ractor",
+        rpc.service = service,
+        rpc.method = kind,
+        stageworks.worker = worker,
+        stageworks.queue_wait_ms = waited.as_secs_f64() * 1000.0,
+    )
 }
 
 /// The ractor actor behind each worker of a service.
@@ -143,10 +172,18 @@ impl<H: WorkerHandler> Actor for Worker<H> {
         };
         st.shared.record_wait(waited);
         let started_at = Instant::now();
+        // Traces only: the handling as a child of the caller's span, so
+        // that the handler's own spans (its database work) hang below it.
+        let call = if crate::trace::enabled() {
+            call_span(&span, &actor, st.index, H::kind(&msg), waited)
+        } else {
+            tracing::Span::none()
+        };
         let result = async {
             H::before(&ctx).await?;
             H::handle(msg, &ctx, &mut st.state).await
         }
+        .instrument(call)
         .instrument(span)
         .await;
         ticket.finish();

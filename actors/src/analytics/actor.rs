@@ -31,6 +31,17 @@ impl WorkerHandler for AnalyticsWorker {
     type State = Analytics;
     type Args = Analytics;
 
+    fn kind(msg: &AnalyticsMsg) -> &'static str {
+        match msg {
+            AnalyticsMsg::Stats { .. } => "Stats",
+            AnalyticsMsg::Timeseries { .. } => "Timeseries",
+            AnalyticsMsg::User { .. } => "User",
+            AnalyticsMsg::Jobs { .. } => "Jobs",
+            AnalyticsMsg::Apply { .. } => "Apply",
+            AnalyticsMsg::ApplyAll { .. } => "ApplyAll",
+        }
+    }
+
     async fn init(analytics: &Analytics, _index: usize) -> Result<Analytics, BoxError> {
         analytics.store.ensure_ready().await?;
         Ok(analytics.clone())

@@ -19,6 +19,17 @@ impl WorkerHandler for AuditWorker {
     type State = AuditStore;
     type Args = AuditStore;
 
+    fn kind(msg: &AuditMsg) -> &'static str {
+        match msg {
+            AuditMsg::Post { .. } => "Post",
+            AuditMsg::Get { .. } => "Get",
+            AuditMsg::Search { .. } => "Search",
+            AuditMsg::Verify { .. } => "Verify",
+            AuditMsg::Apply { .. } => "Apply",
+            AuditMsg::ApplyAll { .. } => "ApplyAll",
+        }
+    }
+
     /// On PostgreSQL the first workers set up the schema (see billing's).
     async fn init(store: &AuditStore, _index: usize) -> Result<AuditStore, BoxError> {
         store.ensure_ready().await?;

@@ -54,6 +54,19 @@ impl WorkerHandler for AuthWorker {
     type State = AuthState;
     type Args = AuthState;
 
+    fn kind(msg: &AuthMsg) -> &'static str {
+        match msg {
+            AuthMsg::Register { .. } => "Register",
+            AuthMsg::Login { .. } => "Login",
+            AuthMsg::Refresh { .. } => "Refresh",
+            AuthMsg::Logout { .. } => "Logout",
+            AuthMsg::SessionActive { .. } => "SessionActive",
+            AuthMsg::Me { .. } => "Me",
+            AuthMsg::ListSessions { .. } => "ListSessions",
+            AuthMsg::RevokeSession { .. } => "RevokeSession",
+        }
+    }
+
     /// Waits for the database (PostgreSQL: schema and migrations, once per
     /// process; a database that is down is a failed start the supervisor
     /// backs off). The first worker then copies recent revocations into the

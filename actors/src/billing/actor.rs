@@ -22,6 +22,17 @@ impl WorkerHandler for BillingWorker {
     type State = BillingStore;
     type Args = BillingStore;
 
+    fn kind(msg: &BillingMsg) -> &'static str {
+        match msg {
+            BillingMsg::List { .. } => "List",
+            BillingMsg::Get { .. } => "Get",
+            BillingMsg::ByOrder { .. } => "ByOrder",
+            BillingMsg::Pay { .. } => "Pay",
+            BillingMsg::Apply { .. } => "Apply",
+            BillingMsg::ApplyAll { .. } => "ApplyAll",
+        }
+    }
+
     /// On PostgreSQL, the first workers to start set up the schema and run the
     /// migrations (once per process): a database that is down then is a
     /// failed start, which the supervisor backs off and, past the intensity,

@@ -37,6 +37,7 @@ use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
 use supervision::{CallError, ServiceHandle};
 use time::OffsetDateTime;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::ServiceError;
@@ -58,10 +59,16 @@ pub struct Event {
     /// The user who acted, if any.
     pub actor_id: Option<Uuid>,
     pub data: serde_json::Value,
+    /// The W3C trace context of the span that caused it, when traces are on:
+    /// its deliveries continue that trace. Absent from events written
+    /// before (or with traces off), which still decode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Event {
-    /// A new event (UUIDv7 id: ids sort by creation time).
+    /// A new event (UUIDv7 id: ids sort by creation time), in the trace of
+    /// the current span (when traces are on).
     pub fn new(
         topic: Topic,
         request_id: Option<&str>,
@@ -75,7 +82,36 @@ impl Event {
             request_id: request_id.map(str::to_owned),
             actor_id,
             data: serde_json::to_value(data)?,
+            traceparent: supervision::trace::current_traceparent(),
         })
+    }
+
+    /// The same event in the trace of `traceparent` instead (an event made
+    /// away from the span that caused it, in a group-commit writer).
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
+        if traceparent.is_some() {
+            self.traceparent = traceparent;
+        }
+        self
+    }
+
+    /// A copy whose `traceparent` is the current span's when that span is in
+    /// this event's trace (the subscriber applying it), else the event's
+    /// own: what a subscriber's writer announces as a consequence of this
+    /// event then continues from where the subscriber handled it. In a batch
+    /// the work runs in the first event's trace, so the others keep theirs.
+    pub fn continued_here(&self) -> Event {
+        let mut copy = self.clone();
+        if let Some(current) = supervision::trace::current_traceparent() {
+            let same_trace = match &self.traceparent {
+                Some(own) => trace_id(own).is_some() && trace_id(own) == trace_id(&current),
+                None => true,
+            };
+            if same_trace {
+                copy.traceparent = Some(current);
+            }
+        }
+        copy
     }
 
     /// The event's `data` read as the payload type its topic carries.
@@ -322,9 +358,10 @@ impl Subscription {
         self.topics.contains(topic)
     }
 
-    /// One delivery attempt.
+    /// One delivery attempt (in a span of its own when traces are on).
     pub async fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
-        (self.deliver)(event).await
+        let span = delivery_span(&event, self.subscriber, 1);
+        (self.deliver)(event).instrument(span).await
     }
 
     /// One attempt at each of `events`: in one message if the service takes
@@ -335,10 +372,62 @@ impl Subscription {
         events: Vec<Event>,
     ) -> Result<Vec<Result<(), DeliveryError>>, DeliveryError> {
         match &self.deliver_all {
-            Some(deliver_all) if events.len() > 1 => deliver_all(events).await,
+            Some(deliver_all) if events.len() > 1 => {
+                // Each event's trace gets its delivery span; the batch's one
+                // message (and the subscriber's work for it) runs in the
+                // first's, linked to the others.
+                let spans: Vec<tracing::Span> = events
+                    .iter()
+                    .map(|event| delivery_span(event, self.subscriber, events.len()))
+                    .collect();
+                let lead = spans.first().cloned().unwrap_or_else(tracing::Span::none);
+                for event in events.iter().skip(1) {
+                    if let Some(traceparent) = &event.traceparent {
+                        supervision::trace::add_link(&lead, traceparent);
+                    }
+                }
+                let results = deliver_all(events).instrument(lead).await;
+                drop(spans);
+                results
+            }
             _ => Ok(futures::future::join_all(events.into_iter().map(|e| self.deliver(e))).await),
         }
     }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
+fn trace_id(traceparent: &str) -> Option<&str> {
+    traceparent.split('-').nth(1)
+}
+
+/// The span of one delivery of `event` to `subscriber` when traces are on
+/// (none otherwise): a consumer span continuing the event's trace, so that
+/// what the subscriber does for it is in the trace of the request that
+/// caused the event. Its fields are those of the delivery's log span too.
+fn delivery_span(event: &Event, subscriber: &'static str, batch: usize) -> tracing::Span {
+    if !supervision::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let name = format!("process {}", event.topic);
+    let span = tracing::info_span!(
+        "event",
+        otel.name = name.as_str(),
+        otel.kind = "consumer",
+        event_id = %event.id,
+        topic = event.topic.as_str(),
+        subscriber,
+        request_id = event.request_id.as_deref().unwrap_or(""),
+        messaging.system = "stageworks",
+        messaging.operation.type = "process",
+        messaging.destination.name = event.topic.as_str(),
+        messaging.message.id = %event.id,
+        messaging.consumer.group.name = subscriber,
+        messaging.batch.message_count = batch,
+    );
+    if let Some(traceparent) = &event.traceparent {
+        supervision::trace::set_parent(&span, traceparent);
+    }
+    span
 }
 
 /// Locks a mutex whose data stays consistent even if a holder panicked
@@ -408,6 +497,27 @@ mod tests {
         assert_eq!(
             Event::from_json(&event.to_json().expect("json")).expect("back"),
             event
+        );
+    }
+
+    #[test]
+    fn the_trace_context_is_optional_on_the_wire() {
+        // Written before traces existed (outbox rows, stream entries, dead
+        // letters): no `traceparent` member, and it still decodes.
+        let old = r#"{"id":"0190b3a0-0000-7000-8000-000000000001","topic":"order.created",
+            "occurred_at":"2026-01-01T00:00:00Z","request_id":null,"actor_id":null,"data":{}}"#;
+        let event = Event::from_json(old).expect("an event of before");
+        assert_eq!(event.traceparent, None);
+        // Without one it is not written either, so the JSON is as before.
+        assert!(!event.to_json().expect("json").contains("traceparent"));
+        let traced = event.with_traceparent(Some(
+            "00-5b8aa5a2d2c872e8321cf37308d69df2-051581bf3cb55c13-01".into(),
+        ));
+        let back = Event::from_json(&traced.to_json().expect("json")).expect("back");
+        assert_eq!(back.traceparent, traced.traceparent);
+        assert_eq!(
+            trace_id(back.traceparent.as_deref().unwrap_or_default()),
+            Some("5b8aa5a2d2c872e8321cf37308d69df2")
         );
     }
 

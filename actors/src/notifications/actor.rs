@@ -49,6 +49,28 @@ impl WorkerHandler for NotificationsWorker {
     type State = Notifier;
     type Args = Notifier;
 
+    fn kind(msg: &NotificationsMsg) -> &'static str {
+        match msg {
+            NotificationsMsg::Send { .. } => "Send",
+            NotificationsMsg::SendBulk { .. } => "SendBulk",
+            NotificationsMsg::Batch { .. } => "Batch",
+            NotificationsMsg::List { .. } => "List",
+            NotificationsMsg::Get { .. } => "Get",
+            NotificationsMsg::Templates { .. } => "Templates",
+            NotificationsMsg::Template { .. } => "Template",
+            NotificationsMsg::CreateTemplate { .. } => "CreateTemplate",
+            NotificationsMsg::ReplaceTemplate { .. } => "ReplaceTemplate",
+            NotificationsMsg::DeleteTemplate { .. } => "DeleteTemplate",
+            NotificationsMsg::Subscribe { .. } => "Subscribe",
+            NotificationsMsg::Unsubscribe { .. } => "Unsubscribe",
+            NotificationsMsg::Preferences { .. } => "Preferences",
+            NotificationsMsg::PutPreferences { .. } => "PutPreferences",
+            NotificationsMsg::DeadLetters { .. } => "DeadLetters",
+            NotificationsMsg::RetryDead { .. } => "RetryDead",
+            NotificationsMsg::Apply { .. } => "Apply",
+        }
+    }
+
     async fn init(notifier: &Notifier, _index: usize) -> Result<Notifier, BoxError> {
         notifier.store.ensure_ready().await?;
         Ok(notifier.clone())

@@ -23,6 +23,16 @@ impl WorkerHandler for OrdersWorker {
     type State = OrdersStore;
     type Args = OrdersStore;
 
+    fn kind(msg: &OrdersMsg) -> &'static str {
+        match msg {
+            OrdersMsg::Create { .. } => "Create",
+            OrdersMsg::Get { .. } => "Get",
+            OrdersMsg::List { .. } => "List",
+            OrdersMsg::Cancel { .. } => "Cancel",
+            OrdersMsg::Apply { .. } => "Apply",
+        }
+    }
+
     /// On PostgreSQL, the first workers to start set up the schema and run the
     /// migrations (once per process): a database that is down then is a
     /// failed start, which the supervisor backs off and, past the intensity,

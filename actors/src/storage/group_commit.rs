@@ -23,6 +23,7 @@ use std::time::Instant;
 use futures::FutureExt;
 use sqlx::{Database, Pool, Transaction};
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tracing::Instrument;
 
 use super::StoreError;
 
@@ -39,6 +40,11 @@ pub trait Batch<DB: Database>: Sized + Send + Sync + 'static {
         tx: &mut Transaction<'static, DB>,
         ops: &[Self],
     ) -> impl Future<Output = Result<Vec<Self::Output>, StoreError>> + Send;
+
+    /// What the write does, as a trace's statement summary (`INSERT orders`).
+    fn summary(&self) -> &'static str {
+        "write"
+    }
 }
 
 /// How a service's writes are grouped (`[database]` in the configuration).
@@ -117,8 +123,18 @@ impl<DB: Database, B: Batch<DB>> GroupCommit<DB, B> {
         Self { queue, service }
     }
 
-    /// Writes `op` with whatever else is waiting; answers once its transaction committed.
+    /// Writes `op` with whatever else is waiting; answers once its transaction
+    /// committed. With traces on, in a span from submission to commit (the
+    /// wait for the batch's transaction included).
     pub async fn submit(&self, op: B) -> Result<B::Output, StoreError> {
+        if supervision::trace::enabled() {
+            let span = super::db_span(self.service, DB::NAME, op.summary());
+            return self.submit_untraced(op).instrument(span).await;
+        }
+        self.submit_untraced(op).await
+    }
+
+    async fn submit_untraced(&self, op: B) -> Result<B::Output, StoreError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending { op, reply })

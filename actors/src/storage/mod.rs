@@ -217,6 +217,46 @@ impl Database {
 
 /// Now, truncated to microseconds (PostgreSQL's precision), so that what a
 /// service stores is exactly what it returned.
+/// The span of one database operation of `service` when traces are on
+/// (none otherwise): a client span named by its statement summary
+/// (`INSERT orders`), `db.system` `sqlite` or `postgresql` (sqlx's
+/// `Database::NAME`). sqlx makes no spans of its own, so the stores and the
+/// group-commit writer make these.
+pub fn db_span(
+    service: &'static str,
+    backend: &'static str,
+    summary: &'static str,
+) -> tracing::Span {
+    if !supervision::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let system = if backend.eq_ignore_ascii_case("postgresql") {
+        "postgresql"
+    } else {
+        "sqlite"
+    };
+    tracing::info_span!(
+        target: supervision::trace::TARGET,
+        "db",
+        otel.name = summary,
+        otel.kind = "client",
+        db.system = system,
+        db.system.name = system,
+        db.namespace = service,
+        db.query.summary = summary,
+    )
+}
+
+impl Database {
+    /// [`db_span`] for this database's backend.
+    pub fn span(&self, service: &'static str, summary: &'static str) -> tracing::Span {
+        match self {
+            Database::Sqlite(_) => db_span(service, "sqlite", summary),
+            Database::Postgres(_) => db_span(service, "postgresql", summary),
+        }
+    }
+}
+
 pub fn now_micros() -> time::OffsetDateTime {
     let now = time::OffsetDateTime::now_utc();
     now.replace_nanosecond(now.nanosecond() / 1_000 * 1_000)

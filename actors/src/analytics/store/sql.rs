@@ -22,6 +22,10 @@ per_backend! {
     impl Batch<DB> for Apply {
         type Output = bool;
 
+        fn summary(&self) -> &'static str {
+            "UPSERT counters"
+        }
+
         /// Records the batch's events (one statement) and applies the new
         /// ones, in the same transaction.
         async fn write(

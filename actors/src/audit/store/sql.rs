@@ -146,6 +146,10 @@ per_backend! {
     impl Batch<DB> for AuditWrite {
         type Output = Vec<Recorded>;
 
+        fn summary(&self) -> &'static str {
+            "INSERT audit_entries"
+        }
+
         /// Appends every new entry of `ops` to the chain, holding its head.
         async fn write(
             tx: &mut Transaction<'static, DB>,

@@ -21,6 +21,7 @@ mod sqlite;
 
 use std::path::Path;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use uuid::Uuid;
 
@@ -119,6 +120,8 @@ pub(super) enum BillingWrite {
         now: time::OffsetDateTime,
         request_id: String,
         actor_id: Uuid,
+        /// The trace of the caller (the event is made in the writer).
+        traceparent: Option<String>,
     },
 }
 
@@ -212,6 +215,7 @@ impl BillingWrite {
             actor_id: event.actor_id,
         }
         .announce(topic, invoice)
+        .map(|announced| announced.with_traceparent(event.traceparent.clone()))
     }
 }
 
@@ -261,18 +265,26 @@ impl BillingStore {
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Option<Invoice>, StoreError> {
-        match &self.db {
-            Database::Sqlite(db) => sql::sqlite::get(db, "id", id).await,
-            Database::Postgres(db) => sql::postgres::get(db, "id", id).await,
+        async {
+            match &self.db {
+                Database::Sqlite(db) => sql::sqlite::get(db, "id", id).await,
+                Database::Postgres(db) => sql::postgres::get(db, "id", id).await,
+            }
         }
+        .instrument(self.db.span("billing", "SELECT invoices"))
+        .await
     }
 
     /// The order's invoice, once its `order.created` has been applied.
     pub async fn get_by_order(&self, order_id: Uuid) -> Result<Option<Invoice>, StoreError> {
-        match &self.db {
-            Database::Sqlite(db) => sql::sqlite::get(db, "order_id", order_id).await,
-            Database::Postgres(db) => sql::postgres::get(db, "order_id", order_id).await,
+        async {
+            match &self.db {
+                Database::Sqlite(db) => sql::sqlite::get(db, "order_id", order_id).await,
+                Database::Postgres(db) => sql::postgres::get(db, "order_id", order_id).await,
+            }
         }
+        .instrument(self.db.span("billing", "SELECT invoices by order"))
+        .await
     }
 
     /// One page of invoices, newest first (UUIDv7 ids sort by creation
@@ -282,10 +294,14 @@ impl BillingStore {
         filter: InvoiceFilter,
         page: PageRequest,
     ) -> Result<(Vec<Invoice>, u64), StoreError> {
-        let (invoices, total) = match &self.db {
-            Database::Sqlite(db) => sql::sqlite::list(db, filter, page).await?,
-            Database::Postgres(db) => sql::postgres::list(db, filter, page).await?,
-        };
+        let (invoices, total) = async {
+            match &self.db {
+                Database::Sqlite(db) => sql::sqlite::list(db, filter, page).await,
+                Database::Postgres(db) => sql::postgres::list(db, filter, page).await,
+            }
+        }
+        .instrument(self.db.span("billing", "SELECT invoices page"))
+        .await?;
         Ok((invoices, u64::try_from(total).unwrap_or(0)))
     }
 
@@ -304,6 +320,7 @@ impl BillingStore {
                 now: now_micros(),
                 request_id: request_id.to_owned(),
                 actor_id,
+                traceparent: supervision::trace::current_traceparent(),
             })
             .await?;
         let BillingWritten::Pay(outcome) = written else {
@@ -331,7 +348,7 @@ impl BillingStore {
         let order_id = order_event.order().id;
         let write = match order_event {
             OrderEvent::Created(order) => BillingWrite::Invoice {
-                event: event.clone(),
+                event: event.continued_here(),
                 invoice: Invoice {
                     id: Uuid::now_v7(),
                     number: String::new(), // set from the counter, in the batch
@@ -348,7 +365,7 @@ impl BillingStore {
                 prefix: self.prefix.clone(),
             },
             OrderEvent::Cancelled(order) => BillingWrite::Void {
-                event: event.clone(),
+                event: event.continued_here(),
                 order_id: order.id,
                 now: now_micros(),
             },

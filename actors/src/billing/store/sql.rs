@@ -42,6 +42,14 @@ per_backend! {
     impl Batch<DB> for BillingWrite {
         type Output = BillingWritten;
 
+        fn summary(&self) -> &'static str {
+            match self {
+                BillingWrite::Invoice { .. } => "INSERT invoices",
+                BillingWrite::Void { .. } => "UPDATE invoices void",
+                BillingWrite::Pay { .. } => "UPDATE invoices pay",
+            }
+        }
+
         async fn write(
             tx: &mut Transaction<'static, DB>,
             ops: &[Self],
@@ -67,7 +75,10 @@ per_backend! {
                         now,
                         request_id,
                         actor_id,
-                    } => BillingWritten::Pay(pay_in(tx, *id, *now, request_id, *actor_id).await?),
+                        traceparent,
+                    } => BillingWritten::Pay(
+                        pay_in(tx, *id, *now, request_id, *actor_id, traceparent).await?,
+                    ),
                 });
             }
             Ok(written)
@@ -164,6 +175,7 @@ per_backend! {
         now: OffsetDateTime,
         request_id: &str,
         actor_id: Uuid,
+        traceparent: &Option<String>,
     ) -> Result<PayOutcome, StoreError> {
         // The row lock makes two concurrent payments (or a payment and a void)
         // take turns: the second sees the first's outcome.
@@ -192,7 +204,10 @@ per_backend! {
             request_id: Some(request_id),
             actor_id: Some(actor_id),
         };
-        DB::append_in(tx, &cause.announce(topics::INVOICE_PAID, &paid)?).await?;
+        let event = cause
+            .announce(topics::INVOICE_PAID, &paid)?
+            .with_traceparent(traceparent.clone());
+        DB::append_in(tx, &event).await?;
         Ok(PayOutcome::Paid(paid))
     }
 

@@ -16,6 +16,7 @@ mod sqlite;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use uuid::Uuid;
 
@@ -123,6 +124,8 @@ pub(super) enum OrderWrite {
         now: time::OffsetDateTime,
         request_id: String,
         actor: Uuid,
+        /// The trace of the caller (the event is made in the writer).
+        traceparent: Option<String>,
     },
     /// Record `event` (`invoice.paid`) and mark the order paid if it is `created`.
     MarkPaid {
@@ -293,10 +296,14 @@ impl OrdersStore {
         if let Some(order) = self.cache.as_ref().and_then(|cache| cache.get(&id)) {
             return Ok(Some(order));
         }
-        match &self.db {
-            Database::Sqlite(db) => sql::sqlite::get(db, id).await,
-            Database::Postgres(db) => sql::postgres::get(db, id).await,
+        async {
+            match &self.db {
+                Database::Sqlite(db) => sql::sqlite::get(db, id).await,
+                Database::Postgres(db) => sql::postgres::get(db, id).await,
+            }
         }
+        .instrument(self.db.span("orders", "SELECT orders"))
+        .await
     }
 
     /// One page of orders, newest first (UUIDv7 ids sort by creation time),
@@ -306,10 +313,14 @@ impl OrdersStore {
         filter: OrderFilter,
         page: PageRequest,
     ) -> Result<(Vec<Order>, u64), StoreError> {
-        let (orders, total) = match &self.db {
-            Database::Sqlite(db) => sql::sqlite::list(db, filter, page).await?,
-            Database::Postgres(db) => sql::postgres::list(db, filter, page).await?,
-        };
+        let (orders, total) = async {
+            match &self.db {
+                Database::Sqlite(db) => sql::sqlite::list(db, filter, page).await,
+                Database::Postgres(db) => sql::postgres::list(db, filter, page).await,
+            }
+        }
+        .instrument(self.db.span("orders", "SELECT orders page"))
+        .await?;
         Ok((orders, u64::try_from(total).unwrap_or(0)))
     }
 
@@ -323,6 +334,7 @@ impl OrdersStore {
                 now: now_micros(),
                 request_id: cause.request_id.to_owned(),
                 actor: cause.actor,
+                traceparent: supervision::trace::current_traceparent(),
             })
             .await?;
         let OrderWritten::Cancel(outcome) = written else {

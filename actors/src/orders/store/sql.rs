@@ -35,6 +35,14 @@ per_backend! {
     impl Batch<DB> for OrderWrite {
         type Output = OrderWritten;
 
+        fn summary(&self) -> &'static str {
+            match self {
+                OrderWrite::Create { .. } => "INSERT orders",
+                OrderWrite::Cancel { .. } => "UPDATE orders cancel",
+                OrderWrite::MarkPaid { .. } => "UPDATE orders paid",
+            }
+        }
+
         async fn write(
             tx: &mut Transaction<'static, DB>,
             ops: &[Self],
@@ -49,7 +57,8 @@ per_backend! {
                         now,
                         request_id,
                         actor,
-                    } => cancel_in(tx, *id, *now, request_id, *actor).await?,
+                        traceparent,
+                    } => cancel_in(tx, *id, *now, request_id, *actor, traceparent).await?,
                     OrderWrite::MarkPaid {
                         event,
                         order_id,
@@ -89,6 +98,7 @@ per_backend! {
         now: OffsetDateTime,
         request_id: &str,
         actor: Uuid,
+        traceparent: &Option<String>,
     ) -> Result<OrderWritten, StoreError> {
         let updated: Option<OrderRow> = sqlx::query_as(&format!(
             "UPDATE orders SET status = 'cancelled', updated_at = $1
@@ -100,7 +110,8 @@ per_backend! {
         .await?;
         if let Some(row) = updated {
             let order = order_from_row(row)?;
-            let event = OrderWrite::cancelled(&order, request_id, actor)?;
+            let event = OrderWrite::cancelled(&order, request_id, actor)?
+                .with_traceparent(traceparent.clone());
             DB::append_in(tx, &event).await?;
             return Ok(OrderWritten::Cancel(CancelOutcome::Cancelled(order)));
         }
