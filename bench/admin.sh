@@ -134,20 +134,61 @@ close_streams() {
     sleep 1.5
 }
 
-# measure LABEL: the two scenarios, RUNS runs each.
+# settle: waits until the event pipeline has drained (every outbox published,
+# nothing pending for any subscriber), so that a run does not pay for the
+# audit and analytics work the previous create run left behind.
+settle() {
+    local started=$SECONDS
+    while :; do
+        curl -sS -H "authorization: Bearer $ADMIN_TOKEN" "http://$admin/admin/events" |
+            python3 -c 'import json, sys
+o = json.load(sys.stdin)
+busy = sum(s["pending"] or 0 for s in o["subscribers"]) + sum(p["unpublished"] or 0 for p in o["producers"])
+sys.exit(1 if busy else 0)' && return 0
+        ((SECONDS - started < 600)) || die "the event pipeline did not drain in 10 minutes"
+        sleep 1
+    done
+}
+
+# run_once SCENARIO: requests per second of one run.
+run_once() {
+    if [[ $1 == get ]]; then
+        wrk_rps -H "authorization: Bearer $token" "http://$addr/api/v1/orders/$order"
+    else
+        wrk_rps -s bench/create_order.lua -H "authorization: Bearer $token" "http://$addr/api/v1/orders"
+    fi
+}
+
+# measure: each scenario RUNS times, closed and open in turn, in ABBA order
+# (so both see the same database and the same machine on average), each run
+# after the pipeline drained.
 measure() {
-    local label=$1 scenario runs rps
+    local scenario closed open run
     for scenario in get create; do
-        runs=()
-        for _ in $(seq 1 "$RUNS"); do
-            if [[ $scenario == get ]]; then
-                rps=$(wrk_rps -H "authorization: Bearer $token" "http://$addr/api/v1/orders/$order")
-            else
-                rps=$(wrk_rps -s bench/create_order.lua -H "authorization: Bearer $token" "http://$addr/api/v1/orders")
+        closed=()
+        open=()
+        for run in $(seq 1 "$RUNS"); do
+            # Closed first on odd runs, open first on even ones: a create
+            # run grows the database the next one writes to, so a fixed
+            # order would favour whichever mode always came first.
+            if ((run % 2)); then
+                settle
+                closed+=("$(run_once "$scenario")")
             fi
-            runs+=("$rps")
+            open_streams
+            settle
+            open+=("$(run_once "$scenario")")
+            close_streams
+            if ((run % 2 == 0)); then
+                settle
+                closed+=("$(run_once "$scenario")")
+            fi
         done
-        printf '  %-16s %-7s %10s req/s  (runs: %s)\n' "$label" "$scenario" "$(median "${runs[@]}")" "${runs[*]}"
+        printf '  %-16s %-7s %10s req/s  (runs: %s)\n' "stream closed" "$scenario" "$(median "${closed[@]}")" "${closed[*]}"
+        printf '  %-16s %-7s %10s req/s  (runs: %s)\n' "stream open" "$scenario" "$(median "${open[@]}")" "${open[*]}"
+        python3 -c 'import statistics, sys
+closed, opened = (statistics.median(float(v) for v in a.split()) for a in sys.argv[1:3])
+print(f"  {sys.argv[3]}: open / closed = {opened / closed:.3f}")' "${closed[*]}" "${open[*]}" "$scenario"
     done
 }
 
@@ -157,10 +198,7 @@ sign_in
 if [[ $WARMUP != 0 ]]; then
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -H "authorization: Bearer $token" "http://$addr/api/v1/orders/$order" >/dev/null
 fi
-measure "stream closed"
-open_streams
-measure "stream open"
-close_streams
+measure
 events=$(cat "$tmp"/stream-*.txt 2>/dev/null | grep -c '^event: snapshot' || true)
 echo "  snapshots the stream client(s) received: $events"
 kill "$pid" 2>/dev/null || true

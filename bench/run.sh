@@ -406,6 +406,44 @@ drain() {
             ;;
     esac
 }
+# settle: waits (DRAIN_TIMEOUT at most) until every stageworks started so far
+# is idle: every outbox published and nothing pending for any subscriber
+# (audit and analytics included, which catch up long after the invoices),
+# so that no run, of stageworks or of a peer, shares the machine with the
+# catch-up a previous create run left behind.
+settle_py='
+import json, sys, time, urllib.request
+token, limit, urls = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+start = time.time()
+for url in urls:
+    while True:
+        req = urllib.request.Request(url, headers={"authorization": "Bearer " + token})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                d = json.load(r)
+            busy = sum(s.get("pending") or 0 for s in d.get("subscribers", [])) + \
+                sum(p.get("unpublished") or 0 for p in d.get("producers", []))
+        except Exception:  # noqa: BLE001 - a server that cannot answer is not idle
+            busy = -1
+        if busy == 0:
+            break
+        if time.time() - start >= limit:
+            print(f"bench: settle: {url} still busy ({busy}) after {limit:.0f}s", file=sys.stderr)
+            break
+        time.sleep(0.25)
+waited = time.time() - start
+if waited >= 1:
+    print(f"    (waited {waited:.1f}s for the event pipelines to drain)", file=sys.stderr)
+'
+settle() {
+    local urls=() kind
+    for kind in "${!sw_admin[@]}"; do
+        urls+=("http://${sw_admin[$kind]}/admin/events")
+    done
+    ((${#urls[@]} > 0)) || return 0
+    timeout $((DRAIN_TIMEOUT + 60)) python3 -c "$settle_py" "$ADMIN_TOKEN" "$DRAIN_TIMEOUT" "${urls[@]}" || true
+}
+
 # drain_quietly KIND: before a measured run, so that it starts with no backlog.
 drain_quietly() {
     local out
@@ -543,6 +581,7 @@ bench() {
     done
     local wrk=(env BEARER="$bench_bearer" wrk -t"$THREADS" -c"$CONNECTIONS" "${opts[@]}")
     local l_rps=() l_p50=() l_p99=() l_n=() l_e=() l_t=() v
+    settle
     if [[ $WARMUP != 0 ]]; then
         echo "  $name: warm-up $WARMUP"
         limit=$(($(to_seconds "$WARMUP") + 30))
@@ -553,6 +592,7 @@ bench() {
     limit=$(($(to_seconds "$DURATION") + 30))
     for ((r = 1; r <= RUNS; r++)); do
         out="$tmp/$name.$r.wrk"
+        settle
         uses_pg "$name" && pg_checkpoint
         run_waiting timeout "$limit" "${wrk[@]}" -d"$DURATION" --latency "$url" "${args[@]}" >"$out"
         t0=$EPOCHREALTIME
@@ -590,6 +630,7 @@ bench_pgbench() {
     local pgbench=("$PGBENCH" -n -M prepared -c "$pg_pool" -j "$pg_threads"
         -f "$repo/bench/pgbench_insert.sql" -D "user_id=$BENCH_USER_ID")
     local l_rps=() l_p50=() l_p99=() l_n=() l_e=() l_t=() tps n e a50 a99
+    settle
     if [[ $WARMUP != 0 ]]; then
         echo "  $name: warm-up $WARMUP"
         limit=$(($(to_seconds "$WARMUP") + 30))
