@@ -9,7 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{spawn_app_with, TestApp, ALICE};
+use common::{json_of, spawn_app_with, TestApp, ALICE};
 use serde_json::{json, Value};
 
 const TOKEN: &str = "an-admin-token-for-the-page";
@@ -81,14 +81,7 @@ async fn the_stream_sends_every_service_and_shows_a_forced_circuit_within_two_se
     let app = app_with(|_| {}).await;
     let mut events = Events::open(&app).await;
     let first = events.snapshot().await.expect("a first snapshot");
-    let tree: Value = app
-        .admin_get("/admin/actors")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, tree) = json_of(app.admin_get("/admin/actors")).await;
     let names = |nodes: &Value| -> Vec<String> {
         nodes
             .as_array()
