@@ -188,7 +188,8 @@ measure() {
         printf '  %-16s %-7s %10s req/s  (runs: %s)\n' "stream open" "$scenario" "$(median "${open[@]}")" "${open[*]}"
         python3 -c 'import statistics, sys
 closed, opened = (statistics.median(float(v) for v in a.split()) for a in sys.argv[1:3])
-print(f"  {sys.argv[3]}: open / closed = {opened / closed:.3f}")' "${closed[*]}" "${open[*]}" "$scenario"
+print(f"  {sys.argv[3]}: open / closed = {opened / closed:.3f}")
+print(f"headline\tadmin stream open, {sys.argv[3]}\trequests/s\t{opened:.0f}\tstream closed {closed:.0f}\t{opened / closed:.2f}")' "${closed[*]}" "${open[*]}" "$scenario"
     done
 }
 

@@ -1086,6 +1086,9 @@ ratio() {
     if [[ -n ${rps[$a]:-} && -n ${rps[$b]:-} ]]; then
         awk -v x="${rps[$a]}" -v y="${rps[$b]}" -v a="$a" -v b="$b" -v note="$note" \
             'BEGIN { if (y > 0) printf "%-15s / %-23s = %.2f (%s)\n", a, b, x / y, sprintf(note, 100 * x / y) }'
+        # The same, as a line of bench/all.sh's table.
+        awk -v x="${rps[$a]}" -v y="${rps[$b]}" -v a="$a" -v b="$b" \
+            'BEGIN { if (y > 0) printf "headline\t%s\trequests/s\t%s\t%s %s\t%.2f\n", a, x, b, y, x / y }'
     fi
 }
 echo

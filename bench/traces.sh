@@ -61,6 +61,12 @@ done
 [[ -n $sink_addr ]] || die "otlp-sink did not print its address"
 echo "otlp-sink on $sink_addr"
 
+# Shows run.sh's output and keeps it in $1, without the lines it makes for
+# bench/all.sh's table: the traced/untraced ratio below is this script's.
+without_headlines() { grep -v $'^headline\t' | tee "$1"; }
+# requests/s of scenario $2 in run.sh's table kept in $1.
+rps_of() { awk -F'|' -v s="$2" '{ gsub(/ /, "", $2); gsub(/ /, "", $3) } $2 == s { print $3; exit }' "$1"; }
+
 # run.sh builds once (unless told not to); the second mode reuses that build.
 built=$SKIP_BUILD
 for mode in $MODES; do
@@ -68,14 +74,14 @@ for mode in $MODES; do
     off)
         echo "== traces off"
         env -u STAGEWORKS__TELEMETRY__OTLP_ENDPOINT SKIP_BUILD="$built" SCENARIOS="$SCENARIOS" \
-            bench/run.sh
+            bench/run.sh | without_headlines "$tmp/off.txt"
         ;;
     on)
         before=$(curl -fsS "http://$sink_addr/stats")
         echo "== traces on: every span to http://$sink_addr (sample_ratio $SAMPLE_RATIO)"
         STAGEWORKS__TELEMETRY__OTLP_ENDPOINT="http://$sink_addr" \
             STAGEWORKS__TELEMETRY__SAMPLE_RATIO="$SAMPLE_RATIO" \
-            SKIP_BUILD="$built" SCENARIOS="$SCENARIOS" bench/run.sh
+            SKIP_BUILD="$built" SCENARIOS="$SCENARIOS" bench/run.sh | without_headlines "$tmp/on.txt"
         after=$(curl -fsS "http://$sink_addr/stats")
         echo "otlp-sink before: $before"
         echo "otlp-sink after:  $after"
@@ -84,3 +90,14 @@ for mode in $MODES; do
     esac
     built=1
 done
+
+if [[ -f $tmp/off.txt && -f $tmp/on.txt ]]; then
+    for scenario in $SCENARIOS; do
+        off=$(rps_of "$tmp/off.txt" "$scenario")
+        on=$(rps_of "$tmp/on.txt" "$scenario")
+        if [[ -n $off && -n $on ]]; then
+            awk -v on="$on" -v off="$off" -v s="$scenario" -v r="$SAMPLE_RATIO" \
+                'BEGIN { if (off > 0) printf "traces on / off, %s: %.2f\nheadline\ttraces on (sample_ratio %s), %s\trequests/s\t%s\ttraces off %s\t%.2f\n", s, on / off, r, s, on, off, on / off }'
+        fi
+    done
+fi

@@ -22,7 +22,9 @@ fi
 work=${FUZZ_WORK_DIR:-$(mktemp -d)}
 export RUSTC_BOOTSTRAP=1
 
-cargo fuzz build -O
+# No `cargo fuzz build` first: `cargo fuzz run` builds with flags of its own
+# (a debuginfo override), so a separate build was thrown away and every
+# dependency built twice.
 printf '%-16s %8s %8s %10s %8s\n' target seconds execs corpus cov
 for target in "${targets[@]}"; do
     corpus="$work/corpus/$target"

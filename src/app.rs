@@ -31,6 +31,7 @@ use crate::config::{Config, ConfigError, Environment, RedisConfig};
 use crate::dashboard::{Dashboard, DashboardSettings};
 use crate::http::admin::Admin;
 use crate::http::auth::Authenticator;
+use crate::http::docs::{self, Docs};
 use crate::http::edge::Cors;
 use crate::http::frontend::Frontend;
 use crate::http::probes::Probes;
@@ -70,6 +71,8 @@ pub enum AppError {
     Events(#[from] actors::events::bus::BusError),
     #[error("cannot start the supervision tree: {0}")]
     Supervision(String),
+    #[error("cannot write the OpenAPI document: {0}")]
+    Document(serde_json::Error),
 }
 
 impl AppError {
@@ -88,6 +91,7 @@ impl AppError {
 
 /// A running Stageworks.
 pub struct App {
+    routes: Vec<(http::Method, &'static str)>,
     public_addr: SocketAddr,
     admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -187,7 +191,8 @@ impl AppBuilder {
                 storage: config.storage(service.name),
                 resources: resources.clone(),
             };
-            started.add(service.start(ctx).await?)?;
+            let document = (service.openapi)();
+            started.add(service.start(ctx).await?, document)?;
         }
         let events = started.start_events(&config).await?;
         let tree = Tree::new(
@@ -204,9 +209,12 @@ impl AppBuilder {
         let shutting_down = Arc::new(AtomicBool::new(false));
         let dependencies = started.dependencies;
         let probes = Probes::new(tree.clone(), dependencies.clone(), shutting_down.clone());
+        let routes = started.router.routes();
+        let docs = Docs::new(&started.document).map_err(AppError::Document)?;
         let frontend = Frontend::new(
             started.router,
             probes,
+            docs,
             Authenticator::new(tokens, kv.clone()),
             RateLimiter::new(kv, &config.rate_limit),
             Cors::new(&config.cors),
@@ -233,6 +241,7 @@ impl AppBuilder {
         )?;
         Ok(Built {
             config,
+            routes,
             frontend: Arc::new(frontend),
             admin: Arc::new(admin),
             events,
@@ -252,6 +261,9 @@ impl AppBuilder {
 /// probes, the event bus and the root supervisor.
 struct Started {
     router: Router,
+    /// The OpenAPI document: the front-end's own routes and every started
+    /// service's part.
+    document: actors::api::openapi::Document,
     starters: Vec<Arc<dyn ServiceStarter>>,
     dependencies: Vec<Arc<dyn Dependency>>,
     producers: Vec<Outbox>,
@@ -264,8 +276,16 @@ impl Started {
         router.add(http::Method::GET, "/live", Endpoint::Live)?;
         router.add(http::Method::GET, "/ready", Endpoint::Ready)?;
         router.add(http::Method::GET, "/health", Endpoint::Health)?;
+        router.add(http::Method::GET, docs::DOCUMENT_PATH, Endpoint::OpenApi)?;
+        router.add(http::Method::GET, docs::PAGE_PATH, Endpoint::Docs)?;
+        router.add(http::Method::GET, docs::FILE_PATH, Endpoint::Docs)?;
         Ok(Self {
             router,
+            document: {
+                let mut document = actors::api::openapi::base();
+                document.merge(docs::own_routes());
+                document
+            },
             starters: Vec::new(),
             dependencies: Vec::new(),
             producers: Vec::new(),
@@ -273,7 +293,12 @@ impl Started {
         })
     }
 
-    fn add(&mut self, started: actors::StartedService) -> Result<(), AppError> {
+    fn add(
+        &mut self,
+        started: actors::StartedService,
+        document: actors::api::openapi::Document,
+    ) -> Result<(), AppError> {
+        self.document.merge(document);
         for route in started.routes {
             self.router
                 .add(route.method.clone(), route.path, Endpoint::Api(route))?;
@@ -325,6 +350,7 @@ impl Started {
 /// of both listeners made, nothing bound yet.
 pub struct Built {
     config: Config,
+    routes: Vec<(http::Method, &'static str)>,
     frontend: Arc<Frontend>,
     admin: Arc<Admin>,
     events: EventBus,
@@ -397,6 +423,7 @@ impl Built {
         };
         let done = tokio::spawn(stopping.after(stop_requested));
         Ok(App {
+            routes: self.routes,
             public_addr,
             admin_addr,
             shutdown,
@@ -474,6 +501,12 @@ impl App {
 
     pub fn public_addr(&self) -> SocketAddr {
         self.public_addr
+    }
+
+    /// Every method and path pattern the public listener routes (the
+    /// OpenAPI document must list each, and nothing else).
+    pub fn routes(&self) -> &[(http::Method, &'static str)] {
+        &self.routes
     }
 
     pub fn admin_addr(&self) -> SocketAddr {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use supervision::CallError;
 
 /// One field at fault in a 422.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

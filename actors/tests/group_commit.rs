@@ -61,7 +61,7 @@ impl Batch<Sqlite> for Note {
     type Output = String;
 
     async fn write(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Transaction<'_, Sqlite>,
         ops: &[Self],
     ) -> Result<Vec<String>, StoreError> {
         record(ops);
@@ -80,7 +80,7 @@ impl Batch<Postgres> for Note {
     type Output = String;
 
     async fn write(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'_, Postgres>,
         ops: &[Self],
     ) -> Result<Vec<String>, StoreError> {
         record(ops);

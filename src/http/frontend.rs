@@ -28,6 +28,7 @@ use actors::ServiceError;
 use supervision::Admission;
 
 use super::auth::Authenticator;
+use super::docs::Docs;
 use super::edge::{self, Cors};
 use super::probes::Probes;
 use super::rate_limit::{self, RateLimiter};
@@ -70,6 +71,7 @@ pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 pub struct Frontend {
     router: Router,
     probes: Probes,
+    docs: Docs,
     auth: Authenticator,
     limiter: RateLimiter,
     cors: Cors,
@@ -82,6 +84,7 @@ impl Frontend {
     pub fn new(
         router: Router,
         probes: Probes,
+        docs: Docs,
         auth: Authenticator,
         limiter: RateLimiter,
         cors: Cors,
@@ -90,6 +93,7 @@ impl Frontend {
         Self {
             router,
             probes,
+            docs,
             auth,
             limiter,
             cors,
@@ -136,6 +140,13 @@ impl Frontend {
             Endpoint::Live => Ok(self.probes.live()),
             Endpoint::Ready => Ok(self.probes.ready().await),
             Endpoint::Health => Ok(self.probes.health().await),
+            Endpoint::OpenApi => Ok(self.docs.document()),
+            Endpoint::Docs => self.docs.page(
+                params
+                    .iter()
+                    .find(|(k, _)| k == "file")
+                    .map(|(_, v)| v.as_str()),
+            ),
             Endpoint::Api(route) => {
                 let from = Sender {
                     peer,

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod body;
+pub mod docs;
 pub mod edge;
 pub mod frontend;
 pub mod probes;

@@ -25,7 +25,7 @@ pub struct Probes {
     started_at: Instant,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Overall {
     Ok,
@@ -33,9 +33,11 @@ pub enum Overall {
     Down,
 }
 
-#[derive(Serialize)]
-struct Health {
+/// What `/ready` and `/health` answer (the OpenAPI document's `Health`).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Health {
     status: Overall,
+    #[schema(value_type = String)]
     version: &'static str,
     uptime_seconds: f64,
     system: System,
@@ -43,25 +45,30 @@ struct Health {
     services: Vec<ServiceHealth>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct System {
+    /// The 1, 5 and 15 minute load averages.
+    #[schema(value_type = Option<Vec<f64>>, min_items = 3, max_items = 3)]
     load_avg: Option<[f64; 3]>,
     rss_bytes: Option<u64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct DependencyHealth {
     name: String,
+    #[schema(value_type = String, pattern = "^(up|down)$")]
     status: &'static str,
     latency_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ServiceHealth {
     name: String,
+    #[schema(value_type = String, pattern = "^(running|restarting|stopped|failed)$")]
     status: ServiceStatus,
+    #[schema(value_type = String)]
     circuit: &'static str,
     restarts: u64,
 }

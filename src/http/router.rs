@@ -13,6 +13,10 @@ pub enum Endpoint {
     Live,
     Ready,
     Health,
+    /// `GET /api/v1/openapi.json`.
+    OpenApi,
+    /// `GET /api/v1/docs` and its files.
+    Docs,
     Api(Route),
 }
 
@@ -80,6 +84,14 @@ impl<E> Router<E> {
             methods: vec![(method, endpoint)],
         });
         Ok(())
+    }
+
+    /// Every method and path pattern routed, in the order added.
+    pub fn routes(&self) -> Vec<(Method, &'static str)> {
+        self.entries
+            .iter()
+            .flat_map(|e| e.methods.iter().map(|(m, _)| (m.clone(), e.pattern)))
+            .collect()
     }
 
     pub fn resolve(&self, method: &Method, path: &str) -> Resolved<'_, E> {

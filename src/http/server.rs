@@ -20,7 +20,14 @@
 //!   byte, within [`ServeSettings::first_byte_timeout`]; hyper's own header
 //!   timer starts only at the first byte, and its protocol detection waits
 //!   for bytes without any timer.
-//! - **HTTP/1 headers**: hyper's `header_read_timeout`.
+//! - **HTTP/1 headers**: [`ServeSettings::header_read_timeout`], from the
+//!   first byte of a request head: the connection is closed if the head is
+//!   not whole by then. Timed here, not by hyper's `header_read_timeout`:
+//!   hyper starts that timer when it begins waiting for the next head, so on
+//!   a keep-alive connection it runs while the connection is idle between
+//!   requests, and closed every idle connection after the header timeout
+//!   (10 s) instead of the idle timeout (75 s), the load balancers' pooled
+//!   connections included (tests/chaos_network.rs found it).
 //! - **idle**: a connection with no request in flight for
 //!   [`ServeSettings::idle_timeout`] (HTTP/1 keep-alive between requests, or
 //!   an HTTP/2 connection without open streams, its preface sent or not) is
@@ -156,6 +163,18 @@ const REPORT_EVERY: Duration = Duration::from_secs(1);
 /// hyper's HTTP/2 `max_header_list_size`: twice the front-end's limit.
 const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 2 * super::frontend::MAX_HEADER_BYTES as u32;
 
+/// Streams an HTTP/2 client may have open at once on one connection (hyper's
+/// default, stated).
+const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 200;
+
+/// Streams an HTTP/2 client may reset before the server has accepted them,
+/// at once, before the connection is closed with GOAWAY (h2's default of 20).
+const HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+
+/// Streams the server may reset for a client's protocol errors on one
+/// connection before it is closed with GOAWAY (hyper's default of 1024).
+const HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -168,16 +187,26 @@ pub async fn serve<H: Handler>(
     mut shutdown: watch::Receiver<bool>,
 ) -> bool {
     let mut builder = Builder::new(TokioExecutor::new());
+    // The header timer is the connection's own (see the module's docs).
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout);
+        .header_read_timeout(None);
     // Above the front-end's own limit, so that a header block between the
     // two reaches it and is answered 431 in the contract's shape; h2 answers
     // a larger one with a bare 431 of its own.
+    // Rapid reset (CVE-2023-44487) and its local-error variant: a client
+    // that opens streams and resets them at once, or makes the server reset
+    // them, gets a GOAWAY (ENHANCE_YOUR_CALM) instead of making it start and
+    // cancel handlers without end. Set here rather than left to the crates'
+    // defaults, which have changed between versions; tests/chaos_network.rs
+    // checks the bound.
     builder
         .http2()
-        .max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE);
+        .max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
+        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(HTTP2_MAX_LOCAL_ERROR_RESET_STREAMS);
     let builder = Arc::new(builder);
     let max_connections = settings.max_connections.clamp(1, MAX_CONNECTIONS_CEILING);
     // One permit per open connection; the drain takes them all back.
@@ -266,6 +295,25 @@ pub async fn serve<H: Handler>(
     }
 }
 
+/// Resolves once a request head has been arriving for `timeout` without
+/// being whole (see [`Guarded`]'s `head_started`).
+async fn head_timed_out(head: &mut watch::Receiver<Option<Instant>>, timeout: Duration) {
+    loop {
+        let started = *head.borrow_and_update();
+        let changed = match started {
+            Some(at) => tokio::select! {
+                () = tokio::time::sleep_until((at + timeout).into()) => return,
+                changed = head.changed() => changed,
+            },
+            None => head.changed().await,
+        };
+        if changed.is_err() {
+            // The connection is ending by itself.
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// An accepted connection and the slot it holds under the listener's cap.
 struct Accepted {
     stream: TcpStream,
@@ -309,12 +357,22 @@ async fn connection<H: Handler>(
 
     let (requests, mut idle) = in_flight();
     let served = Arc::new(Served::default());
-    let io = Guarded::new(stream, served.clone(), idle.0.clone(), {
-        let handler = handler.clone();
-        Box::new(move |err: &ServiceError| encode_h1(handler.refused(err)))
-    });
+    let (head_started, mut head) = watch::channel(None);
+    let head_started = Arc::new(head_started);
+    let io = Guarded::new(
+        stream,
+        served.clone(),
+        idle.0.clone(),
+        head_started.clone(),
+        {
+            let handler = handler.clone();
+            Box::new(move |err: &ServiceError| encode_h1(handler.refused(err)))
+        },
+    );
     let service = service_fn(move |req| {
         let handler = handler.clone();
+        // The head is whole: its timer stops.
+        head_started.send_replace(None);
         // Counted from here (the headers are in) until hyper drops the body.
         let request = requests.start();
         served.started.fetch_add(1, Ordering::AcqRel);
@@ -336,6 +394,12 @@ async fn connection<H: Handler>(
     let idle_close = tokio::select! {
         ended = conn.as_mut() => return ended_with(ended, peer),
         () = idle.expired(settings.idle_timeout) => true,
+        () = head_timed_out(&mut head, settings.header_read_timeout) => {
+            // Dropping the connection closes it, as hyper's own timer did.
+            metrics.header_timeouts.increment(1);
+            tracing::debug!(%peer, timeout = ?settings.header_read_timeout, "closed: request head not whole within the header read timeout");
+            return;
+        }
         _ = stopped(&mut stop) => false,
     };
     // HTTP/1: closes now if idle, else after the response in progress;
@@ -385,6 +449,7 @@ struct ListenerMetrics {
     rejected: metrics::Counter,
     accept_errors: metrics::Counter,
     first_byte_timeouts: metrics::Counter,
+    header_timeouts: metrics::Counter,
     idle_timeouts: metrics::Counter,
 }
 
@@ -399,6 +464,11 @@ impl ListenerMetrics {
                 "http_connections_timed_out_total",
                 "listener" => listener,
                 "timeout" => "first_byte"
+            ),
+            header_timeouts: metrics::counter!(
+                "http_connections_timed_out_total",
+                "listener" => listener,
+                "timeout" => "header"
             ),
             idle_timeouts: metrics::counter!(
                 "http_connections_timed_out_total",
@@ -551,6 +621,13 @@ struct Guarded {
     inner: TcpStream,
     served: Arc<Served>,
     in_flight: watch::Receiver<usize>,
+    /// When the HTTP/1 request head being read began to arrive: set at a
+    /// read while no request is in flight, cleared when the head is whole
+    /// (the service is called); the connection closes once it is older than
+    /// the header read timeout. Never set on HTTP/2 or an upgraded
+    /// connection (their bytes between requests are frames or another
+    /// protocol's).
+    head_started: Arc<watch::Sender<Option<Instant>>>,
     /// The connection's first bytes, up to the length of the HTTP/2 preface.
     first: Vec<u8>,
     mode: Mode,
@@ -562,12 +639,14 @@ impl Guarded {
         inner: TcpStream,
         served: Arc<Served>,
         in_flight: watch::Receiver<usize>,
+        head_started: Arc<watch::Sender<Option<Instant>>>,
         refusal: Refusal,
     ) -> Self {
         Self {
             inner,
             served,
             in_flight,
+            head_started,
             first: Vec::with_capacity(H2_PREFACE.len()),
             mode: Mode::Watching {
                 armed: true,
@@ -616,6 +695,26 @@ impl Guarded {
                     seen: self.served.started.load(Ordering::Acquire),
                 };
             }
+        }
+    }
+
+    /// Starts the head's timer at the first bytes read between requests
+    /// (HTTP/1 only); stops it for good once the connection is HTTP/2 or
+    /// upgraded.
+    fn time_head(&self, read: usize) {
+        let h2 = self.first.len() >= H2_PREFACE.len() && self.first.starts_with(H2_PREFACE);
+        if h2 || self.served.upgraded.load(Ordering::Acquire) {
+            self.head_started.send_if_modified(|at| at.take().is_some());
+            return;
+        }
+        if read > 0 && *self.in_flight.borrow() == 0 {
+            self.head_started.send_if_modified(|at| {
+                if at.is_some() {
+                    return false;
+                }
+                *at = Some(Instant::now());
+                true
+            });
         }
     }
 
@@ -689,6 +788,7 @@ impl AsyncRead for Guarded {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        let read = buf.filled().len() - before;
         let missing = H2_PREFACE.len().saturating_sub(self.first.len());
         if missing > 0 {
             let new = &buf.filled()[before..];
@@ -696,6 +796,7 @@ impl AsyncRead for Guarded {
             let new = new[..take].to_vec();
             self.first.extend_from_slice(&new);
         }
+        self.time_head(read);
         Poll::Ready(Ok(()))
     }
 }

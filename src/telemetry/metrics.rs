@@ -125,7 +125,7 @@ fn describe() {
     );
     describe_counter!(
         "http_connections_timed_out_total",
-        "Connections closed by the server: no first byte within server.first_byte_timeout (timeout=first_byte), or no request for server.idle_timeout (timeout=idle)"
+        "Connections closed by the server: no first byte within server.first_byte_timeout (timeout=first_byte), an HTTP/1 request head not whole within server.header_read_timeout of its first byte (timeout=header), or no request for server.idle_timeout (timeout=idle)"
     );
     describe_counter!(
         "http_accept_errors_total",

@@ -198,6 +198,9 @@ impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
             done: false,
         };
         let outcome = tokio::time::timeout_at(deadline.into(), rx).await;
+        if let Ok(Ok(_)) = &outcome {
+            stats.reply_received(&ticket);
+        }
         waiting.settle(outcome.is_ok());
         match outcome {
             Ok(Ok(reply)) => Ok(reply),

@@ -22,6 +22,9 @@ pub enum SupervisorMsg {
     Restart { indices: Vec<usize>, epoch: u64 },
     /// `open_for` ran out: restart the workers half-open.
     HalfOpen { epoch: u64 },
+    /// The workers have been running half-open for `open_for` without a
+    /// failure (unless `epoch` is stale): close the circuit.
+    Settle { epoch: u64 },
     /// A call to this worker missed its timeout: the worker is stuck.
     CallTimedOut {
         index: usize,
@@ -342,6 +345,22 @@ impl<H: WorkerHandler> Actor for ServiceSupervisor<H> {
                     let all: Vec<usize> = (0..st.children.len()).collect();
                     st.shared().record_restart(&all);
                     st.start_workers(&myself, all).await;
+                    // A half-open circuit closes at its first success; a
+                    // service nobody calls (the event bus with no event to
+                    // publish, a replica taken out of a load balancer for
+                    // not being ready) would never have one, and stay
+                    // half-open, so not ready, for ever. Quiet for
+                    // `open_for`, it closes.
+                    myself.send_after(st.policy().open_for, move || SupervisorMsg::Settle {
+                        epoch,
+                    });
+                }
+            }
+            SupervisorMsg::Settle { epoch } => {
+                // A failure since the half-open trips the circuit again,
+                // which moves the epoch on.
+                if epoch == st.epoch {
+                    st.shared().settle_half_open();
                 }
             }
             SupervisorMsg::CallTimedOut {

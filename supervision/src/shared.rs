@@ -19,6 +19,7 @@ use crate::outage::{DependencyDown, Outage, Probe};
 use crate::policy::SupervisionPolicy;
 use crate::service::SupervisorMsg;
 use crate::snapshot::{ActorNode, CircuitView, FailureRecord, NodeKind, QueueView};
+use crate::ticket::Ticket;
 
 /// How many failures a service remembers for `/admin/actors/{name}`.
 const RECENT_FAILURES: usize = 20;
@@ -43,8 +44,13 @@ pub struct WorkerStats {
     handled: AtomicU64,
     /// Sent, not yet taken from the mailbox.
     depth: AtomicI64,
-    /// Sent, not yet handled: what load balancing looks at, since a worker busy
-    /// with a slow message has an empty mailbox.
+    /// Sent, and neither answered nor handled: what load balancing looks
+    /// at, since a worker busy with a slow message has an empty mailbox. A
+    /// message stops counting when its caller has the reply, as a load
+    /// balancer counts a request outstanding until its response: a caller
+    /// that sends its next call at once must not find the worker that just
+    /// answered it still counted busy (it would be queued behind a worker
+    /// that really is).
     in_flight: AtomicI64,
     restarts: AtomicU64,
     /// How long this worker's recent messages took, in microseconds (a
@@ -97,14 +103,26 @@ impl WorkerStats {
         self.depth.fetch_sub(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn message_handled(&self) {
+    pub(crate) fn message_handled(&self, ticket: &Ticket) {
         self.handled.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.release(ticket);
     }
 
     /// Taken from the mailbox and dropped unhandled (its caller had gone).
-    pub(crate) fn message_skipped(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    pub(crate) fn message_skipped(&self, ticket: &Ticket) {
+        self.release(ticket);
+    }
+
+    /// The caller has the reply: the worker is free as far as balancing
+    /// goes, whatever the handler still does before it returns.
+    pub(crate) fn reply_received(&self, ticket: &Ticket) {
+        self.release(ticket);
+    }
+
+    fn release(&self, ticket: &Ticket) {
+        if ticket.release() {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     fn is_running(&self) -> bool {
@@ -552,6 +570,16 @@ impl ServiceShared {
     pub(crate) fn force_open(&self) {
         lock(&self.book).circuit.force_open();
         self.publish_circuit(CircuitState::Open);
+    }
+
+    /// Closes a half-open circuit whose workers have run for `open_for`
+    /// without failing (see `SupervisorMsg::Settle`); anything else is left.
+    pub(crate) fn settle_half_open(&self) {
+        let closed = lock(&self.book).circuit.record_success();
+        if closed {
+            tracing::info!(service = %self.name, "circuit closed: no failure while half-open");
+            self.publish_circuit(CircuitState::Closed);
+        }
     }
 
     pub(crate) fn force_close(&self) {

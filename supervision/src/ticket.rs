@@ -6,7 +6,7 @@
 //! past the call timeout is the worker's failure; one that waited too long
 //! in the queue is the queue's, and nobody restarts a worker for that.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,8 @@ pub(crate) struct Ticket {
     /// The caller waits until then, at most.
     deadline: Instant,
     started_at: Mutex<Option<Instant>>,
+    /// Whether the message no longer counts as in flight on its worker.
+    released: AtomicBool,
 }
 
 /// What the worker does with a message it takes.
@@ -51,6 +53,7 @@ impl Ticket {
             sent_at: Instant::now(),
             deadline,
             started_at: Mutex::new(None),
+            released: AtomicBool::new(false),
         }
     }
 
@@ -77,6 +80,14 @@ impl Ticket {
 
     pub(crate) fn finish(&self) {
         self.state.store(FINISHED, Ordering::Release);
+    }
+
+    /// The message stops counting as in flight on its worker: `true` the
+    /// first time only. Both the caller (on the reply) and the worker (after
+    /// the handler) release it, so that whichever comes first frees the
+    /// worker for balancing and the count is decremented once.
+    pub(crate) fn release(&self) -> bool {
+        !self.released.swap(true, Ordering::AcqRel)
     }
 
     /// The caller gives up: `true` if the message had not started (it never
@@ -125,6 +136,13 @@ mod tests {
         assert!(ticket.running_for().is_some());
         ticket.finish();
         assert!(ticket.finished());
+    }
+
+    #[test]
+    fn a_message_is_released_once() {
+        let ticket = Ticket::new(Instant::now() + Duration::from_secs(5));
+        assert!(ticket.release());
+        assert!(!ticket.release(), "the second release counts for nothing");
     }
 
     #[test]

@@ -153,7 +153,7 @@ impl<H: WorkerHandler> Actor for Worker<H> {
         if st.shared.dependency_down() {
             // Queued before the outage began: refused unstarted (its caller
             // hears "unavailable, retry"), not left to wait for a connection.
-            stats.message_skipped();
+            stats.message_skipped(&ticket);
             metrics::counter!("actor_refused_total", "actor" => actor, "reason" => "dependency_down")
                 .increment(1);
             return Ok(());
@@ -165,7 +165,7 @@ impl<H: WorkerHandler> Actor for Worker<H> {
                 // the messages behind it (and a write nobody hears of).
                 st.shared.record_wait(waited);
                 st.shared.record_expired();
-                stats.message_skipped();
+                stats.message_skipped(&ticket);
                 tracing::debug!(parent: &span, service = %actor, ?waited, "skipped a message whose caller gave up");
                 return Ok(());
             }
@@ -192,7 +192,7 @@ impl<H: WorkerHandler> Actor for Worker<H> {
         metrics::histogram!("actor_message_duration_seconds", "actor" => actor.clone())
             .record(took.as_secs_f64());
         metrics::counter!("actor_messages_total", "actor" => actor).increment(1);
-        stats.message_handled();
+        stats.message_handled(&ticket);
         if let Err(err) = &result {
             if let Some(down) = err.downcast_ref::<DependencyDown>() {
                 st.shared.record_dependency_down(down);

@@ -29,6 +29,8 @@ enum ToyMsg {
     Which(RpcReplyPort<usize>),
     /// Sleeps, then replies with the worker's index.
     Sleep(Duration, RpcReplyPort<usize>),
+    /// Replies with the worker's index, then goes on working this long.
+    ReplyThenLinger(Duration, RpcReplyPort<usize>),
     Panic(RpcReplyPort<usize>),
     /// Returns an error from the handler.
     Fail(RpcReplyPort<usize>),
@@ -60,6 +62,10 @@ impl WorkerHandler for Toy {
             ToyMsg::Sleep(d, reply) => {
                 tokio::time::sleep(d).await;
                 let _ = reply.send(*index);
+            }
+            ToyMsg::ReplyThenLinger(d, reply) => {
+                let _ = reply.send(*index);
+                tokio::time::sleep(d).await;
             }
             ToyMsg::Panic(_reply) => panic!("toy worker {index} was told to panic"),
             ToyMsg::Fail(_reply) => return Err(format!("toy worker {index} failed").into()),
@@ -328,6 +334,41 @@ async fn open_circuit_half_opens_after_open_for_and_a_success_closes_it() {
     running.stop().await;
 }
 
+/// A service nobody calls while it is half-open (the event bus with no event
+/// to publish; a replica a load balancer stopped routing to, as it is not
+/// ready) would otherwise stay half-open, and its replica unready, for ever.
+#[tokio::test]
+async fn a_half_open_circuit_with_no_call_and_no_failure_closes_after_open_for() {
+    let running = start(vec![(
+        "toy",
+        policy(Strategy::OneForOne),
+        1,
+        ToyArgs::default(),
+    )])
+    .await;
+    let shared = running.handles[0].shared().clone();
+    fail_times(&running, 4).await;
+    wait_until("open", || shared.circuit_state() == CircuitState::Open).await;
+    wait_until("half-open", || {
+        shared.circuit_state() == CircuitState::HalfOpen
+    })
+    .await;
+    let half_opened = Instant::now();
+    // No call: it closes by itself, after open_for (300 ms), not before.
+    wait_until("closed without a call", || {
+        shared.circuit_state() == CircuitState::Closed
+    })
+    .await;
+    let after = half_opened.elapsed();
+    assert!(
+        after >= Duration::from_millis(250),
+        "closed {after:?} after half-opening"
+    );
+    assert_eq!(shared.status(), ServiceStatus::Running);
+    assert_eq!(running.handles[0].call(ToyMsg::Which).await, Ok(0));
+    running.stop().await;
+}
+
 #[tokio::test]
 async fn a_failure_while_half_open_reopens_for_twice_as_long() {
     let running = start(vec![(
@@ -428,6 +469,33 @@ async fn a_call_that_misses_its_timeout_restarts_the_stuck_worker() {
     let shared = running.handles[0].shared().clone();
     wait_until("running", || shared.status() == ServiceStatus::Running).await;
     assert_eq!(running.handles[0].call(ToyMsg::Which).await, Ok(0));
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn a_call_stops_counting_against_its_worker_when_the_caller_has_the_reply() {
+    // Balancing counts a call as a load balancer counts a request: until
+    // its reply. Worker 1 answers and lingers; worker 0 is busy for real.
+    // Counted until its handler returned, worker 1 would tie with worker 0
+    // and the next call would queue behind worker 0's long sleep (the race
+    // a client sending its next request at once runs into).
+    let running = start(vec![(
+        "toy",
+        policy(Strategy::OneForOne),
+        2,
+        ToyArgs::default(),
+    )])
+    .await;
+    let handle = &running.handles[0];
+    let busy = occupy_worker_0(handle);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let answered = handle
+        .call(|r| ToyMsg::ReplyThenLinger(Duration::from_millis(100), r))
+        .await;
+    assert_eq!(answered, Ok(1));
+    let next = handle.call(ToyMsg::Which).await;
+    assert_eq!(next, Ok(1), "the next call went behind the busy worker");
+    busy.await.unwrap();
     running.stop().await;
 }
 

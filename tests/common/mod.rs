@@ -13,6 +13,7 @@ pub mod binary;
 pub mod notifications;
 pub mod own_servers;
 pub mod races;
+pub mod sigkill;
 
 use std::time::{Duration, Instant};
 

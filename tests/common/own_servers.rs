@@ -184,6 +184,16 @@ impl OwnRedis {
             .env("REDISCLI_AUTH", ""));
         wait_for_port(self.port, false);
     }
+
+    /// Stops it as a persistent Redis stops (the deployed one runs with an
+    /// append-only file): what it held is written to its directory first,
+    /// and [`OwnRedis::resume`] loads it back.
+    pub fn stop_keeping_data(&self) {
+        run(Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "shutdown", "save"])
+            .env("REDISCLI_AUTH", ""));
+        wait_for_port(self.port, false);
+    }
 }
 
 impl Drop for OwnRedis {

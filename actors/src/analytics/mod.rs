@@ -19,6 +19,7 @@ pub mod actor;
 pub mod jobs;
 pub mod messages;
 pub mod model;
+mod openapi;
 pub mod routes;
 pub mod settings;
 pub mod store;
@@ -49,6 +50,10 @@ pub struct Analytics;
 impl Service for Analytics {
     const NAME: &'static str = "analytics";
     type Settings = AnalyticsSettings;
+
+    fn openapi() -> crate::api::openapi::Document {
+        openapi::document()
+    }
 
     async fn start(
         ctx: ServiceContext,

@@ -26,7 +26,7 @@ pub const DEFAULT_RANGE: i64 = 30 * DAY;
 
 /// A bucket's size. Buckets start on the hour / at midnight UTC, stored as
 /// unix seconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Grain {
     Hour,
@@ -161,7 +161,7 @@ fn is_currency(code: &str) -> bool {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Metric(String);
 
-const PLAIN: &[&str] = &[
+pub(super) const PLAIN: &[&str] = &[
     "users.registered",
     ACTIVE,
     "logins",
@@ -316,13 +316,13 @@ pub fn rfc3339(t: i64) -> String {
         .unwrap_or_default()
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Point {
     pub t: String,
     pub value: i64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Series {
     pub metric: String,
     pub interval: Grain,
@@ -331,34 +331,37 @@ pub struct Series {
     pub points: Vec<Point>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = AnalyticsUsers)]
 pub struct Users {
     pub registered: i64,
     pub active: i64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = AnalyticsOrders)]
 pub struct Orders {
     pub created: i64,
     pub cancelled: i64,
     pub paid: i64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, utoipa::ToSchema)]
+#[schema(as = AnalyticsInvoices)]
 pub struct Invoices {
     pub created: i64,
     pub paid: i64,
     pub voided: i64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Revenue {
     pub currency: String,
     pub invoiced: i64,
     pub paid: i64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Stats {
     pub from: String,
     pub to: String,
@@ -415,14 +418,15 @@ impl Stats {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = AnalyticsAmount)]
 pub struct Amount {
     pub currency: String,
     pub amount: i64,
 }
 
 /// `/users/{id}`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct UserFigures {
     pub user_id: Uuid,
     pub logins: i64,
@@ -434,8 +438,9 @@ pub struct UserFigures {
 }
 
 /// A scheduled job as `/jobs` shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct JobView {
+    #[schema(value_type = String)]
     pub name: &'static str,
     pub schedule: String,
     pub last_run_at: Option<String>,

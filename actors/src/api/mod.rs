@@ -9,6 +9,7 @@
 //! route table a service declares with [`Routes`].
 
 pub mod json;
+pub mod openapi;
 mod route;
 
 pub use route::{Access, LimitGroup, Route, Routes};
@@ -26,7 +27,7 @@ use uuid::Uuid;
 use crate::fault::Fault;
 use crate::{FieldError, ServiceError};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     User,
@@ -265,7 +266,7 @@ pub struct Page<T> {
     pub pagination: Pagination,
 }
 
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, utoipa::ToSchema)]
 pub struct Pagination {
     pub page: u32,
     pub limit: u32,

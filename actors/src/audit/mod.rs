@@ -20,6 +20,7 @@ pub mod chain;
 pub mod export;
 pub mod messages;
 pub mod model;
+mod openapi;
 pub mod routes;
 pub mod settings;
 pub mod store;
@@ -50,6 +51,10 @@ pub struct Audit;
 impl Service for Audit {
     const NAME: &'static str = "audit";
     type Settings = AuditSettings;
+
+    fn openapi() -> crate::api::openapi::Document {
+        openapi::document()
+    }
 
     async fn start(
         ctx: ServiceContext,

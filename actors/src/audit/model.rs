@@ -12,7 +12,8 @@ use crate::events::Event;
 use crate::FieldError;
 
 /// An entry as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(as = AuditEntry)]
 pub struct Entry {
     pub id: Uuid,
     pub seq: i64,
@@ -98,6 +99,26 @@ pub fn is_action(value: &str) -> bool {
 
 const ACTION_RULE: &str =
     "must be dot-separated lowercase words, e.g. `order.created` (at most 100 characters)";
+
+/// The body [`PostedEntry::parse`] accepts, for the OpenAPI document.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewAuditEntry)]
+#[allow(dead_code)]
+pub struct PostedEntryBody {
+    /// Dot-separated lowercase words (`order.created`), at most 100 characters.
+    #[schema(max_length = 100, pattern = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")]
+    action: String,
+    /// A lowercase word (`order`), at most 64 characters.
+    #[schema(max_length = 64, pattern = "^[a-z][a-z0-9_]*$")]
+    resource_type: String,
+    #[schema(min_length = 1, max_length = 200)]
+    resource_id: Option<String>,
+    /// Any JSON; `{}` when left out.
+    #[serde(default)]
+    #[schema(required = false)]
+    data: serde_json::Value,
+}
 
 /// The body of `POST /api/v1/audit`.
 #[derive(Clone, Debug, PartialEq)]
@@ -287,7 +308,7 @@ impl Filter {
 }
 
 /// What `GET /verify` found.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Verified {
     /// Entries checked (every kept one, up to the head when it started).
     pub entries: u64,

@@ -25,10 +25,11 @@ pub enum Registered {
 /// What login and refresh answer:
 /// `{access_token, refresh_token, token_type: "Bearer", expires_in, user}`.
 /// Its tokens never appear in `Debug` output.
-#[derive(Clone, Serialize)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,
+    #[schema(value_type = String, pattern = "^Bearer$")]
     pub token_type: &'static str,
     /// Seconds until the access token expires.
     pub expires_in: u64,

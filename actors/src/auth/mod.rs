@@ -24,6 +24,7 @@
 pub mod actor;
 pub mod messages;
 pub mod model;
+mod openapi;
 pub mod password;
 pub mod routes;
 pub mod settings;
@@ -71,6 +72,10 @@ pub struct Auth;
 impl Service for Auth {
     const NAME: &'static str = NAME;
     type Settings = AuthSettings;
+
+    fn openapi() -> crate::api::openapi::Document {
+        openapi::document()
+    }
 
     async fn start(
         ctx: ServiceContext,

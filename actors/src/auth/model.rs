@@ -7,7 +7,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -176,6 +176,58 @@ fn required<T>(
     .ok()
 }
 
+/// The body [`NewUser::parse`] accepts, for the OpenAPI document.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewUser)]
+#[allow(dead_code)]
+pub struct NewUserBody {
+    /// Compared and stored trimmed and in lower case.
+    #[schema(format = Email, max_length = 254)]
+    email: String,
+    /// At least 12 characters, at most 1024 bytes.
+    #[schema(min_length = 12, max_length = 1024)]
+    password: String,
+    /// Trimmed; printable, 1 to 100 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*\S[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$"
+    )]
+    name: String,
+}
+
+/// The body [`Credentials::parse`] accepts, for the OpenAPI document.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Credentials)]
+#[allow(dead_code)]
+pub struct CredentialsBody {
+    #[schema(format = Email, max_length = 254)]
+    email: String,
+    /// Any length up to 1024 bytes: a wrong one is a 401.
+    #[schema(max_length = 1024)]
+    password: String,
+}
+
+/// `{refresh_token}` ([`parse_single_string`]), for the OpenAPI document.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct RefreshBody {
+    /// A malformed or unknown one is a 401.
+    refresh_token: String,
+}
+
+/// `{token}` ([`parse_single_string`]), for the OpenAPI document.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub struct ValidateBody {
+    /// An access token; any string (a bad one is `valid: false`).
+    token: String,
+}
+
 /// A valid `POST /register` body.
 #[derive(Clone, Debug)]
 pub struct NewUser {
@@ -267,9 +319,10 @@ impl ClientInfo {
 }
 
 /// A user as returned: `{id, email, name, role, created_at}` (never the hash).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
+    #[schema(format = Email)]
     pub email: String,
     pub name: String,
     pub role: Role,
@@ -314,7 +367,7 @@ impl SessionRecord {
 
 /// A session as returned: `{id, user_id, created_at, last_used_at,
 /// expires_at, user_agent, ip, current}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Session {
     pub id: Uuid,
     pub user_id: Uuid,

@@ -17,6 +17,7 @@
 pub mod actor;
 pub mod messages;
 pub mod model;
+mod openapi;
 pub mod routes;
 pub mod settings;
 pub mod store;
@@ -41,6 +42,10 @@ pub struct Billing;
 impl Service for Billing {
     const NAME: &'static str = "billing";
     type Settings = BillingSettings;
+
+    fn openapi() -> crate::api::openapi::Document {
+        openapi::document()
+    }
 
     async fn start(
         ctx: ServiceContext,

@@ -61,7 +61,7 @@ pub fn invoice_number(prefix: &str, seq: i64) -> String {
     format!("{prefix}{seq:0width$}", width = NUMBER_DIGITS)
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InvoiceStatus {
     Open,
@@ -95,13 +95,15 @@ impl InvoiceStatus {
 /// An invoice as stored and as returned (and as the `data` of the
 /// `invoice.*` events). Deserializable so that consumers and tests can read
 /// those events back.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Invoice {
     pub id: Uuid,
     pub number: String,
     pub order_id: Uuid,
     pub user_id: Uuid,
+    #[schema(minimum = 1)]
     pub amount: i64,
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
     pub status: InvoiceStatus,
     #[serde(with = "time::serde::rfc3339")]

@@ -269,6 +269,11 @@ pub struct Subscription {
     /// How many events it is handed at once (its worker count).
     pub concurrency: usize,
     deliver: Arc<DeliverFn>,
+    /// One permit per event message in flight to it, `concurrency` in all:
+    /// a backlog of single events (a batch of the bus, or retries coming
+    /// due together) reaches it at its pace, not as hundreds of calls that
+    /// fill its queue and shed its own users' requests.
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// How a batch reaches it in one message, if it takes batches.
     deliver_all: Option<Arc<DeliverAllFn>>,
     /// Its applied-event ids, purged hourly past [`inbox::RETENTION`].
@@ -306,11 +311,22 @@ impl Subscription {
                 }
             })
         };
+        Self::of(subscriber, topics, concurrency, Arc::new(deliver))
+    }
+
+    fn of(
+        subscriber: &'static str,
+        topics: Topics,
+        concurrency: usize,
+        deliver: Arc<DeliverFn>,
+    ) -> Self {
+        let concurrency = concurrency.max(1);
         Self {
             subscriber,
             topics,
-            concurrency: concurrency.max(1),
-            deliver: Arc::new(deliver),
+            concurrency,
+            deliver,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(concurrency)),
             deliver_all: None,
             inbox: None,
         }
@@ -358,15 +374,19 @@ impl Subscription {
         self.topics.contains(topic)
     }
 
-    /// One delivery attempt (in a span of its own when traces are on).
+    /// One delivery attempt (in a span of its own when traces are on),
+    /// once fewer than `concurrency` others are in flight.
     pub async fn deliver(&self, event: Event) -> Result<(), DeliveryError> {
+        // The semaphore is never closed; were it, the delivery would go
+        // ahead unbounded rather than never.
+        let _permit = self.in_flight.acquire().await.ok();
         let span = delivery_span(&event, self.subscriber, 1);
         (self.deliver)(event).instrument(span).await
     }
 
     /// One attempt at each of `events`: in one message if the service takes
-    /// batches, else one message each, concurrently. `Err`: the batch's
-    /// message failed as a whole.
+    /// batches, else one message each, `concurrency` at a time (across
+    /// every batch and retry). `Err`: the batch's message failed as a whole.
     pub async fn deliver_all(
         &self,
         events: Vec<Event>,
@@ -543,5 +563,53 @@ mod tests {
         let named = NAMED;
         assert!(named.contains(&topic));
         assert!(!named.contains(&Topic::new("order.cancelled")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_reaches_a_subscriber_of_single_events_at_its_concurrency() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (n, m) = (now.clone(), most.clone());
+        let deliver = move |_event: Event| -> BoxFuture<'static, Result<(), DeliveryError>> {
+            let (now, most) = (n.clone(), m.clone());
+            Box::pin(async move {
+                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(running, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            })
+        };
+        let subscription = Subscription::of("counter", Topics::All, 3, Arc::new(deliver));
+        let events: Vec<Event> = (0..100)
+            .map(|i| {
+                Event::new(
+                    Topic::new("order.created"),
+                    None,
+                    None,
+                    &serde_json::json!({"i": i}),
+                )
+                .expect("serializable")
+            })
+            .collect();
+        // Two batches at once, as the bus hands them out, and a retry.
+        let (first, second, retry) = tokio::join!(
+            subscription.deliver_all(events[..50].to_vec()),
+            subscription.deliver_all(events[50..].to_vec()),
+            subscription.deliver(events[0].clone()),
+        );
+        let results: Vec<_> = first
+            .expect("delivered")
+            .into_iter()
+            .chain(second.expect("delivered"))
+            .collect();
+        assert_eq!(results.len(), 100);
+        assert!(results.iter().all(Result::is_ok));
+        assert!(retry.is_ok());
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            3,
+            "events in flight at once (the subscriber's concurrency is 3)"
+        );
     }
 }

@@ -485,7 +485,8 @@ fn connect_in_background(client: &Client) {
 }
 
 /// One stream entry: its id and the event in it (`None` if unreadable).
-fn entry(value: Value) -> Option<(String, Option<Event>)> {
+/// Public for the fuzz target `stream_entries`.
+pub fn entry(value: Value) -> Option<(String, Option<Event>)> {
     let mut parts = list(value).into_iter();
     let id = text(parts.next().as_ref())?;
     let fields = fields(parts.next()?);

@@ -25,7 +25,7 @@ pub enum Accepted {
 }
 
 /// What `POST /send-bulk` answers.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct BulkAccepted {
     pub batch_id: Uuid,
     pub accepted: usize,

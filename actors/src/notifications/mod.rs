@@ -21,6 +21,7 @@ pub mod actor;
 pub mod delivery;
 pub mod messages;
 pub mod model;
+mod openapi;
 pub mod providers;
 pub mod routes;
 pub mod settings;
@@ -59,6 +60,10 @@ pub struct Notifications;
 impl Service for Notifications {
     const NAME: &'static str = "notifications";
     type Settings = NotificationsSettings;
+
+    fn openapi() -> crate::api::openapi::Document {
+        openapi::document()
+    }
 
     async fn start(
         ctx: ServiceContext,

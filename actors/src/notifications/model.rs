@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -256,6 +256,54 @@ fn text_field(
     Some(value.to_owned())
 }
 
+/// The body [`NewSend::parse`] accepts, for the OpenAPI document (other
+/// keys are ignored). Exactly one of `to` and `user_id`; exactly one of
+/// `template` (with `data`) and `body`; `to` is an address of the
+/// channel's kind (email, E.164 number, http(s) URL; push takes `user_id`
+/// only); an email without a template needs a `subject`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewNotification)]
+#[allow(dead_code)]
+pub struct NewSendBody {
+    channel: Channel,
+    to: Option<String>,
+    user_id: Option<Uuid>,
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
+    template: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    data: Option<Map<String, Value>>,
+    #[schema(max_length = 998, pattern = r"^[^\u0000-\u001F\u007F-\u009F]*$")]
+    subject: Option<String>,
+    #[schema(min_length = 1, max_length = 65536)]
+    body: Option<String>,
+}
+
+/// One recipient of a bulk send: `to` or `user_id`, and data of its own.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = BulkRecipient)]
+#[allow(dead_code)]
+pub struct BulkRecipientBody {
+    to: Option<String>,
+    user_id: Option<Uuid>,
+    #[schema(value_type = Option<Object>)]
+    data: Option<Map<String, Value>>,
+}
+
+/// The body [`NewBulk::parse`] accepts, for the OpenAPI document.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewBulk)]
+#[allow(dead_code)]
+pub struct NewBulkBody {
+    channel: Channel,
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
+    template: String,
+    /// Shared by every recipient (each one's own `data` wins).
+    #[schema(value_type = Option<Object>)]
+    data: Option<Map<String, Value>>,
+    #[schema(min_items = 1, max_items = 10000)]
+    recipients: Vec<BulkRecipientBody>,
+}
+
 impl NewSend {
     pub fn parse(body: &Map<String, Value>) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
@@ -386,8 +434,9 @@ impl NewBulk {
 }
 
 /// Where a notification is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = NotificationStatus)]
 pub enum Status {
     Queued,
     Sending,
@@ -424,7 +473,7 @@ impl Status {
 }
 
 /// A notification as the contract shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Notification {
     pub id: Uuid,
     pub channel: Channel,
@@ -451,8 +500,9 @@ pub struct NotificationFilter {
 }
 
 /// A template as the contract shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Template {
+    #[schema(value_type = String, pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
     pub name: TemplateName,
     pub channel: Channel,
     pub subject: Option<String>,
@@ -462,6 +512,26 @@ pub struct Template {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+}
+
+/// The body [`TemplateInput::parse`] accepts, for the OpenAPI document
+/// (other keys are ignored; `subject` is required for email, `html` is for
+/// email only).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = TemplateInput)]
+#[allow(dead_code)]
+pub struct TemplateBody {
+    /// Required on `POST`; on `PUT`, the name in the path if given.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.-]{0,63}$")]
+    name: Option<String>,
+    channel: Channel,
+    #[schema(max_length = 998)]
+    subject: Option<String>,
+    /// Handlebars, strict: a variable the data lacks is an error.
+    #[schema(min_length = 1, max_length = 65536)]
+    body: String,
+    #[schema(max_length = 65536)]
+    html: Option<String>,
 }
 
 /// A parsed template body (`POST /templates`, `PUT /templates/{name}`);
@@ -533,7 +603,8 @@ impl TemplateInput {
 }
 
 /// A user's opt-ins per channel (all on by default).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Preferences {
     pub email: bool,
     pub sms: bool,
@@ -592,7 +663,7 @@ impl Preferences {
 }
 
 /// A Web Push subscription of a user, as the contract shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct PushSubscription {
     pub id: Uuid,
     pub endpoint: String,
@@ -604,6 +675,31 @@ pub struct PushSubscription {
     pub auth: String,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+}
+
+/// The body [`NewSubscription::parse`] accepts, for the OpenAPI document
+/// (other keys are ignored).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = NewPushSubscription)]
+#[allow(dead_code)]
+pub struct NewSubscriptionBody {
+    /// An absolute http(s) URL, at most 2048 bytes.
+    #[schema(format = "uri", max_length = 2048)]
+    endpoint: String,
+    keys: PushKeysBody,
+}
+
+/// `keys` of a push subscription: unpadded base64url, as browsers give them.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PushKeys)]
+#[allow(dead_code)]
+pub struct PushKeysBody {
+    /// A 65-byte uncompressed P-256 point.
+    #[schema(pattern = "^[A-Za-z0-9_-]{86}[AEIMQUYcgkosw048]=*$")]
+    p256dh: String,
+    /// A 16-byte secret.
+    #[schema(pattern = "^[A-Za-z0-9_-]{21}[AQgw]=*$")]
+    auth: String,
 }
 
 /// A parsed `POST /subscriptions`.

@@ -13,6 +13,7 @@
 pub mod actor;
 pub mod messages;
 pub mod model;
+mod openapi;
 pub mod routes;
 pub mod settings;
 pub mod store;
@@ -40,6 +41,10 @@ pub struct Orders;
 impl Service for Orders {
     const NAME: &'static str = "orders";
     type Settings = OrdersSettings;
+
+    fn openapi() -> crate::api::openapi::Document {
+        openapi::document()
+    }
 
     async fn start(
         ctx: ServiceContext,

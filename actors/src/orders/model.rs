@@ -116,6 +116,27 @@ impl Description {
     }
 }
 
+/// The body [`NewOrder::parse`] accepts, for the OpenAPI document: unknown
+/// fields are refused, `null` is as good as leaving a field out.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = NewOrder)]
+#[allow(dead_code)]
+pub struct NewOrderBody {
+    /// Integer minor units (5000 is 50.00).
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
+    amount: i64,
+    /// An ISO 4217 code in capitals; the configured default (USD) when left out.
+    #[schema(schema_with = super::openapi::currency_or_null)]
+    currency: Option<String>,
+    /// Printable text: no control or bidirectional override characters.
+    #[schema(
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F\u202A-\u202E\u2066-\u2069]*$"
+    )]
+    description: Option<String>,
+}
+
 /// A valid request to create an order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewOrder {
@@ -167,7 +188,7 @@ impl NewOrder {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderStatus {
     Created,
@@ -195,11 +216,13 @@ impl OrderStatus {
 }
 
 /// An order as stored and as returned.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Order {
     pub id: Uuid,
     pub user_id: Uuid,
+    #[schema(minimum = 1)]
     pub amount: i64,
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
     pub description: Option<String>,
     pub status: OrderStatus,

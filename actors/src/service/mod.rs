@@ -18,6 +18,7 @@ use figment::value::Dict;
 use futures::future::BoxFuture;
 use supervision::{ServiceStarter, SupervisionPolicy};
 
+use crate::api::openapi::Document;
 use crate::api::Route;
 use crate::events::{Outbox, Subscription};
 use crate::storage::{Dependency, StorageSettings, StoreError};
@@ -41,6 +42,14 @@ pub trait Service: Send + Sync + 'static {
         ctx: ServiceContext,
         settings: Self::Settings,
     ) -> impl Future<Output = Result<StartedService, StartError>> + Send;
+
+    /// Its part of the OpenAPI document: an operation for each of its
+    /// routes, and their schemas (its folder's `openapi.rs`). The app merges
+    /// those of the services it starts; the default, nothing, suits a
+    /// service without public routes (a test finds a route left out).
+    fn openapi() -> Document {
+        crate::api::openapi::document()
+    }
 }
 
 /// What every service gets from the process to start with.
@@ -146,6 +155,8 @@ pub struct ServiceDefinition {
     pub name: &'static str,
     /// Keys that moved into this service's section (see [`Moved`]).
     pub moved: &'static [Moved],
+    /// Its part of the OpenAPI document ([`Service::openapi`]).
+    pub openapi: fn() -> Document,
     configure: fn(&Dict) -> Result<ConfiguredService, Vec<String>>,
 }
 
@@ -154,6 +165,7 @@ impl ServiceDefinition {
         Self {
             name: S::NAME,
             moved: <S::Settings as ServiceSettings>::MOVED,
+            openapi: S::openapi,
             configure: configure::<S>,
         }
     }
@@ -170,6 +182,8 @@ pub struct ConfiguredService {
     pub name: &'static str,
     /// Its settings as `check-config` shows them, defaults included.
     pub shown: Dict,
+    /// Its part of the OpenAPI document ([`Service::openapi`]).
+    pub openapi: fn() -> Document,
     start: Box<
         dyn FnOnce(ServiceContext) -> BoxFuture<'static, Result<StartedService, StartError>> + Send,
     >,
@@ -189,6 +203,7 @@ fn configure<S: Service>(section: &Dict) -> Result<ConfiguredService, Vec<String
     Ok(ConfiguredService {
         name: S::NAME,
         shown: settings::shown(&settings),
+        openapi: S::openapi,
         start: Box::new(move |ctx| Box::pin(S::start(ctx, settings))),
     })
 }

@@ -37,7 +37,7 @@ pub trait Batch<DB: Database>: Sized + Send + Sync + 'static {
     /// each op written again alone): return business outcomes (not found,
     /// conflict) as outputs, and errors only for what the database refused.
     fn write(
-        tx: &mut Transaction<'static, DB>,
+        tx: &mut Transaction<'_, DB>,
         ops: &[Self],
     ) -> impl Future<Output = Result<Vec<Self::Output>, StoreError>> + Send;
 
@@ -223,7 +223,24 @@ impl<DB: Database, B: Batch<DB>> Lane<DB, B> {
     }
 
     async fn write_in_transaction(&self, ops: &[B]) -> Result<Vec<B::Output>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.pool.acquire().await?;
+        let written = Self::write_on(&mut conn, ops).await;
+        if written.as_ref().is_err_and(StoreError::is_write_refused) {
+            // A connection that met a refused write may stay unable to write
+            // when the storage can again (SQLite reopens its WAL read-only
+            // while the file cannot be written, and keeps it so): the next
+            // write gets a fresh one.
+            conn.close_on_drop();
+        }
+        written
+    }
+
+    async fn write_on(
+        conn: &mut sqlx::pool::PoolConnection<DB>,
+        ops: &[B],
+    ) -> Result<Vec<B::Output>, StoreError> {
+        use sqlx::Connection;
+        let mut tx = conn.begin().await?;
         // A panic in a write is that write's failure, like a database error:
         // the lane lives on and the batch's other writes are written alone.
         let written = std::panic::AssertUnwindSafe(B::write(&mut tx, ops))

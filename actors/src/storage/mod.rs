@@ -79,6 +79,11 @@ pub enum StoreError {
     /// A row that does not parse back into the model: a bug or a hand edit.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A time outside the years both backends store and read back alike
+    /// (SQLite keeps RFC 3339 text, which has four-digit years). The edge
+    /// parses RFC 3339, so only a bug or a clock far off reaches this.
+    #[error("time {0} is outside the years 0000..=9999 the store keeps")]
+    TimeOutOfRange(time::OffsetDateTime),
     /// Writing panicked (a bug): this write failed, the writer goes on.
     #[error("a write panicked: {0}")]
     Panicked(String),
@@ -114,11 +119,17 @@ impl StoreError {
     /// Whether the storage refuses to take writes while reads still work:
     /// a disk full (SQLite's `SQLITE_FULL`, PostgreSQL's 53100) or a
     /// database made read-only (`SQLITE_READONLY`, any extended code of it;
-    /// PostgreSQL's 25006, a standby). Not the service's failure: a restart
-    /// would not bring space back, and its reads go on.
+    /// PostgreSQL's 25006, a standby), or its files refusing writes under
+    /// it (SQLite's `SQLITE_IOERR_WRITE`, `_FSYNC` and `_TRUNCATE`: the
+    /// write(2) of a file made immutable, or of a filesystem gone read-only,
+    /// fails with EPERM or EROFS). Not the service's failure: a restart
+    /// would not bring space or write access back, and its reads go on.
     pub fn is_write_refused(&self) -> bool {
         const SQLITE_READONLY: i64 = 8;
         const SQLITE_FULL: i64 = 13;
+        const SQLITE_IOERR_WRITE: i64 = 10 | (3 << 8);
+        const SQLITE_IOERR_FSYNC: i64 = 10 | (4 << 8);
+        const SQLITE_IOERR_TRUNCATE: i64 = 10 | (6 << 8);
         let StoreError::Database(sqlx::Error::Database(db)) = self else {
             return false;
         };
@@ -126,9 +137,13 @@ impl StoreError {
             return false;
         };
         if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
-            return code
-                .parse::<i64>()
-                .is_ok_and(|code| matches!(code & 0xff, SQLITE_READONLY | SQLITE_FULL));
+            return code.parse::<i64>().is_ok_and(|code| {
+                matches!(code & 0xff, SQLITE_READONLY | SQLITE_FULL)
+                    || matches!(
+                        code,
+                        SQLITE_IOERR_WRITE | SQLITE_IOERR_FSYNC | SQLITE_IOERR_TRUNCATE
+                    )
+            });
         }
         matches!(&*code, "53100" | "25006")
     }

@@ -43,6 +43,9 @@ pub trait Dialect: sqlx::Database {
     /// `TIMESTAMPTZ` on PostgreSQL.
     type Time;
 
+    /// The time bound for `t`; refused ([`StoreError::TimeOutOfRange`])
+    /// outside the years 0000..=9999 on both backends, so that what one
+    /// stores the other could too.
     fn time(t: OffsetDateTime) -> Result<Self::Time, StoreError>;
 
     /// The time a row holds; `what` names it in the error of a corrupt row.
@@ -53,6 +56,13 @@ pub trait Dialect: sqlx::Database {
 const STORED_TIME: &[time::format_description::BorrowedFormatItem<'static>] = time::macros::format_description!(
     "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
 );
+
+/// `t` in UTC, if its year is one RFC 3339 can write (0000..=9999).
+fn in_stored_years(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
+    t.checked_to_offset(time::UtcOffset::UTC)
+        .filter(|utc| (0..=9999).contains(&utc.year()))
+        .ok_or(StoreError::TimeOutOfRange(t))
+}
 
 impl Dialect for Sqlite {
     type Id = String;
@@ -69,7 +79,7 @@ impl Dialect for Sqlite {
     type Time = String;
 
     fn time(t: OffsetDateTime) -> Result<String, StoreError> {
-        t.to_offset(time::UtcOffset::UTC)
+        in_stored_years(t)?
             .format(STORED_TIME)
             .map_err(|e| StoreError::Corrupt(format!("time {t}: {e}")))
     }
@@ -95,7 +105,7 @@ impl Dialect for Postgres {
     type Time = OffsetDateTime;
 
     fn time(t: OffsetDateTime) -> Result<OffsetDateTime, StoreError> {
-        Ok(t)
+        in_stored_years(t)
     }
 
     fn read_time(stored: OffsetDateTime, _what: &str) -> Result<OffsetDateTime, StoreError> {
@@ -153,3 +163,48 @@ macro_rules! per_backend {
 }
 
 pub use crate::per_backend;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn sqlite_times_read_back_at_microseconds_across_the_stored_years() {
+        for t in [
+            datetime!(0000-01-01 00:00:00 UTC),
+            datetime!(2026-12-03 20:15:29.123456789 +02:00),
+            datetime!(9999-12-31 23:59:59.999999 UTC),
+        ] {
+            let stored = Sqlite::time(t).expect("in the stored years");
+            let read = Sqlite::read_time(stored.clone(), "time").expect("reads back");
+            let micros = t
+                .replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
+                .unwrap();
+            assert_eq!(read, micros, "{stored}");
+        }
+    }
+
+    /// Found by the `stored_rows` fuzz target: a year before 0000 was
+    /// written as `-2177-…`, which no RFC 3339 reader takes back.
+    #[test]
+    fn times_outside_the_stored_years_are_refused_on_both_backends() {
+        let before_year_zero = OffsetDateTime::from_unix_timestamp(-68_719_476_737).unwrap();
+        // In UTC this is already 10000-01-01.
+        let past_9999 = datetime!(9999-12-31 23:30:00 -01:00);
+        for t in [
+            before_year_zero,
+            datetime!(-0001-12-31 23:59:59 UTC),
+            past_9999,
+        ] {
+            assert!(
+                matches!(Sqlite::time(t), Err(StoreError::TimeOutOfRange(_))),
+                "SQLite stored {t}"
+            );
+            assert!(
+                matches!(Postgres::time(t), Err(StoreError::TimeOutOfRange(_))),
+                "PostgreSQL stored {t}"
+            );
+        }
+    }
+}

@@ -212,6 +212,14 @@ async fn pipeline(
         caught = caught_up.as_secs_f64(),
         after = (caught_up - load).as_secs_f64(),
     );
+    // One line for bench/all.sh's table: audit keeping up with the events.
+    println!(
+        "headline\taudit {}\taudit entries recorded/s\t{:.0}/s\t{:.0} events published/s\t{:.2}",
+        label.trim_end_matches(": "),
+        entries as f64 / caught_up.as_secs_f64(),
+        published / load.as_secs_f64(),
+        (entries as f64 / caught_up.as_secs_f64()) / (published / load.as_secs_f64()).max(1.0),
+    );
     for (subscriber, worst) in SUBSCRIBERS.iter().zip(worst) {
         let quantile = |q| {
             histogram_quantile(

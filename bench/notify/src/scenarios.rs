@@ -407,6 +407,22 @@ pub fn print_table(rows: &[Row]) {
     }
     println!("(ms; deliv = from the notification's created_at to its arrival at the sink, open-loop rows only;");
     println!(" delivered/s = (n - 1) / (last arrival - first arrival); dup/missing: ids delivered twice / never)");
+    // One line per scenario for bench/all.sh's table: delivery keeping up
+    // with acceptance, and nothing lost or doubled.
+    for r in rows {
+        let ratio = match (r.delivered_per_s, r.accepted_per_s) {
+            (Some(d), Some(a)) if a > 0.0 => format!("{:.2}", d / a),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "headline\tnotify {}\tdelivered/s; dup/missing\t{}/s; {}/{}\t{}/s accepted\t{ratio}",
+            r.name,
+            show(r.delivered_per_s, 0),
+            r.duplicates,
+            r.missing,
+            show(r.accepted_per_s, 0),
+        );
+    }
 }
 
 #[cfg(test)]

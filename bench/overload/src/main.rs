@@ -285,6 +285,14 @@ async fn main() -> Result<()> {
             Err(err) => err.to_string(),
         },
     );
+    // One line for bench/all.sh's table: the reads beside the flood against
+    // calm, and what must hold (nothing restarted).
+    println!(
+        "headline\toverload {}\tGET order p99 during the flood; shed; restarts\t{during_p99:.2} ms; {:.1} % shed; {restarts} restarts\tcalm {calm_p99:.2} ms\t{:.2}",
+        args.label,
+        100.0 * flood.shed as f64 / flood.answered().max(1) as f64,
+        during_p99 / calm_p99,
+    );
     Ok(())
 }
 

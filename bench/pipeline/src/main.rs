@@ -142,6 +142,23 @@ async fn main() -> Result<()> {
         n = latencies.len(),
         drain = drain.as_secs_f64(),
     );
+    // One line for bench/all.sh's table: what was accepted against what was
+    // offered (closed loop: nothing offered, no ratio).
+    let rate = orders as f64 / load_time.as_secs_f64();
+    let (against, ratio) = if args.rate > 0 {
+        (
+            format!("{} orders/s offered", args.rate),
+            format!("{:.2}", rate / args.rate as f64),
+        )
+    } else {
+        ("closed loop".to_owned(), "-".to_owned())
+    };
+    println!(
+        "headline\tpipeline {}\torders/s accepted, order→invoice p99, caught up\t{rate:.0}/s, {:.1} ms, {:.2} s\t{against}\t{ratio}",
+        args.label,
+        pct(0.99),
+        drain.as_secs_f64(),
+    );
     Ok(())
 }
 

@@ -29,7 +29,7 @@ per_backend! {
         /// Records the batch's events (one statement) and applies the new
         /// ones, in the same transaction.
         async fn write(
-            tx: &mut Transaction<'static, DB>,
+            tx: &mut Transaction<'_, DB>,
             ops: &[Self],
         ) -> Result<Vec<bool>, StoreError> {
             let events: Vec<&Event> = ops.iter().map(|Apply(fact)| &fact.event).collect();
@@ -55,7 +55,7 @@ per_backend! {
     /// Writes a batch's effects, each table's rows in key order: counters,
     /// activity (a new row in a closed bucket recomputes the bucket's
     /// distinct users: a late event), then the users' totals.
-    async fn apply_in(tx: &mut Transaction<'static, DB>, effects: &Effects) -> Result<(), StoreError> {
+    async fn apply_in(tx: &mut Transaction<'_, DB>, effects: &Effects) -> Result<(), StoreError> {
         for ((grain, bucket, metric), value) in &effects.counters {
             sqlx::query(
                 "INSERT INTO counters (grain, bucket, metric, value) VALUES ($1, $2, $3, $4)
@@ -120,7 +120,7 @@ per_backend! {
     }
 
     async fn is_closed(
-        tx: &mut Transaction<'static, DB>,
+        tx: &mut Transaction<'_, DB>,
         grain: Grain,
         bucket: i64,
     ) -> Result<bool, StoreError> {
@@ -136,7 +136,7 @@ per_backend! {
 
     /// Stores the bucket's distinct active users, counted from its activity.
     async fn store_active_in(
-        tx: &mut Transaction<'static, DB>,
+        tx: &mut Transaction<'_, DB>,
         grain: Grain,
         bucket: i64,
     ) -> Result<(), StoreError> {
@@ -205,7 +205,7 @@ per_backend! {
     /// Rewrites the day's additive counters as the sums of its hours (which
     /// the events also added to the day as they came: the same figures,
     /// unless a write was lost).
-    async fn rollup_in(tx: &mut Transaction<'static, DB>, day: i64) -> Result<(), StoreError> {
+    async fn rollup_in(tx: &mut Transaction<'_, DB>, day: i64) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO counters (grain, bucket, metric, value)
              SELECT 'day', $1, metric, CAST(SUM(value) AS BIGINT) FROM counters

@@ -133,13 +133,13 @@ pub enum Posted {
 pub(super) trait AuditSql: sqlx::Database {
     /// Which of `ids` are recorded already.
     fn existing(
-        tx: &mut sqlx::Transaction<'static, Self>,
+        tx: &mut sqlx::Transaction<'_, Self>,
         ids: &[Uuid],
     ) -> impl std::future::Future<Output = Result<std::collections::HashSet<Uuid>, StoreError>> + Send;
 
     /// Inserts `entries` (numbered and hashed) in one statement.
     fn insert_all(
-        tx: &mut sqlx::Transaction<'static, Self>,
+        tx: &mut sqlx::Transaction<'_, Self>,
         entries: &[Stored],
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 }
@@ -330,4 +330,12 @@ pub(super) struct Head {
 /// A store failure as a reply: 503 when the database is down, else 500.
 pub(super) fn internal(err: StoreError) -> ServiceError {
     ServiceError::from_store("audit", err)
+}
+
+/// The SQLite row decoders, for the fuzz targets (`fuzz/`, target
+/// `stored_rows`): whatever a row read back from disk holds, it becomes the
+/// model or a corrupt-row error, never a panic.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use super::sql::sqlite::{stored_from_row, EntryRow};
 }

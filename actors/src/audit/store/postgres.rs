@@ -12,7 +12,7 @@ use crate::storage::StoreError;
 
 impl AuditSql for Postgres {
     async fn existing(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'_, Postgres>,
         ids: &[Uuid],
     ) -> Result<HashSet<Uuid>, StoreError> {
         // A semi-join on the unnested array keeps to the index (see billing).
@@ -26,7 +26,7 @@ impl AuditSql for Postgres {
     }
 
     async fn insert_all(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'_, Postgres>,
         entries: &[Stored],
     ) -> Result<(), StoreError> {
         let all = || entries.iter();

@@ -111,7 +111,7 @@ macro_rules! bind_args {
 
 per_backend! {
     /// A row of `audit_entries`, in [`COLUMNS`] order.
-    type EntryRow = (
+    pub type EntryRow = (
         i64,
         <DB as Dialect>::Id,
         <DB as Dialect>::Time,
@@ -125,7 +125,7 @@ per_backend! {
         String,
     );
 
-    fn stored_from_row(row: EntryRow) -> Result<Stored, StoreError> {
+    pub fn stored_from_row(row: EntryRow) -> Result<Stored, StoreError> {
         let (seq, id, occurred_at, recorded_at, action, actor_id, resource_type, resource_id, request_id, data, hash) = row;
         let what = |field: &str| format!("audit entry {seq}: {field}");
         Ok(Stored {
@@ -152,7 +152,7 @@ per_backend! {
 
         /// Appends every new entry of `ops` to the chain, holding its head.
         async fn write(
-            tx: &mut Transaction<'static, DB>,
+            tx: &mut Transaction<'_, DB>,
             ops: &[Self],
         ) -> Result<Vec<Vec<Recorded>>, StoreError> {
             let (mut seq, mut hash): (i64, String) = sqlx::query_as(&format!(

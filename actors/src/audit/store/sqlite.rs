@@ -13,7 +13,7 @@ use crate::storage::StoreError;
 
 impl AuditSql for Sqlite {
     async fn existing(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Transaction<'_, Sqlite>,
         ids: &[Uuid],
     ) -> Result<HashSet<Uuid>, StoreError> {
         let list: Vec<String> = ids.iter().map(|id| Sqlite::id(*id)).collect();
@@ -30,7 +30,7 @@ impl AuditSql for Sqlite {
     }
 
     async fn insert_all(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Transaction<'_, Sqlite>,
         entries: &[Stored],
     ) -> Result<(), StoreError> {
         let rows = entries

@@ -580,6 +580,14 @@ fn stored_role(id: &str, role: &str) -> Result<Role, StoreError> {
     parse_role(role).ok_or_else(|| corrupt("user", id, "role", role))
 }
 
+/// The SQLite row decoders, for the fuzz targets (`fuzz/`, target
+/// `stored_rows`): whatever a row read back from disk holds, it becomes the
+/// model or a corrupt-row error, never a panic.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use super::sql::sqlite::{session_from_row, user_from_row, SessionRow, UserRow};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

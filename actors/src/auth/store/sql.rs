@@ -26,11 +26,11 @@ use crate::storage::StoreError;
 
 per_backend! {
     /// How the backend stores an id and a time ([`Dialect`]).
-    type Id = <DB as Dialect>::Id;
-    type Time = <DB as Dialect>::Time;
+    pub type Id = <DB as Dialect>::Id;
+    pub type Time = <DB as Dialect>::Time;
 
-    type UserRow = (Id, String, String, String, Time);
-    type SessionRow = (Id, Id, Time, Time, Time, Option<Time>, Option<String>, Option<String>);
+    pub type UserRow = (Id, String, String, String, Time);
+    pub type SessionRow = (Id, Id, Time, Time, Time, Option<Time>, Option<String>, Option<String>);
 
     /// A session row followed by its current refresh hash.
     type SessionAndHashRow = (
@@ -399,7 +399,7 @@ per_backend! {
     }
 
 
-    fn user_from_row(row: UserRow) -> Result<User, StoreError> {
+    pub fn user_from_row(row: UserRow) -> Result<User, StoreError> {
         let (id, email, name, role, created_at) = row;
         let id = DB::read_id(id, "user id")?;
         Ok(User {
@@ -411,7 +411,7 @@ per_backend! {
         })
     }
 
-    fn session_from_row(row: SessionRow) -> Result<SessionRecord, StoreError> {
+    pub fn session_from_row(row: SessionRow) -> Result<SessionRecord, StoreError> {
         let (id, user_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip) = row;
         let id = DB::read_id(id, "session id")?;
         let field = |name: &str| format!("session {id}: {name}");

@@ -154,7 +154,7 @@ pub(super) trait BillingSql: sqlx::Database {
     /// counter's lock); the batch around it and every other statement are
     /// written once, in `sql.rs`.
     fn invoice_all(
-        tx: &mut sqlx::Transaction<'static, Self>,
+        tx: &mut sqlx::Transaction<'_, Self>,
         invoices: &[InvoiceWrite<'_>],
     ) -> impl std::future::Future<Output = Result<Vec<ApplyOutcome>, StoreError>> + Send;
 }
@@ -420,4 +420,12 @@ fn corrupt(id: &str, what: &str, value: &str) -> StoreError {
 
 fn parse_status(id: &str, status: &str) -> Result<InvoiceStatus, StoreError> {
     InvoiceStatus::parse(status).ok_or_else(|| corrupt(id, "status", status))
+}
+
+/// The SQLite row decoders, for the fuzz targets (`fuzz/`, target
+/// `stored_rows`): whatever a row read back from disk holds, it becomes the
+/// model or a corrupt-row error, never a panic.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use super::sql::sqlite::{invoice_from_row, InvoiceRow};
 }

@@ -27,7 +27,7 @@ impl BillingSql for Postgres {
     /// other creator can invoice one of these orders in between. Taken once per
     /// batch, it is held for five round trips however many invoices the batch has.
     async fn invoice_all(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'_, Postgres>,
         invoices: &[InvoiceWrite<'_>],
     ) -> Result<Vec<ApplyOutcome>, StoreError> {
         if invoices.is_empty() {

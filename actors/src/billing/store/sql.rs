@@ -25,7 +25,7 @@ use crate::storage::StoreError;
 
 per_backend! {
     /// A row of `invoices`, in [`COLUMNS`] order.
-    pub(in crate::billing::store) type InvoiceRow = (
+    pub type InvoiceRow = (
         <DB as Dialect>::Id,
         String,
         <DB as Dialect>::Id,
@@ -51,7 +51,7 @@ per_backend! {
         }
 
         async fn write(
-            tx: &mut Transaction<'static, DB>,
+            tx: &mut Transaction<'_, DB>,
             ops: &[Self],
         ) -> Result<Vec<BillingWritten>, StoreError> {
             let mut invoiced = DB::invoice_all(tx, &BillingWrite::invoices(ops))
@@ -92,7 +92,7 @@ per_backend! {
     /// event. `None`, with nothing written, when the order has no invoice
     /// yet (the bus tries again later).
     async fn void_in(
-        tx: &mut Transaction<'static, DB>,
+        tx: &mut Transaction<'_, DB>,
         event: &Event,
         order_id: Uuid,
         now: OffsetDateTime,
@@ -140,7 +140,7 @@ per_backend! {
     /// Refunds a paid invoice in full: its `refunds` row, and the invoice
     /// `refunded`. The caller holds the invoice's row (locked on PostgreSQL).
     async fn refund_in(
-        tx: &mut Transaction<'static, DB>,
+        tx: &mut Transaction<'_, DB>,
         event: &Event,
         paid: &Invoice,
         now: OffsetDateTime,
@@ -170,7 +170,7 @@ per_backend! {
 
     /// Pays the invoice if it is `open`, with `invoice.paid`.
     async fn pay_in(
-        tx: &mut Transaction<'static, DB>,
+        tx: &mut Transaction<'_, DB>,
         id: Uuid,
         now: OffsetDateTime,
         request_id: &str,
@@ -259,7 +259,7 @@ per_backend! {
         Ok((invoices, total))
     }
 
-    pub(in crate::billing::store) fn invoice_from_row(
+    pub fn invoice_from_row(
         row: InvoiceRow,
     ) -> Result<Invoice, StoreError> {
         let (

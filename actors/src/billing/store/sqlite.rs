@@ -22,7 +22,7 @@ impl BillingSql for Sqlite {
     /// inserts the new invoices and their `invoice.created` (one each). The
     /// single writer connection keeps other creators out meanwhile.
     async fn invoice_all(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Transaction<'_, Sqlite>,
         invoices: &[InvoiceWrite<'_>],
     ) -> Result<Vec<ApplyOutcome>, StoreError> {
         if invoices.is_empty() {

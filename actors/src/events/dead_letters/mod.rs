@@ -48,7 +48,7 @@ pub struct DeadLetter {
 }
 
 /// A row as stored: `(id, subscriber, event, attempts, last_error, failed_at, replayed_at)`.
-type Row = (String, String, String, i64, String, i64, Option<i64>);
+pub type Row = (String, String, String, i64, String, i64, Option<i64>);
 
 #[derive(Clone, Debug)]
 pub struct DeadLetterStore {
@@ -153,7 +153,9 @@ struct NewLetter<'a> {
     failed_at: i64,
 }
 
-fn letter_from_row(row: Row) -> Result<DeadLetter, StoreError> {
+/// What a stored row holds, or a corrupt-row error (public for the fuzz
+/// target `stored_rows`).
+pub fn letter_from_row(row: Row) -> Result<DeadLetter, StoreError> {
     let (id, subscriber, event, attempts, last_error, failed_at, replayed_at) = row;
     let corrupt = |what: &str| StoreError::Corrupt(format!("dead letter {id}: bad {what}"));
     let time = |ms: i64| OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000);

@@ -42,7 +42,7 @@ pub use sms::{SmsProvider, SmsSettings};
 pub use webhook::{verify_signature, WebhookProvider, WebhookSettings};
 
 /// A delivery channel: which provider a notification goes through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Channel {
     Email,

@@ -362,3 +362,13 @@ impl NotificationsStore {
         on_db!(&self.db, unsubscribe(id))
     }
 }
+
+/// The SQLite row decoders, for the fuzz targets (`fuzz/`, target
+/// `stored_rows`): whatever a row read back from disk holds, it becomes the
+/// model or a corrupt-row error, never a panic.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use super::sql::sqlite::{
+        notification_from_row, template_from_row, NotificationRow, TemplateRow,
+    };
+}

@@ -30,7 +30,7 @@ const PENDING: &str = "('queued', 'retrying', 'sending')";
 
 per_backend! {
     /// A row of `notifications`, in [`COLUMNS`] order.
-    type NotificationRow = (
+    pub type NotificationRow = (
         <DB as Dialect>::Id,
         String,
         Option<String>,
@@ -59,7 +59,7 @@ per_backend! {
 
     type SubscriptionRow = (<DB as Dialect>::Id, String, String, String, <DB as Dialect>::Time);
 
-    type TemplateRow = (
+    pub type TemplateRow = (
         String,
         String,
         Option<String>,
@@ -69,7 +69,7 @@ per_backend! {
         <DB as Dialect>::Time,
     );
 
-    fn notification_from_row(row: NotificationRow) -> Result<Notification, StoreError> {
+    pub fn notification_from_row(row: NotificationRow) -> Result<Notification, StoreError> {
         let (id, channel, to, user_id, template, subject, status, attempts, last_error, batch_id, created_at, sent_at) = row;
         let id = DB::read_id(id, "notification id")?;
         Ok(Notification {
@@ -89,7 +89,7 @@ per_backend! {
         })
     }
 
-    fn template_from_row(row: TemplateRow) -> Result<Template, StoreError> {
+    pub fn template_from_row(row: TemplateRow) -> Result<Template, StoreError> {
         let (name, channel, subject, body, html, created_at, updated_at) = row;
         Ok(Template {
             name: TemplateName::parse(&name)
@@ -144,7 +144,7 @@ per_backend! {
 
     #[allow(clippy::clone_on_copy)] // the time is a `String` on SQLite, `Copy` on PostgreSQL
     async fn insert_rows(
-        tx: &mut Transaction<'static, DB>,
+        tx: &mut Transaction<'_, DB>,
         enqueue: &Enqueue,
     ) -> Result<(), StoreError> {
         let due = unix_millis(enqueue.now);

@@ -156,7 +156,7 @@ pub(super) enum OrderWritten {
 /// `sql.rs`.
 pub(super) trait OrderRows: sqlx::Database {
     fn insert_orders(
-        tx: &mut sqlx::Transaction<'static, Self>,
+        tx: &mut sqlx::Transaction<'_, Self>,
         orders: &[&Order],
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send;
 }
@@ -416,4 +416,12 @@ fn corrupt(id: &str, what: &str, value: &str) -> StoreError {
 
 fn parse_status(id: &str, status: &str) -> Result<OrderStatus, StoreError> {
     OrderStatus::parse(status).ok_or_else(|| corrupt(id, "status", status))
+}
+
+/// The SQLite row decoders, for the fuzz targets (`fuzz/`, target
+/// `stored_rows`): whatever a row read back from disk holds, it becomes the
+/// model or a corrupt-row error, never a panic.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use super::sql::sqlite::{order_from_row, OrderRow};
 }

@@ -13,7 +13,7 @@ const INSERT_ORDERS: &str = "INSERT INTO orders (id, user_id, amount, currency, 
 
 impl OrderRows for Postgres {
     async fn insert_orders(
-        tx: &mut Transaction<'static, Postgres>,
+        tx: &mut Transaction<'_, Postgres>,
         orders: &[&Order],
     ) -> Result<(), StoreError> {
         sqlx::query(INSERT_ORDERS)

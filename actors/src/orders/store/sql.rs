@@ -21,7 +21,7 @@ use crate::storage::StoreError;
 
 per_backend! {
     /// A row of `orders`, in [`COLUMNS`] order.
-    type OrderRow = (
+    pub type OrderRow = (
         <DB as Dialect>::Id,
         <DB as Dialect>::Id,
         i64,
@@ -44,7 +44,7 @@ per_backend! {
         }
 
         async fn write(
-            tx: &mut Transaction<'static, DB>,
+            tx: &mut Transaction<'_, DB>,
             ops: &[Self],
         ) -> Result<Vec<OrderWritten>, StoreError> {
             insert_all(tx, &OrderWrite::creates(ops)).await?;
@@ -73,7 +73,7 @@ per_backend! {
     /// The orders, their events and their idempotency responses: one
     /// statement per table.
     async fn insert_all(
-        tx: &mut Transaction<'static, DB>,
+        tx: &mut Transaction<'_, DB>,
         creates: &[CreateWrite<'_>],
     ) -> Result<(), StoreError> {
         if creates.is_empty() {
@@ -93,7 +93,7 @@ per_backend! {
 
     /// Cancels the order if it is `created`, with its `order.cancelled`.
     async fn cancel_in(
-        tx: &mut Transaction<'static, DB>,
+        tx: &mut Transaction<'_, DB>,
         id: Uuid,
         now: OffsetDateTime,
         request_id: &str,
@@ -128,7 +128,7 @@ per_backend! {
 
     /// Records `event` and marks the order paid if it is `created`.
     async fn mark_paid_in(
-        tx: &mut Transaction<'static, DB>,
+        tx: &mut Transaction<'_, DB>,
         event: &Event,
         order_id: Uuid,
         now: OffsetDateTime,
@@ -194,7 +194,7 @@ per_backend! {
         Ok((orders, total))
     }
 
-    fn order_from_row(row: OrderRow) -> Result<Order, StoreError> {
+    pub fn order_from_row(row: OrderRow) -> Result<Order, StoreError> {
         let (id, user_id, amount, currency, description, status, created_at, updated_at) = row;
         let id = DB::read_id(id, "order id")?;
         let field = |name: &str| format!("order {id}: {name}");

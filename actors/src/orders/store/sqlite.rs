@@ -15,7 +15,7 @@ const INSERT_ORDERS: &str = "INSERT INTO orders (id, user_id, amount, currency, 
 
 impl OrderRows for Sqlite {
     async fn insert_orders(
-        tx: &mut Transaction<'static, Sqlite>,
+        tx: &mut Transaction<'_, Sqlite>,
         orders: &[&Order],
     ) -> Result<(), StoreError> {
         let rows = orders
