@@ -6,7 +6,7 @@
 # (tab-separated: scenario, figure, value, against, ratio), which are
 # gathered here into one Markdown table.
 #
-#   bench/all.sh                          # everything, each script on its defaults (about 1.5 h)
+#   bench/all.sh                          # everything, each script on its defaults (51 min on 2 cores)
 #   QUICK=1 bench/all.sh                  # every script briefly: a check of the scripts, figures meaningless
 #   ONLY="run pipeline soak" bench/all.sh # some of them
 #

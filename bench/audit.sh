@@ -70,7 +70,10 @@ start() {
         STAGEWORKS__ADMIN__LISTEN=127.0.0.1:0
         STAGEWORKS__LOG__FORMAT=json
         STAGEWORKS__LOG__LEVEL=warn,stageworks=info
-        STAGEWORKS__RATE_LIMIT__ENABLED=false)
+        STAGEWORKS__RATE_LIMIT__ENABLED=false
+        # The bench signs in once; seeding PostgreSQL takes longer than
+        # the default 15 min access token lives (its searches got 401).
+        STAGEWORKS__TOKENS__ACCESS_TTL="${STAGEWORKS__TOKENS__ACCESS_TTL:-6h}")
     mkdir -p "$data"
     printf '%s\n' "$AUDIT_BENCH_PASSWORD" | env "${common[@]}" \
         timeout 60 target/release/stageworks user create --config config.toml --email "$admin_email" --admin >/dev/null
