@@ -224,18 +224,15 @@ impl<M: Send + 'static, C: Send + 'static> ServiceHandle<M, C> {
     }
 
     /// The lane's live worker with the fewest messages in flight (the
-    /// first on a tie).
+    /// first on a tie), with one more counted against it.
     fn pick_worker(&self, lane: Lane) -> Option<(usize, ActorRef<Envelope<M, C>>)> {
         let slots = self.slots.read().unwrap_or_else(PoisonError::into_inner);
-        let range = self.shared.lane_workers(lane);
-        slots
-            .iter()
-            .enumerate()
-            .skip(range.start)
-            .take(range.len())
-            .filter_map(|(i, slot)| slot.as_ref().map(|w| (i, w)))
-            .min_by_key(|(i, _)| self.shared.worker(*i).in_flight())
-            .map(|(i, w)| (i, w.clone()))
+        let live = self
+            .shared
+            .lane_workers(lane)
+            .filter(|&i| slots.get(i).is_some_and(Option::is_some));
+        let index = self.shared.reserve_least_loaded(live)?;
+        slots[index].clone().map(|worker| (index, worker))
     }
 
     /// The caller stopped waiting for a message (its wait ran out, or it

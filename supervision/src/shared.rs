@@ -88,12 +88,22 @@ impl WorkerStats {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn message_sent(&self) {
-        self.depth.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    /// Counts one more message in flight if the count is still `seen`: two
+    /// callers that looked at the same idle worker at once do not both take
+    /// it (the second looks again).
+    fn try_reserve(&self, seen: i64) -> bool {
+        self.in_flight
+            .compare_exchange(seen, seen + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 
-    /// The send failed: the message never reached a mailbox.
+    /// A message reserved by [`ServiceShared::reserve_least_loaded`] was sent.
+    pub(crate) fn message_sent(&self) {
+        self.depth.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The send failed: the message never reached a mailbox (its
+    /// reservation is undone too).
     pub(crate) fn message_unsent(&self) {
         self.depth.fetch_sub(1, Ordering::Relaxed);
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -338,6 +348,26 @@ impl ServiceShared {
 
     pub fn worker(&self, index: usize) -> &WorkerStats {
         &self.workers[index]
+    }
+
+    /// Reserves a message in flight on the least loaded of `candidates`
+    /// (the first on a tie) and answers its index; `None` if there are no
+    /// candidates. Looking and counting are one step: callers arriving at
+    /// the same instant spread over idle workers instead of queueing behind
+    /// the first one.
+    pub(crate) fn reserve_least_loaded(
+        &self,
+        candidates: impl Iterator<Item = usize> + Clone,
+    ) -> Option<usize> {
+        loop {
+            let (index, seen) = candidates
+                .clone()
+                .map(|i| (i, self.workers[i].in_flight()))
+                .min_by_key(|&(_, in_flight)| in_flight)?;
+            if self.workers[index].try_reserve(seen) {
+                return Some(index);
+            }
+        }
     }
 
     /// The index of a worker by its name (`orders-worker-0`).
@@ -680,5 +710,64 @@ impl ServiceShared {
                 .map(|t| now.duration_since(t).as_secs_f64()),
             children: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service_of(workers: usize) -> Arc<ServiceShared> {
+        let bounds = QueueBounds {
+            limit: 1_000,
+            max_wait: Duration::from_secs(1),
+        };
+        let lanes = Lanes {
+            main: bounds,
+            reads: bounds,
+        };
+        ServiceShared::new("pool", SupervisionPolicy::default(), workers, lanes)
+    }
+
+    /// Callers arriving at once on idle workers spread evenly: the check
+    /// of the least loaded worker and the count against it are one step,
+    /// so no two callers both take the worker they both saw idle. (With a
+    /// separate look and count, two callers that replied at the same moment
+    /// queued behind one worker while the other stood idle.)
+    #[test]
+    fn simultaneous_callers_spread_over_idle_workers() {
+        const WORKERS: usize = 4;
+        const CALLERS: usize = 8;
+        const CALLS: usize = 500;
+        let service = service_of(WORKERS);
+        let start = std::sync::Barrier::new(CALLERS);
+        std::thread::scope(|scope| {
+            for _ in 0..CALLERS {
+                scope.spawn(|| {
+                    start.wait();
+                    for _ in 0..CALLS {
+                        assert!(service.reserve_least_loaded(0..WORKERS).is_some());
+                    }
+                });
+            }
+        });
+        let counts: Vec<i64> = (0..WORKERS)
+            .map(|i| service.worker(i).in_flight())
+            .collect();
+        let even = (CALLERS * CALLS / WORKERS) as i64;
+        assert_eq!(counts, vec![even; WORKERS]);
+    }
+
+    #[test]
+    fn the_least_loaded_candidate_is_reserved_and_a_release_frees_it() {
+        let service = service_of(3);
+        assert_eq!(service.reserve_least_loaded(0..3), Some(0));
+        assert_eq!(service.reserve_least_loaded(0..3), Some(1));
+        // Only the candidates count: worker 2 is not live here.
+        assert_eq!(service.reserve_least_loaded(0..2), Some(0));
+        let ticket = Ticket::new(Instant::now() + Duration::from_secs(1));
+        service.worker(1).reply_received(&ticket);
+        assert_eq!(service.reserve_least_loaded(0..2), Some(1));
+        assert_eq!(service.reserve_least_loaded(std::iter::empty()), None);
     }
 }
