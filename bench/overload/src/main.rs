@@ -285,6 +285,15 @@ async fn main() -> Result<()> {
             Err(err) => err.to_string(),
         },
     );
+    // Why reads were refused, if they were: the circuit's trips and the
+    // outages (a dependency taken for down) during the flood, and the
+    // service's last failure.
+    println!(
+        "{service} during the flood: circuit trips {trips}, outages {outages}; last failure {last}",
+        trips = grown(&before, &after, "/circuit/trips"),
+        outages = grown(&before, &after, "/outage/outages"),
+        last = after["last_failure"],
+    );
     // One line for bench/all.sh's table: the reads beside the flood against
     // calm, and what must hold (nothing restarted).
     println!(
@@ -454,6 +463,12 @@ async fn service_node(client: &reqwest::Client, args: &Args, service: &str) -> R
         bail!("no {service} node in the admin answer: {node}");
     }
     Ok(node)
+}
+
+/// How much a counter of a service node (a JSON pointer) grew.
+fn grown(before: &Value, after: &Value, pointer: &str) -> u64 {
+    let read = |node: &Value| node.pointer(pointer).and_then(Value::as_u64).unwrap_or(0);
+    read(after).saturating_sub(read(before))
 }
 
 /// Restarts of a service node and its workers.
