@@ -779,6 +779,52 @@ fn rss_of(pid: u32) -> u64 {
     kib * 1024
 }
 
+/// Sequential scans of `audit_entries` so far, as PostgreSQL's statistics
+/// have them. A backend sends its counts at most once a second and, once
+/// idle, within 10 s (`PGSTAT_IDLE_INTERVAL`): read after waiting that out,
+/// the count includes every statement already run.
+async fn settled_seq_scans(db: &mut AuditDb) -> i64 {
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    db.count("SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'audit_entries'")
+        .await
+}
+
+/// An append's duplicate check keeps to the index however the log grew
+/// (`storage::postgres`, "Batch statements are not prepared"): prepared
+/// once while the log was small, PostgreSQL kept a generic plan that
+/// scanned the whole table, and every append took longer as the log grew.
+#[tokio::test]
+async fn appends_keep_to_the_index_as_the_log_grows() {
+    let app = spawn_app_with(|_| {}).await;
+    let Some(database) = &app.database else {
+        eprintln!("skipped: plans cached by PostgreSQL (STAGEWORKS_TEST_DATABASE_URL)");
+        return;
+    };
+    let kind = format!("growing{}", uuid::Uuid::now_v7().simple());
+    let append = |n: usize| {
+        post(
+            &app,
+            json!({"action": "ledger.line", "resource_type": kind, "data": {"n": n}}),
+        )
+    };
+    // Enough appends on a small log for every writer connection to run its
+    // statements past the five after which PostgreSQL may settle on a plan.
+    for n in 0..60 {
+        append(n).await;
+    }
+    seed(app.data.path(), Some(database.url.clone()), &kind, 60_000).await;
+    let mut db = AuditDb::open(&app, "audit").await;
+    let before = settled_seq_scans(&mut db).await;
+    for n in 0..40 {
+        append(n).await;
+    }
+    let scans = settled_seq_scans(&mut db).await - before;
+    assert_eq!(
+        scans, 0,
+        "40 appends to a log of 60,000 entries scanned it {scans} times"
+    );
+}
+
 #[tokio::test]
 async fn an_export_of_200_000_entries_streams_in_bounded_memory() {
     use common::binary;

@@ -15,10 +15,13 @@ impl AuditSql for Postgres {
         tx: &mut Transaction<'_, Postgres>,
         ids: &[Uuid],
     ) -> Result<HashSet<Uuid>, StoreError> {
-        // A semi-join on the unnested array keeps to the index (see billing).
+        // A semi-join on the unnested array keeps to the index (see billing),
+        // planned with this batch's ids each time: see `storage::postgres`,
+        // "Batch statements are not prepared".
         let found: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM audit_entries WHERE id IN (SELECT unnest($1::uuid[]))",
         )
+        .persistent(false)
         .bind(ids)
         .fetch_all(&mut **tx)
         .await?;

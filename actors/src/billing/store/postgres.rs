@@ -50,10 +50,13 @@ impl BillingSql for Postgres {
         // `IN (SELECT unnest(…))`, not `= ANY(…)`: the plan PostgreSQL caches
         // for a prepared `= ANY` can be a scan comparing every row with the
         // array (seen in bench/: most of the server's CPU); a semi-join on the
-        // unnested array keeps to the index.
+        // unnested array keeps to the index; and it is planned with these
+        // ids each time (`storage::postgres`, "Batch statements are not
+        // prepared").
         let rows: Vec<InvoiceRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM invoices WHERE order_id IN (SELECT unnest($1::uuid[]))"
         ))
+        .persistent(false)
         .bind(&orders)
         .fetch_all(&mut **tx)
         .await?;

@@ -88,7 +88,10 @@ pub(super) async fn take_back(db: &PgDb, holder: &str) -> Result<u64, StoreError
 
 pub(super) async fn mark_published(db: &PgDb, seqs: &[i64], now: i64) -> Result<(), StoreError> {
     let mut conn = db.acquire().await?;
+    // Planned with these seqs each time (`storage::postgres`, "Batch
+    // statements are not prepared").
     sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq IN (SELECT unnest($2::bigint[]))")
+        .persistent(false)
         .bind(now)
         .bind(seqs)
         .execute(&mut *conn)
@@ -102,6 +105,7 @@ pub(super) async fn release(db: &PgDb, seqs: &[i64]) -> Result<(), StoreError> {
         "UPDATE outbox SET claimed_until = 0
          WHERE published_at IS NULL AND seq IN (SELECT unnest($1::bigint[]))",
     )
+    .persistent(false)
     .bind(seqs)
     .execute(&mut *conn)
     .await?;
