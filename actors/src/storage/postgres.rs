@@ -2,17 +2,20 @@
 //! in a shared database, every connection's `search_path` set to it, its
 //! migrations (and sqlx's bookkeeping table) living there too.
 //!
-//! **Batch statements are not prepared.** sqlx prepares every statement once
-//! per connection, and after five runs PostgreSQL may keep a *generic* plan
-//! for it, costed against the table as it was then. A statement that takes a
-//! batch's keys as an array (`… IN (SELECT unnest($1))`) first runs while its
-//! table is nearly empty, where a sequential scan is cheapest; the plan then
-//! stays as the table grows (nothing invalidates it where autovacuum's
-//! `ANALYZE` does not run). Audit's duplicate check did that: 48 ms a batch,
-//! a scan of the whole log, at 290,000 entries, and appends fell from 1,779/s
-//! to ~470/s as the log grew. Those statements run `persistent(false)`:
-//! planned with their values each time (a fraction of a millisecond, once a
-//! batch), they keep to the index whatever the table's history.
+//! **Statements whose plan depends on the data are not prepared.** sqlx
+//! prepares every statement once per connection, and after five runs
+//! PostgreSQL may keep a *generic* plan for it, costed against the table as
+//! it was then. A statement first run while its table is nearly empty, where
+//! a sequential scan is cheapest, keeps that plan as the table grows
+//! (nothing invalidates it where autovacuum's `ANALYZE` does not run). Two
+//! did, in audit: the append's duplicate check (`… IN (SELECT unnest($1))`,
+//! 48 ms a batch at 290,000 entries: appends fell from 1,779/s to ~470/s
+//! as the log grew) and the export's keyset page (every page of an export a
+//! scan of the whole log). Lookups by a batch's keys (audit's, billing's,
+//! the outbox's) and audit's searches, export and `/verify` pages run
+//! `persistent(false)`: planned with their values each time (a fraction of
+//! a millisecond, once a batch or a page), they keep to the indexes
+//! whatever the table's history.
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -17,7 +17,7 @@ impl AuditSql for Postgres {
     ) -> Result<HashSet<Uuid>, StoreError> {
         // A semi-join on the unnested array keeps to the index (see billing),
         // planned with this batch's ids each time: see `storage::postgres`,
-        // "Batch statements are not prepared".
+        // "Statements whose plan depends on the data are not prepared".
         let found: Vec<Uuid> = sqlx::query_scalar(
             "SELECT id FROM audit_entries WHERE id IN (SELECT unnest($1::uuid[]))",
         )

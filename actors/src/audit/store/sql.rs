@@ -248,14 +248,17 @@ per_backend! {
             next(&args, 1),
             next(&args, 2)
         );
-        let query = bind_args!(sqlx::query_as::<_, EntryRow>(&sql), &args);
+        // Searches, exports and `/verify` page through a table that grows
+        // from nothing: planned with their values each time, not prepared
+        // (`storage::postgres`, "Statements whose plan depends on the data").
+        let query = bind_args!(sqlx::query_as::<_, EntryRow>(&sql).persistent(false), &args);
         let rows = query
             .bind(i64::from(page.limit))
             .bind(page.offset())
             .fetch_all(&mut *conn)
             .await?;
         let count = format!("SELECT COUNT(*) FROM audit_entries WHERE {condition}");
-        let total: i64 = bind_args!(sqlx::query_scalar::<_, i64>(&count), &args)
+        let total: i64 = bind_args!(sqlx::query_scalar::<_, i64>(&count).persistent(false), &args)
             .fetch_one(&mut *conn)
             .await?;
         let rows = rows.into_iter().map(stored_from_row).collect::<Result<_, _>>()?;
@@ -277,7 +280,7 @@ per_backend! {
             next(&args, 0)
         );
         let mut conn = db.read().await?;
-        let rows = bind_args!(sqlx::query_as::<_, EntryRow>(&sql), &args)
+        let rows = bind_args!(sqlx::query_as::<_, EntryRow>(&sql).persistent(false), &args)
             .fetch_all(&mut *conn)
             .await?;
         rows.into_iter().map(stored_from_row).collect()
@@ -304,6 +307,7 @@ per_backend! {
             "SELECT {COLUMNS} FROM audit_entries WHERE seq > $1 AND seq <= $2
              ORDER BY seq LIMIT {PAGE_ROWS}"
         ))
+        .persistent(false)
         .bind(after)
         .bind(until)
         .fetch_all(&mut *conn)

@@ -51,8 +51,8 @@ impl BillingSql for Postgres {
         // for a prepared `= ANY` can be a scan comparing every row with the
         // array (seen in bench/: most of the server's CPU); a semi-join on the
         // unnested array keeps to the index; and it is planned with these
-        // ids each time (`storage::postgres`, "Batch statements are not
-        // prepared").
+        // ids each time (`storage::postgres`, "Statements whose plan depends
+        // on the data are not prepared").
         let rows: Vec<InvoiceRow> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM invoices WHERE order_id IN (SELECT unnest($1::uuid[]))"
         ))

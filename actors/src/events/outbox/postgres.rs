@@ -88,8 +88,8 @@ pub(super) async fn take_back(db: &PgDb, holder: &str) -> Result<u64, StoreError
 
 pub(super) async fn mark_published(db: &PgDb, seqs: &[i64], now: i64) -> Result<(), StoreError> {
     let mut conn = db.acquire().await?;
-    // Planned with these seqs each time (`storage::postgres`, "Batch
-    // statements are not prepared").
+    // Planned with these seqs each time (`storage::postgres`, "Statements
+    // whose plan depends on the data are not prepared").
     sqlx::query("UPDATE outbox SET published_at = $1 WHERE seq IN (SELECT unnest($2::bigint[]))")
         .persistent(false)
         .bind(now)
